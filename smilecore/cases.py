@@ -1,0 +1,147 @@
+"""Finding BraTS cases in a folder, and splitting them by case.
+
+Three naming schemes are recognised (the file extension is `.nii.gz` or `.nii`):
+
+- BraTS 2018-2020: ``<case>/<case>_t2.nii.gz``, ``_t1``, ``_t1ce``, ``_flair``, ``_seg``
+- BraTS 2021:      ``BraTS2021_00000/BraTS2021_00000_t2.nii.gz`` (same suffixes)
+- BraTS 2023+:     ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2w.nii.gz``, ``-t1n``,
+                   ``-t1c``, ``-t2f``, ``-seg``
+
+A case is a folder holding at least one image file; a case without a segmentation file is
+unlabelled. Folders may also lie directly in DATA_DIR as flat files (all files of a case in
+one folder), which is handled the same way because cases are keyed by their file prefix.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Canonical modality name -> every suffix used for it by some BraTS release.
+MODALITY_ALIASES: dict[str, tuple[str, ...]] = {
+    "t2": ("t2", "t2w"),
+    "t1": ("t1", "t1n"),
+    "t1ce": ("t1ce", "t1c", "t1gd"),
+    "flair": ("flair", "t2f"),
+}
+SEG_SUFFIXES = ("seg",)
+_SUFFIX_TO_MODALITY = {s: m for m, ss in MODALITY_ALIASES.items() for s in ss}
+_FILE_RE = re.compile(r"^(?P<case>.+?)[_-](?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
+
+
+def canonical_modality(name: str) -> str:
+    """'T2w' -> 't2', 'FLAIR' -> 'flair'; raises ValueError for an unknown name."""
+    key = name.strip().lower()
+    if key in _SUFFIX_TO_MODALITY:
+        return _SUFFIX_TO_MODALITY[key]
+    known = ", ".join(f"{m} ({'/'.join(a)})" for m, a in MODALITY_ALIASES.items())
+    raise ValueError(f"unknown modality {name!r}; known: {known}")
+
+
+@dataclass
+class Case:
+    case_id: str
+    images: dict[str, Path] = field(default_factory=dict)  # canonical modality -> file
+    seg: Path | None = None
+
+    @property
+    def labeled(self) -> bool:
+        return self.seg is not None
+
+    def image(self, modality: str) -> Path:
+        modality = canonical_modality(modality)
+        if modality not in self.images:
+            have = ", ".join(sorted(self.images)) or "none"
+            raise FileNotFoundError(
+                f"case {self.case_id}: no {modality} image (looked for suffixes "
+                f"{'/'.join(MODALITY_ALIASES[modality])}; found modalities: {have})")
+        return self.images[modality]
+
+
+def find_cases(data_dir: str | Path) -> list[Case]:
+    """All BraTS-named cases under `data_dir` (searched two folder levels deep), sorted by id."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist or is not a folder")
+    cases: dict[str, Case] = {}
+    files = sorted(p for pattern in ("*.nii*", "*/*.nii*") for p in data_dir.glob(pattern))
+    for path in files:
+        m = _FILE_RE.match(path.name)
+        if not m:
+            continue
+        suffix = m["suffix"].lower()
+        case = cases.setdefault(m["case"], Case(m["case"]))
+        if suffix in SEG_SUFFIXES:
+            case.seg = path
+        elif suffix in _SUFFIX_TO_MODALITY:
+            case.images[_SUFFIX_TO_MODALITY[suffix]] = path
+    found = [c for _, c in sorted(cases.items()) if c.images]
+    return found
+
+
+@dataclass
+class Split:
+    train: list[Case]
+    val: list[Case]
+    test: list[Case]
+    unlabeled_train_ids: list[str]  # training cases used without their label
+
+    def summary(self) -> dict:
+        return {
+            "train": [c.case_id for c in self.train],
+            "val": [c.case_id for c in self.val],
+            "test": [c.case_id for c in self.test],
+            "train_unlabeled": list(self.unlabeled_train_ids),
+        }
+
+
+# The paper splits 259 cases 130/104/25.
+PAPER_FRACTIONS = (130 / 259, 104 / 259, 25 / 259)
+
+
+def split_cases(cases: list[Case], seed: int = 0, fractions=PAPER_FRACTIONS,
+                labeled_fraction: float = 1.0, val_ids=(), test_ids=()) -> Split:
+    """Case-level train/val/test split, reproducible from `seed`.
+
+    Cases named in `val_ids`/`test_ids` go there; the remaining labelled cases are shuffled
+    and divided by `fractions` (at least one training case). Cases without a segmentation can
+    neither be validated nor tested, so they always join the training set as unlabelled.
+    `labeled_fraction` F then removes the labels of a seeded (1-F) share of the labelled
+    training cases, as the paper does for SMILE-50/75.
+    """
+    if not 0.0 <= labeled_fraction <= 1.0:
+        raise ValueError(f"labeled fraction must lie in [0, 1], got {labeled_fraction}")
+    by_id = {c.case_id: c for c in cases}
+    for cid in (*val_ids, *test_ids):
+        if cid not in by_id:
+            raise ValueError(f"case {cid!r} named for val/test is not among the cases found")
+        if not by_id[cid].labeled:
+            raise ValueError(f"case {cid!r} named for val/test has no segmentation")
+    fixed = set(val_ids) | set(test_ids)
+    pool = [c for c in cases if c.labeled and c.case_id not in fixed]
+    unlabeled = [c for c in cases if not c.labeled and c.case_id not in fixed]
+    rng = np.random.default_rng(seed)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    total = sum(fractions)
+    n = len(pool)
+    n_test = 0 if test_ids else int(round(n * fractions[2] / total))
+    n_val = 0 if val_ids else int(round(n * fractions[1] / total))
+    while n_test + n_val >= n and (n_test or n_val):  # keep one training case
+        if n_val >= n_test and n_val:
+            n_val -= 1
+        else:
+            n_test -= 1
+    test = [by_id[i] for i in test_ids] + pool[:n_test]
+    val = [by_id[i] for i in val_ids] + pool[n_test:n_test + n_val]
+    train_labeled = pool[n_test + n_val:]
+    n_keep = int(round(len(train_labeled) * labeled_fraction))
+    order = np.random.default_rng([seed, 1]).permutation(len(train_labeled))
+    drop = sorted(train_labeled[i].case_id for i in order[n_keep:])
+    if labeled_fraction > 0 and n_keep == 0:
+        raise ValueError(
+            f"labeled fraction {labeled_fraction} keeps no labelled training case "
+            f"(there are {len(train_labeled)} labelled training cases)")
+    train = sorted(train_labeled + unlabeled, key=lambda c: c.case_id)
+    return Split(train, val, test, drop + [c.case_id for c in unlabeled])

@@ -1,0 +1,220 @@
+"""The `smile` command line: train, synthesize, demo, info, make-cohort."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = """examples:
+  smile demo                                   # bundled sample case + default model
+  smile synthesize case_t2.nii.gz --out-dir out/
+  smile synthesize case_t2.nii.gz --mask edited_lesion.nii.gz --out-dir out/
+  smile train /data/BraTS2019 --out runs/smile50 --labeled-fraction 0.5
+  smile train /data/BraTS2019 --out runs/smile50 --resume
+"""
+
+
+def _fractions(text: str) -> tuple:
+    parts = tuple(float(p) for p in text.split(","))
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise argparse.ArgumentTypeError("expected three non-negative numbers: train,val,test")
+    return parts
+
+
+def _ids(text: str) -> tuple:
+    return tuple(p for p in text.split(",") if p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+    d = TrainConfig(data_dir="", out_dir="")
+    p = argparse.ArgumentParser(prog="smile", description="SMILE: pseudo-normal synthesis, lesion "
+                                "segmentation and lesion painting for brain MRI.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="phased semi-supervised training on a folder of BraTS cases",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("data_dir", help="folder of BraTS cases (2018-2020, 2021 or 2023+ naming)")
+    t.add_argument("--out", required=True, help="run folder: checkpoint, events.jsonl, smile-model.pt, cache")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (its own settings are used)")
+    t.add_argument("--modality", default=d.modality, help="t2 (t2w), t1 (t1n), t1ce (t1c), flair (t2f)")
+    t.add_argument("--variant", default=d.variant, choices=["smile", "gvs"],
+                   help="smile: the four phases; gvs: phase 1 alone with all labels (the GVS comparison)")
+    t.add_argument("--labeled-fraction", type=float, default=d.labeled_fraction,
+                   help="share of training cases that keep their labels (SMILE-50: 0.5, SMILE-75: 0.75)")
+    t.add_argument("--seed", type=int, default=d.seed, help="seed of the split, initialisation and data order")
+    t.add_argument("--split", type=_fractions, default="0.502,0.402,0.097",
+                   help="train,val,test proportions of the labelled cases (the paper's 130/104/25)")
+    t.add_argument("--val-cases", type=_ids, default=(), help="comma-separated case ids forced into val")
+    t.add_argument("--test-cases", type=_ids, default=(), help="comma-separated case ids held out for test")
+    t.add_argument("--epochs", type=int, default=d.epochs, help="epochs per phase")
+    t.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimisation steps per epoch (default: one pass over the training slices)")
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    t.add_argument("--base", type=int, default=d.base, help="U-Net width of the first level (G, S, R)")
+    t.add_argument("--depth", type=int, default=d.depth, help="number of U-Net down-samplings")
+    t.add_argument("--crop", type=int, default=None,
+                   help="train on random crops of this size at full resolution (default: whole slices)")
+    t.add_argument("--eps0", type=float, default=d.eps0, help="initial confidence threshold")
+    t.add_argument("--min-brain-fraction", type=float, default=d.min_brain_fraction,
+                   help="keep axial slices with at least this share of brain pixels")
+    t.add_argument("--cache-dir", default=None, help="slice cache folder (default: <out>/cache)")
+    t.add_argument("--device", default=d.device, help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")
+    t.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on GPU")
+    t.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 2 on GPU, 0 on CPU)")
+    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints (besides every epoch end)")
+    t.add_argument("--save-half", action="store_true", help="store model weights as float16")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
+
+    s = sub.add_parser("synthesize", help="pseudo-normal, lesion, pseudo-abnormal and difference for one volume",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("input", help="NIfTI image of the model's modality (skull-stripped)")
+    s.add_argument("--model", default=None, help="SMILE model file (default: the bundled T2 model)")
+    s.add_argument("--mask", default=None,
+                   help="lesion mask NIfTI on the input's grid, used instead of S's (review/painting mode)")
+    s.add_argument("--out-dir", required=True, help="folder for the NIfTI outputs and the PNG overview")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    s.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+
+    m = sub.add_parser("demo", help="run the bundled default model on the bundled sample case",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m.add_argument("--out-dir", default="smile-demo", help="where to write the outputs")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda")
+
+    i = sub.add_parser("info", help="print a model file's configuration")
+    i.add_argument("model", nargs="?", default=None, help="model file (default: the bundled one)")
+
+    c = sub.add_parser("make-cohort", help="write a small procedural BraTS-named cohort (for tests and trials)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("out_dir")
+    c.add_argument("--cases", type=int, default=6)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--size", type=int, nargs=3, default=(48, 48, 24), metavar=("X", "Y", "Z"))
+    c.add_argument("--unlabeled", type=int, default=0, help="how many of the cases get no segmentation")
+    return p
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+    bar = tqdm(desc=desc, unit="slice", dynamic_ncols=True)
+
+    def update(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return update
+
+
+def cmd_train(args) -> int:
+    from .events import EventLog, ProgressBar
+    from .train import CHECKPOINT_NAME, Trainer, TrainConfig
+    out = Path(args.out)
+    if args.resume:
+        import torch
+        ckpt = out / CHECKPOINT_NAME
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+        saved = json.loads(torch.load(ckpt, map_location="cpu", weights_only=True)["config"])
+        saved["split"] = tuple(saved["split"])
+        saved["val_cases"], saved["test_cases"] = tuple(saved["val_cases"]), tuple(saved["test_cases"])
+        cfg = TrainConfig(**{**saved, "device": args.device, "data_dir": args.data_dir,
+                             "num_workers": args.num_workers})
+    else:
+        cfg = TrainConfig(data_dir=args.data_dir, out_dir=str(out), modality=args.modality,
+                          variant=args.variant, labeled_fraction=args.labeled_fraction, seed=args.seed,
+                          split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
+                          epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                          batch_size=args.batch_size, lr=args.lr, base=args.base, depth=args.depth,
+                          crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
+                          cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
+                          num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
+                          save_half=args.save_half)
+    out.mkdir(parents=True, exist_ok=True)
+    events = EventLog(out / "events.jsonl", None if args.quiet else ProgressBar())
+    try:
+        model = Trainer(cfg, events).run(resume=args.resume)
+    except BaseException as exc:
+        events.emit("error" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+                    message=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        events.close()
+    print(f"model written to {model}")
+    return 0
+
+
+def cmd_synthesize(args, input_path=None, model_path=None) -> int:
+    from .modelfile import default_model_path, load_model
+    from .synthesis import synthesize_file
+    from .train import resolve_device
+    model = load_model(model_path or args.model or default_model_path(), resolve_device(args.device))
+    t0 = time.time()
+    written = synthesize_file(input_path or args.input, args.out_dir, model, getattr(args, "mask", None),
+                              batch_size=getattr(args, "batch_size", 16), progress=_progress("synthesis"))
+    print(f"synthesis took {time.time() - t0:.1f} s; wrote:")
+    for name, path in written.items():
+        print(f"  {name:20s} {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+    from .modelfile import default_model_path, resources_dir
+    from .volume import load_nifti
+    sample = resources_dir() / "sample"
+    image = next(sample.glob("*_t2.nii.gz"), None)
+    if image is None or not default_model_path().is_file():
+        raise FileNotFoundError(f"bundled sample case or default model missing under {resources_dir()}")
+    print(f"demo: {image.name} with {default_model_path().name}")
+    cmd_synthesize(args, input_path=image, model_path=default_model_path())
+    seg = next(sample.glob("*_seg.nii.gz"), None)
+    if seg is not None:
+        truth = load_nifti(seg, "segmentation")[0] > 0
+        stem = image.name.replace(".nii.gz", "")
+        pred = load_nifti(Path(args.out_dir) / f"{stem}_lesion_mask.nii.gz", "mask")[0] > 0
+        dice = 2 * np.logical_and(truth, pred).sum() / max(truth.sum() + pred.sum(), 1)
+        print(f"Dice of the lesion mask against the expert segmentation (whole tumour): {dice:.3f}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .modelfile import default_model_path, load_model
+    model = load_model(args.model or default_model_path())
+    print(json.dumps(model.config, indent=1))
+    return 0
+
+
+def cmd_make_cohort(args) -> int:
+    from .synthetic import write_cohort
+    out = write_cohort(args.out_dir, args.cases, args.seed, tuple(args.size), unlabeled=args.unlabeled)
+    print(f"wrote {args.cases} cases to {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "synthesize": cmd_synthesize, "demo": cmd_demo, "info": cmd_info,
+                "make-cohort": cmd_make_cohort}
+    from .modelfile import ModelFileError
+    from .volume import VolumeError
+    try:
+        return handlers[args.command](args)
+    except (VolumeError, ModelFileError, FileNotFoundError, ValueError, FloatingPointError,
+            RuntimeError, OSError) as exc:
+        print(f"smile {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"smile {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""SMILE's loss terms, written as the paper writes them (DESIGN.md section 1).
+
+Notation: I image, M lesion mask (1 lesion, 0 elsewhere; shape N x H x W, integer), 0 the
+all-zero mask, G/S/R the networks, Pab = R(G(I), M) the pseudo-abnormal image.
+Each function returns a dict of named terms so that every term can be logged; the loss a
+network minimises is the sum of its dict.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def L_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(a.float(), b.float())
+
+
+def L_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), target)
+
+
+def zeros_like_mask(M: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(M)
+
+
+def generator_terms(I, M, G_I, S_G_I) -> dict[str, torch.Tensor]:
+    """L_gen = L_mse((1-M)*I, (1-M)*G(I)) + L_ce(S(G(I)), 0).
+    On normal slices M = 0, so the first term asks G to return I unchanged."""
+    keep = 1 - M[:, None].to(I.dtype)
+    return {"gen_identity": L_mse(keep * I, keep * G_I),
+            "gen_adv": L_ce(S_G_I, zeros_like_mask(M))}
+
+
+def segmentor_terms(M, S_G_I, S_Pab=None, S_I=None, labeled=None) -> dict[str, torch.Tensor]:
+    """L_seg = L_ce(S(G(I)), M) + L_ce(S(Pab), M), plus L_ce(S(I), M) on real labelled slices.
+    The Pab term is left out while R is not trained yet (phase 1)."""
+    terms = {"seg_pn": L_ce(S_G_I, M)}
+    if S_Pab is not None:
+        terms["seg_pab"] = L_ce(S_Pab, M)
+    if S_I is not None and labeled is not None and labeled.any():
+        terms["seg_real"] = L_ce(S_I[labeled], M[labeled])
+    return terms
+
+
+def reconstructor_terms(I, Pab, M=None, S_Pab=None) -> dict[str, torch.Tensor]:
+    """L_recons = L_mse(Pab, I); in R's adversarial phases R also wants S to see a lesion at M
+    in Pab: L_ce(S(Pab), M)."""
+    terms = {"recons": L_mse(Pab, I)}
+    if S_Pab is not None:
+        terms["recons_adv"] = L_ce(S_Pab, M)
+    return terms
+
+
+def confidence_enhancer(S_U: torch.Tensor, eps: float, brain: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-label PL = 1 where S's lesion probability p > eps, else 0, and
+    L_semi = L_ce(S(U), PL). Returns (PL, L_semi). With `brain` given, PL is also 0 outside
+    the brain (background is never lesion; an untrained S would otherwise label it)."""
+    p = torch.softmax(S_U.float(), dim=1)[:, 1]
+    PL = (p > eps).long()
+    if brain is not None:
+        PL = PL * brain.long()
+    return PL, L_ce(S_U, PL)

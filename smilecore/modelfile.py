@@ -1,0 +1,124 @@
+"""SMILE model files: G, S and R weights plus everything needed to use them, in one file.
+
+The file is a plain `torch.save` of a dict holding only tensors, strings and numbers, and is
+read with ``torch.load(weights_only=True)``: unpickling any other object (a payload that
+would run code) is refused by torch before it is built. Layout:
+
+    {"format": "smile-model", "format_version": 1,
+     "config": <JSON string: networks, modality, normalisation, orientation, training summary>,
+     "G": state_dict, "S": state_dict, "R": state_dict}
+
+Weights may be stored in float16 to keep shipped files small; they are loaded as float32.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .unet import build_networks
+
+FORMAT = "smile-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A file that is not a usable SMILE model; the message names the file and the problem."""
+
+
+@dataclass
+class SmileModel:
+    nets: dict[str, torch.nn.Module]
+    config: dict
+    path: Path | None = None
+
+    @property
+    def modality(self) -> str:
+        return self.config["modality"]
+
+    def to(self, device) -> "SmileModel":
+        for net in self.nets.values():
+            net.to(device)
+        return self
+
+
+def model_config(sizes: dict, modality: str, training: dict | None = None,
+                 clip_percentile: float = 99.5) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "smilecore_version": __version__,
+        "networks": sizes,
+        "modality": modality,
+        "normalisation": {"method": "clip-percentile", "clip_percentile": clip_percentile,
+                          "range": [0.0, 1.0], "brain": "voxels > 0 (skull-stripped input)"},
+        "orientation": {"canonical": "LPS", "slice_axis": 2, "slices": "axial"},
+        "lesion_threshold": 0.5,
+        "training": training or {},
+    }
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    """torch.save to a temporary name in the same folder, then rename: a kill or a full disk
+    never leaves a damaged file under the real name."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_model(path: str | Path, nets: dict[str, torch.nn.Module], config: dict,
+               half: bool = False) -> Path:
+    def weights(net):
+        sd = net.state_dict()
+        return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+                for k, v in sd.items()}
+    blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
+    blob.update({name: weights(net) for name, net in nets.items()})
+    return atomic_torch_save(blob, path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> SmileModel:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path}: not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle payload, a zip of something else, a truncated file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"model file {path}: not a SMILE model file, or it holds objects other than weights "
+            f"(refused without running them): {first}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelFileError(f"model file {path}: not a SMILE model file (no '{FORMAT}' format tag)")
+    version = blob.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"model file {path}: format version {version} is newer than this "
+                             f"smilecore ({__version__}) reads (up to {FORMAT_VERSION}); update SMILE")
+    try:
+        config = json.loads(blob["config"])
+        nets = build_networks(config["networks"])
+        for name, net in nets.items():
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob[name].items()})
+    except Exception as exc:
+        raise ModelFileError(f"model file {path}: damaged or inconsistent ({type(exc).__name__}: {exc})") from None
+    for net in nets.values():
+        net.eval().to(device)
+    return SmileModel(nets, config, path)
+
+
+def resources_dir() -> Path:
+    return Path(__file__).resolve().parent / "resources"
+
+
+def default_model_path() -> Path:
+    return resources_dir() / "smile-default-t2.pt"

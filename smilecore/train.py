@@ -1,0 +1,430 @@
+"""The phased semi-supervised trainer (DESIGN.md section 1).
+
+Phases, each `epochs` epochs:
+  1. G and S adversarially   2. R alone (G, S frozen)   3. R and S adversarially
+  4. G, S and R together.
+Variants: SMILE-sup (labelled fraction 1), SMILE-F (a labelled fraction F < 1: the labels of
+a seeded (1-F) share of training cases are removed and the confidence enhancer labels those
+slices), GVS (phase 1 alone, all labels).
+
+Within a step the segmentor is updated first (it also yields the pseudo-labels of the
+unlabelled slices, which then serve as M for G and R), then G and/or R against the just-
+updated, frozen S. G's input to R is detached, so R's reconstruction never pulls G towards
+keeping the lesion.
+
+Confidence enhancer: for unlabelled slices, PL = [p > eps] with p = S's lesion probability,
+L_semi = L_ce(S(U), PL), and U is then used like a labelled slice with M := PL. eps starts at
+0.9; after every epoch it becomes the average confidence seen, which we define as the mean
+lesion probability over the pixels of unlabelled slices that S called lesion (p > 0.5), kept
+within [0.5, 0.99] (an epoch with no such pixel leaves eps unchanged).
+
+Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
+store the position inside the epoch, so `resume` on CPU continues exactly as an
+uninterrupted run would.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import losses as L
+from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
+from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
+from .events import PHASE_NAMES, EventLog
+from .modelfile import atomic_torch_save, model_config, save_model
+from .unet import build_networks
+
+CHECKPOINT_FORMAT = "smile-checkpoint"
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "smile-model.pt"
+VARIANTS = ("smile", "gvs")
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str
+    out_dir: str
+    modality: str = "t2"
+    variant: str = "smile"              # "smile": phases 1-4; "gvs": phase 1 alone, all labels
+    labeled_fraction: float = 1.0
+    seed: int = 0
+    split: tuple = PAPER_FRACTIONS      # train/val/test proportions of the labelled cases
+    val_cases: tuple = ()
+    test_cases: tuple = ()
+    epochs: int = 10                    # per phase
+    steps_per_epoch: int | None = None  # None: one pass over the training slices
+    batch_size: int = 8
+    lr: float = 1e-4
+    base: int = 32                      # U-Net width (same for G, S, R)
+    depth: int = 4
+    crop: int | None = None             # train on random crops of this size (full resolution)
+    eps0: float = 0.9
+    min_brain_fraction: float = DEFAULT_MIN_BRAIN_FRACTION
+    cache_dir: str | None = None        # default: <out_dir>/cache
+    device: str = "auto"
+    amp: bool = True                    # bf16 autocast on CUDA; ignored on CPU
+    num_workers: int | None = None      # None: 2 on CUDA, 0 on CPU
+    checkpoint_every: int = 100         # steps, besides the end of every epoch
+    max_val_slices: int = 64
+    save_half: bool = False             # model file weights in float16
+
+    @property
+    def phases(self) -> list[int]:
+        return [1] if self.variant == "gvs" else [1, 2, 3, 4]
+
+    def check(self):
+        self.modality = canonical_modality(self.modality)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {VARIANTS}")
+        if self.variant == "gvs" and self.labeled_fraction != 1.0:
+            raise ValueError("the GVS comparison uses all labels (labeled fraction 1)")
+        for name in ("epochs", "batch_size", "base", "depth", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.crop is not None and self.crop < 2 ** self.depth:
+            raise ValueError(f"crop {self.crop} is smaller than the network's multiple {2 ** self.depth}")
+        if not self.lr > 0:
+            raise ValueError("learning rate must be positive")
+        return self
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but no CUDA GPU is available to torch")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def frozen(*nets):
+    """Parameters of `nets` need no gradient inside the block (they act as fixed functions)."""
+    saved = [[p.requires_grad for p in n.parameters()] for n in nets]
+    for n in nets:
+        n.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for n, flags in zip(nets, saved):
+            for p, f in zip(n.parameters(), flags):
+                p.requires_grad_(f)
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack slices, zero-padding to the largest in the batch (cases may differ in size)."""
+    h = max(it["image"].shape[-2] for it in items)
+    w = max(it["image"].shape[-1] for it in items)
+    image = torch.zeros(len(items), 1, h, w)
+    mask = torch.zeros(len(items), h, w, dtype=torch.long)
+    for k, it in enumerate(items):
+        ih, iw = it["image"].shape[-2:]
+        image[k, :, :ih, :iw] = it["image"]
+        mask[k, :ih, :iw] = it["mask"]
+    return {"image": image, "mask": mask, "labeled": torch.tensor([it["labeled"] for it in items]),
+            "index": torch.tensor([it["index"] for it in items])}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, events: EventLog | None = None):
+        self.cfg = cfg.check()
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.events = events or EventLog(self.out / "events.jsonl")
+        self.device = resolve_device(cfg.device)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        torch.manual_seed(cfg.seed)
+        sizes = {n: {"base": cfg.base, "depth": cfg.depth} for n in "GSR"}
+        self.sizes = sizes
+        self.nets = build_networks(sizes)
+        for net in self.nets.values():
+            net.to(self.device)
+        self.opts = {n: torch.optim.Adam(net.parameters(), lr=cfg.lr) for n, net in self.nets.items()}
+        self.eps = cfg.eps0
+        self.position = {"phase_index": 0, "epoch": 0, "step": 0, "global_step": 0}
+        self.acc = self._new_accumulator()
+        self.history: list[dict] = []
+
+    # ---- data -------------------------------------------------------------------------
+    def prepare_data(self):
+        cfg = self.cfg
+        cases = find_cases(cfg.data_dir)
+        if not cases:
+            raise FileNotFoundError(f"data folder {cfg.data_dir}: no BraTS cases found "
+                                    "(expected files like <case>_t2.nii.gz or <case>-t2w.nii.gz)")
+        missing = [c.case_id for c in cases if cfg.modality not in c.images]
+        if missing:
+            raise FileNotFoundError(f"data folder {cfg.data_dir}: cases without a {cfg.modality} image: "
+                                    + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+        self.split = split_cases(cases, cfg.seed, cfg.split, cfg.labeled_fraction,
+                                 cfg.val_cases, cfg.test_cases)
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.out / "cache"
+        unlabeled = set(self.split.unlabeled_train_ids)
+        todo = [(c, c.case_id not in unlabeled) for c in self.split.train] + [(c, True) for c in self.split.val]
+        cached = []
+        for k, (case, use_label) in enumerate(todo):
+            cached.append(cache_case(case, cache_dir, cfg.modality, use_label, cfg.min_brain_fraction))
+            self.events.emit("prepare", done=k + 1, total=len(todo), case=case.case_id)
+        n_train = len(self.split.train)
+        self.train_set = SliceSet(cached[:n_train], cfg.crop)
+        self.val_set = SliceSet(cached[n_train:], None)
+        if len(self.train_set) == 0:
+            raise ValueError(f"data folder {cfg.data_dir}: no training slice with brain")
+
+    def steps_per_epoch(self) -> int:
+        return self.cfg.steps_per_epoch or max(1, math.ceil(len(self.train_set) / self.cfg.batch_size))
+
+    def _loader(self, phase: int, epoch: int, start_step: int):
+        cfg = self.cfg
+        n_steps = self.steps_per_epoch()
+        sampler = EpochSampler(self.train_set, cfg.seed, phase, epoch, start_step * cfg.batch_size,
+                               n_steps * cfg.batch_size)
+        workers = cfg.num_workers if cfg.num_workers is not None else (2 if self.device.type == "cuda" else 0)
+        return torch.utils.data.DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler,
+                                           collate_fn=collate, num_workers=workers,
+                                           pin_memory=self.device.type == "cuda", drop_last=False)
+
+    # ---- one optimisation step ----------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _update(self, names: str, terms: dict[str, torch.Tensor]):
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+            raise FloatingPointError(f"loss term(s) {', '.join(bad)} became NaN/Inf at phase "
+                                     f"{self._phase}, epoch {self.position['epoch'] + 1}, step "
+                                     f"{self.position['step'] + 1}; last good checkpoint kept in {self.out}")
+        for n in names:
+            self.opts[n].zero_grad(set_to_none=True)
+        loss.backward()
+        for n in names:
+            self.opts[n].step()
+
+    def _segmentor_step(self, phase: int, I, M_true, labeled):
+        """Update S; return the masks M (true labels, or pseudo-labels for unlabelled slices)."""
+        G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
+        unlabeled = ~labeled
+        with self._autocast():
+            with torch.no_grad():
+                G_I = G(I)
+            S_I = S(I)
+            M = M_true.clone()
+            terms = {}
+            if unlabeled.any():
+                PL, terms["semi"] = L.confidence_enhancer(S_I[unlabeled], self.eps, I[unlabeled, 0] > 0)
+                M[unlabeled] = PL
+                self._track_confidence(S_I[unlabeled].detach(), PL, I[unlabeled])
+            Pab = None
+            if phase >= 3:
+                with torch.no_grad():
+                    Pab = R(G_I, M[:, None].to(G_I.dtype))
+            terms.update(L.segmentor_terms(M, S(G_I), S(Pab) if Pab is not None else None, S_I, labeled))
+        self._update("S", terms)
+        return M, terms
+
+    def _masks_from_S(self, I, M_true, labeled):
+        """Phase 2 leaves S frozen: pseudo-labels for unlabelled slices without an S update."""
+        M = M_true.clone()
+        unlabeled = ~labeled
+        if unlabeled.any():
+            with torch.no_grad(), self._autocast():
+                S_U = self.nets["S"](I[unlabeled])
+            PL, _ = L.confidence_enhancer(S_U, self.eps, I[unlabeled, 0] > 0)
+            M[unlabeled] = PL
+            self._track_confidence(S_U, PL, I[unlabeled])
+        return M
+
+    def train_step(self, phase: int, batch: dict) -> dict[str, float]:
+        G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
+        I = batch["image"].to(self.device, non_blocking=True)
+        M_true = batch["mask"].to(self.device, non_blocking=True)
+        labeled = batch["labeled"].to(self.device)
+        logged: dict[str, torch.Tensor] = {}
+        if phase == 2:
+            M = self._masks_from_S(I, M_true, labeled)
+        else:
+            M, seg_terms = self._segmentor_step(phase, I, M_true, labeled)
+            logged.update(seg_terms)
+        Mf = M[:, None].to(I.dtype)
+        with frozen(S), self._autocast():
+            terms, names = {}, ""
+            if phase in (1, 4):
+                G_I = G(I)
+                terms.update(L.generator_terms(I, M, G_I, S(G_I)))
+                names += "G"
+                G_I = G_I.detach()
+            else:
+                with torch.no_grad():
+                    G_I = G(I)
+            if phase in (2, 3, 4):
+                Pab = R(G_I, Mf)
+                terms.update(L.reconstructor_terms(I, Pab, M, S(Pab) if phase >= 3 else None))
+                names += "R"
+        self._update(names, terms)
+        logged.update(terms)
+        return {k: float(v.detach()) for k, v in logged.items()}
+
+    # ---- confidence enhancer bookkeeping ---------------------------------------------------
+    @staticmethod
+    def _new_accumulator():
+        return {"conf_sum": 0.0, "conf_count": 0, "pl_pixels": 0, "brain_pixels": 0, "slices": 0}
+
+    def _track_confidence(self, S_U, PL, I_U):
+        p = torch.softmax(S_U.float(), dim=1)[:, 1]
+        confident = p > 0.5
+        self.acc["conf_sum"] += float(p[confident].sum())
+        self.acc["conf_count"] += int(confident.sum())
+        self.acc["pl_pixels"] += int(PL.sum())
+        self.acc["brain_pixels"] += int((I_U[:, 0] > 0).sum())
+
+    def _pseudo_label_share(self) -> float:
+        return self.acc["pl_pixels"] / max(self.acc["brain_pixels"], 1)
+
+    def _end_of_epoch_eps(self) -> float:
+        if self.acc["conf_count"] > 0:
+            self.eps = float(min(max(self.acc["conf_sum"] / self.acc["conf_count"], 0.5), 0.99))
+        return self.eps
+
+    # ---- validation --------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, phase: int) -> dict[str, float]:
+        """Cheap checks on validation slices: Dice of S (pooled over abnormal slices), G's
+        change to normal slices (mean squared), and R's reconstruction error after phase 1."""
+        if len(self.val_set) == 0:
+            return {}
+        G, S, R = (self.nets[n].eval() for n in "GSR")
+        n = len(self.val_set)
+        idx = np.unique(np.linspace(0, n - 1, min(n, self.cfg.max_val_slices)).astype(int))
+        inter = total = 0.0
+        normal_err, recons_err, n_normal = 0.0, 0.0, 0
+        for chunk in np.array_split(idx, max(1, len(idx) // self.cfg.batch_size)):
+            b = collate([self.val_set[(int(i), 0, 0)] for i in chunk])
+            I, M = b["image"].to(self.device), b["mask"].to(self.device)
+            with self._autocast():
+                G_I = G(I).float()
+                pred = S(I).argmax(1)
+                Pab = R(G_I, M[:, None].float()).float() if phase >= 2 else None
+            inter += float((pred * M).sum())
+            total += float(pred.sum() + M.sum())
+            normal = M.flatten(1).sum(1) == 0
+            if normal.any():
+                normal_err += float(((G_I - I)[normal] ** 2).mean()) * int(normal.sum())
+                n_normal += int(normal.sum())
+            if Pab is not None:
+                recons_err += float(((Pab - I) ** 2).mean()) * len(chunk)
+        for net in (G, S, R):
+            net.train()
+        out = {"dice_S": 2 * inter / total if total > 0 else float("nan")}
+        if n_normal:
+            out["normal_mse_G"] = normal_err / n_normal
+        if phase >= 2:
+            out["recons_mse"] = recons_err / len(idx)
+        return out
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "format_version": 1,
+                "config": json.dumps(dataclasses.asdict(self.cfg)),
+                "nets": {n: net.state_dict() for n, net in self.nets.items()},
+                "opts": {n: opt.state_dict() for n, opt in self.opts.items()},
+                "position": dict(self.position), "eps": self.eps, "acc": dict(self.acc),
+                "history": json.dumps(self.history)}
+
+    def save_checkpoint(self):
+        atomic_torch_save(self.checkpoint_state(), self.out / CHECKPOINT_NAME)
+        self.events.emit("checkpoint", path=str(self.out / CHECKPOINT_NAME), **self._where())
+
+    def load_checkpoint(self, path: str | Path):
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a SMILE training checkpoint")
+        for n, net in self.nets.items():
+            net.load_state_dict(state["nets"][n])
+            self.opts[n].load_state_dict(state["opts"][n])
+        self.position = {k: int(v) for k, v in state["position"].items()}
+        self.eps = float(state["eps"])
+        self.acc = {k: (float(v) if k == "conf_sum" else int(v)) for k, v in state["acc"].items()}
+        self.history = json.loads(state["history"])
+
+    def _where(self) -> dict:
+        p = self.position
+        phase = self.cfg.phases[min(p["phase_index"], len(self.cfg.phases) - 1)]
+        return {"phase": phase, "phase_name": PHASE_NAMES[phase], "epoch": p["epoch"],
+                "epochs": self.cfg.epochs, "step": p["step"], "steps_per_epoch": self.steps_per_epoch(),
+                "global_step": p["global_step"], "total_steps": self.total_steps()}
+
+    def total_steps(self) -> int:
+        return len(self.cfg.phases) * self.cfg.epochs * self.steps_per_epoch()
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self, resume: bool = False) -> Path:
+        cfg = self.cfg
+        self.prepare_data()
+        ckpt = self.out / CHECKPOINT_NAME
+        if resume:
+            if not ckpt.is_file():
+                raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+            self.load_checkpoint(ckpt)
+        (self.out / "split.json").write_text(json.dumps(self.split.summary(), indent=1))
+        self.events.emit("start", config=dataclasses.asdict(cfg), split=self.split.summary(),
+                         device=str(self.device), amp=self.amp, resumed=resume,
+                         train_slices=len(self.train_set), val_slices=len(self.val_set), **self._where())
+        t0, start_global = time.time(), self.position["global_step"]
+        n_steps = self.steps_per_epoch()
+        while self.position["phase_index"] < len(cfg.phases):
+            phase = self._phase = cfg.phases[self.position["phase_index"]]
+            while self.position["epoch"] < cfg.epochs:
+                epoch = self.position["epoch"]
+                t_epoch = time.time()
+                for batch in self._loader(phase, epoch, self.position["step"]):
+                    t_step = time.time()
+                    terms = self.train_step(phase, batch)
+                    self.position["step"] += 1
+                    self.position["global_step"] += 1
+                    self.acc["slices"] += len(batch["image"])
+                    done = self.position["global_step"] - start_global
+                    rate = done / (time.time() - t0)
+                    self.events.emit("step", losses=terms, eps=self.eps,
+                                     pseudo_label_share=self._pseudo_label_share(),
+                                     slices_per_s=len(batch["image"]) / max(time.time() - t_step, 1e-9),
+                                     eta_s=(self.total_steps() - self.position["global_step"]) / max(rate, 1e-9),
+                                     **self._where())
+                    if self.position["step"] % cfg.checkpoint_every == 0 and self.position["step"] < n_steps:
+                        self.save_checkpoint()
+                share = self._pseudo_label_share()
+                eps_used = self.eps
+                self._end_of_epoch_eps()
+                val = self.validate(phase)
+                record = {"phase": phase, "epoch": epoch, "eps_used": eps_used, "eps": self.eps,
+                          "pseudo_label_share": share, "val": val,
+                          "seconds": round(time.time() - t_epoch, 2)}
+                record["slices_per_s"] = round(self.acc["slices"] / max(record["seconds"], 1e-9), 2)
+                self.history.append(record)
+                self.position.update(epoch=epoch + 1, step=0)
+                self.acc = self._new_accumulator()
+                self.events.emit("epoch", **{**self._where(), **record, "epoch": epoch})
+                self.save_checkpoint()
+            self.position.update(phase_index=self.position["phase_index"] + 1, epoch=0, step=0)
+            self.save_checkpoint()
+        model_path = self.save_model()
+        self.events.emit("done", model=str(model_path), seconds=round(time.time() - t0, 2), **self._where())
+        return model_path
+
+    def save_model(self) -> Path:
+        cfg = self.cfg
+        training = {"variant": cfg.variant, "labeled_fraction": cfg.labeled_fraction,
+                    "phases": cfg.phases, "epochs_per_phase": cfg.epochs,
+                    "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
+                    "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
+                    "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
+                    "data_dir": str(cfg.data_dir)}
+        config = model_config(self.sizes, cfg.modality, training)
+        return save_model(self.out / MODEL_NAME, self.nets, config, half=cfg.save_half)

@@ -1,0 +1,95 @@
+"""The three networks of SMILE, all U-Nets.
+
+`UNet(in_ch, out_ch, base, depth)`: `depth` 2x2 down-samplings, channel width doubling each
+level from `base`. GroupNorm rather than BatchNorm, so that a frozen network behaves the
+same in every phase and batch composition. Any slice size works: the input is zero-padded
+to a multiple of 2**depth (zero is background in a skull-stripped image) and the output
+cropped back.
+
+G predicts a change to its input (G(I) = I + U(I)) so that returning a healthy slice
+unchanged is the easy default; R likewise paints onto the pseudo-normal image it is given.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch), ch)
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.LeakyReLU(0.1, inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout), nn.LeakyReLU(0.1, inplace=True))
+
+
+class UNet(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, base: int = 32, depth: int = 4):
+        super().__init__()
+        self.config = {"in_ch": in_ch, "out_ch": out_ch, "base": base, "depth": depth}
+        widths = [base * 2 ** i for i in range(depth + 1)]
+        self.down = nn.ModuleList([ConvBlock(in_ch, widths[0])] +
+                                  [ConvBlock(widths[i], widths[i + 1]) for i in range(depth)])
+        self.upsample = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                                       for i in reversed(range(depth))])
+        self.up = nn.ModuleList([ConvBlock(2 * widths[i], widths[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(widths[0], out_ch, 1)
+        self.multiple = 2 ** depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for upsample, block in zip(self.upsample, self.up):
+            x = block(torch.cat([upsample(x), skips.pop()], dim=1))
+        return self.head(x)[..., :h, :w]
+
+
+class Generator(nn.Module):
+    """G: abnormal slice -> pseudo-normal slice (1 -> 1 channel)."""
+
+    def __init__(self, base: int = 32, depth: int = 4):
+        super().__init__()
+        self.unet = UNet(1, 1, base, depth)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image + self.unet(image)
+
+
+class Segmentor(nn.Module):
+    """S: slice -> logits of (background, lesion)."""
+
+    def __init__(self, base: int = 32, depth: int = 4):
+        super().__init__()
+        self.unet = UNet(1, 2, base, depth)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.unet(image)
+
+
+class Reconstructor(nn.Module):
+    """R: (pseudo-normal slice, lesion mask) -> pseudo-abnormal slice with a lesion at the mask."""
+
+    def __init__(self, base: int = 32, depth: int = 4):
+        super().__init__()
+        self.unet = UNet(2, 1, base, depth)
+
+    def forward(self, pseudo_normal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return pseudo_normal + self.unet(torch.cat([pseudo_normal, mask], dim=1))
+
+
+NETWORKS = {"G": Generator, "S": Segmentor, "R": Reconstructor}
+
+
+def build_networks(sizes: dict) -> dict[str, nn.Module]:
+    """sizes: {"G": {"base": 32, "depth": 4}, "S": {...}, "R": {...}}"""
+    return {name: cls(**sizes[name]) for name, cls in NETWORKS.items()}
