@@ -24,6 +24,10 @@ def _fractions(text: str) -> tuple:
     return parts
 
 
+def _ints(text: str) -> tuple:
+    return tuple(int(p) for p in text.split(","))
+
+
 def _ids(text: str) -> tuple:
     return tuple(p for p in text.split(",") if p)
 
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train,val,test proportions of the labelled cases (the paper's 130/104/25)")
     t.add_argument("--val-cases", type=_ids, default=(), help="comma-separated case ids forced into val")
     t.add_argument("--test-cases", type=_ids, default=(), help="comma-separated case ids held out for test")
-    t.add_argument("--epochs", type=int, default=d.epochs, help="epochs per phase")
+    t.add_argument("--epochs", type=_ints, default=(d.epochs,),
+                   help="epochs per phase: one number for all, or one per phase (e.g. 4,1,1,2)")
     t.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimisation steps per epoch (default: one pass over the training slices)")
     t.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -70,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 2 on GPU, 0 on CPU)")
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints (besides every epoch end)")
+    t.add_argument("--transplant-weight", type=float, default=d.transplant_weight,
+                   help="beyond the paper: weight of the paired lesion-removal term for G (0: the paper's losses only)")
     t.add_argument("--save-half", action="store_true", help="store model weights as float16")
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
 
@@ -124,6 +131,7 @@ def cmd_train(args) -> int:
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
         saved = json.loads(torch.load(ckpt, map_location="cpu", weights_only=True)["config"])
         saved["split"] = tuple(saved["split"])
+        saved["epochs"] = tuple(saved["epochs"]) if isinstance(saved["epochs"], list) else saved["epochs"]
         saved["val_cases"], saved["test_cases"] = tuple(saved["val_cases"]), tuple(saved["test_cases"])
         cfg = TrainConfig(**{**saved, "device": args.device, "data_dir": args.data_dir,
                              "num_workers": args.num_workers})
@@ -136,7 +144,7 @@ def cmd_train(args) -> int:
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
-                          save_half=args.save_half)
+                          save_half=args.save_half, transplant_weight=args.transplant_weight)
     out.mkdir(parents=True, exist_ok=True)
     events = EventLog(out / "events.jsonl", None if args.quiet else ProgressBar())
     try:

@@ -61,3 +61,24 @@ def confidence_enhancer(S_U: torch.Tensor, eps: float, brain: torch.Tensor | Non
     if brain is not None:
         PL = PL * brain.long()
     return PL, L_ce(S_U, PL)
+
+
+def transplant_lesions(healthy: torch.Tensor, donor: torch.Tensor, donor_mask: torch.Tensor) -> torch.Tensor:
+    """Paste the donor's lesion (its pixels under `donor_mask`, N x H x W) into healthy slices,
+    inside their brain only. Returns the slices with lesions; `healthy` is their known truth."""
+    m = (donor_mask[:, None] > 0) & (healthy > 0)
+    return torch.where(m, donor, healthy)
+
+
+def transplant_pairs(I: torch.Tensor, M: torch.Tensor, labeled: torch.Tensor):
+    """(slices with transplanted lesions, their healthy truth) from one batch: each labelled
+    normal slice receives the lesion of a labelled abnormal slice (taken in turn); None when
+    the batch lacks either kind."""
+    has_lesion = M.flatten(1).any(1)
+    normal = torch.nonzero(labeled & ~has_lesion).flatten()
+    donors = torch.nonzero(labeled & has_lesion).flatten()
+    if len(normal) == 0 or len(donors) == 0:
+        return None
+    pick = donors[torch.arange(len(normal), device=I.device) % len(donors)]
+    healthy = I[normal]
+    return transplant_lesions(healthy, I[pick], M[pick]), healthy

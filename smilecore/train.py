@@ -18,6 +18,12 @@ L_semi = L_ce(S(U), PL), and U is then used like a labelled slice with M := PL. 
 lesion probability over the pixels of unlabelled slices that S called lesion (p > 0.5), kept
 within [0.5, 0.99] (an epoch with no such pixel leaves eps unchanged).
 
+Beyond the paper (off by default, `transplant_weight` > 0): a paired lesion-removal term for
+G. Real lesions of the batch's abnormal labelled slices are pasted into its normal slices,
+whose healthy image is then known, and G is asked to return it:
+L_transplant = L_mse(G(I_n with lesion), I_n). DESIGN.md explains why the paper's terms alone
+let G darken a tumour instead of removing it.
+
 Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
 store the position inside the epoch, so `resume` on CPU continues exactly as an
 uninterrupted run would.
@@ -59,7 +65,7 @@ class TrainConfig:
     split: tuple = PAPER_FRACTIONS      # train/val/test proportions of the labelled cases
     val_cases: tuple = ()
     test_cases: tuple = ()
-    epochs: int = 10                    # per phase
+    epochs: int | tuple = 10            # per phase: one number, or one per phase (e.g. (4, 1, 1, 2))
     steps_per_epoch: int | None = None  # None: one pass over the training slices
     batch_size: int = 8
     lr: float = 1e-4
@@ -74,11 +80,17 @@ class TrainConfig:
     num_workers: int | None = None      # None: 2 on CUDA, 0 on CPU
     checkpoint_every: int = 100         # steps, besides the end of every epoch
     max_val_slices: int = 64
+    transplant_weight: float = 0.0      # beyond the paper: paired lesion-removal term (see below)
     save_half: bool = False             # model file weights in float16
 
     @property
     def phases(self) -> list[int]:
         return [1] if self.variant == "gvs" else [1, 2, 3, 4]
+
+    def epochs_of(self, phase: int) -> int:
+        if isinstance(self.epochs, tuple):
+            return self.epochs[self.phases.index(phase)]
+        return int(self.epochs)
 
     def check(self):
         self.modality = canonical_modality(self.modality)
@@ -86,9 +98,19 @@ class TrainConfig:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {VARIANTS}")
         if self.variant == "gvs" and self.labeled_fraction != 1.0:
             raise ValueError("the GVS comparison uses all labels (labeled fraction 1)")
-        for name in ("epochs", "batch_size", "base", "depth", "checkpoint_every"):
+        for name in ("batch_size", "base", "depth", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if isinstance(self.epochs, (list, tuple)):
+            self.epochs = tuple(int(e) for e in self.epochs)
+            if len(self.epochs) == 1:
+                self.epochs = self.epochs[0]
+            elif len(self.epochs) != len(self.phases):
+                raise ValueError(f"{len(self.epochs)} epoch counts given for {len(self.phases)} phases")
+        if min(self.epochs_of(p) for p in self.phases) < 1:
+            raise ValueError("epochs must be at least 1")
+        if self.transplant_weight < 0:
+            raise ValueError("transplant weight must be >= 0")
         if self.crop is not None and self.crop < 2 ** self.depth:
             raise ValueError(f"crop {self.crop} is smaller than the network's multiple {2 ** self.depth}")
         if not self.lr > 0:
@@ -259,6 +281,11 @@ class Trainer:
             if phase in (1, 4):
                 G_I = G(I)
                 terms.update(L.generator_terms(I, M, G_I, S(G_I)))
+                if self.cfg.transplant_weight > 0:
+                    pair = L.transplant_pairs(I, M, labeled)
+                    if pair is not None:
+                        I_t, truth = pair
+                        terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G(I_t), truth)
                 names += "G"
                 G_I = G_I.detach()
             else:
@@ -358,11 +385,11 @@ class Trainer:
         p = self.position
         phase = self.cfg.phases[min(p["phase_index"], len(self.cfg.phases) - 1)]
         return {"phase": phase, "phase_name": PHASE_NAMES[phase], "epoch": p["epoch"],
-                "epochs": self.cfg.epochs, "step": p["step"], "steps_per_epoch": self.steps_per_epoch(),
+                "epochs": self.cfg.epochs_of(phase), "step": p["step"], "steps_per_epoch": self.steps_per_epoch(),
                 "global_step": p["global_step"], "total_steps": self.total_steps()}
 
     def total_steps(self) -> int:
-        return len(self.cfg.phases) * self.cfg.epochs * self.steps_per_epoch()
+        return sum(self.cfg.epochs_of(p) for p in self.cfg.phases) * self.steps_per_epoch()
 
     # ---- the loop ----------------------------------------------------------------------
     def run(self, resume: bool = False) -> Path:
@@ -381,7 +408,7 @@ class Trainer:
         n_steps = self.steps_per_epoch()
         while self.position["phase_index"] < len(cfg.phases):
             phase = self._phase = cfg.phases[self.position["phase_index"]]
-            while self.position["epoch"] < cfg.epochs:
+            while self.position["epoch"] < cfg.epochs_of(phase):
                 epoch = self.position["epoch"]
                 t_epoch = time.time()
                 for batch in self._loader(phase, epoch, self.position["step"]):
@@ -421,7 +448,8 @@ class Trainer:
     def save_model(self) -> Path:
         cfg = self.cfg
         training = {"variant": cfg.variant, "labeled_fraction": cfg.labeled_fraction,
-                    "phases": cfg.phases, "epochs_per_phase": cfg.epochs,
+                    "phases": cfg.phases, "epochs_per_phase": [cfg.epochs_of(p) for p in cfg.phases],
+                    "transplant_weight": cfg.transplant_weight,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},

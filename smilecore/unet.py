@@ -6,8 +6,9 @@ same in every phase and batch composition. Any slice size works: the input is ze
 to a multiple of 2**depth (zero is background in a skull-stripped image) and the output
 cropped back.
 
-G predicts a change to its input (G(I) = I + U(I)) so that returning a healthy slice
-unchanged is the easy default; R likewise paints onto the pseudo-normal image it is given.
+G predicts a change to its input (G(I) = I + U(I), U's last layer initialised to zero) so
+that returning a healthy slice unchanged is where training starts; R likewise paints onto the
+pseudo-normal image it is given.
 """
 from __future__ import annotations
 
@@ -54,12 +55,19 @@ class UNet(nn.Module):
         return self.head(x)[..., :h, :w]
 
 
+def _zero_head(unet: UNet) -> UNet:
+    """A residual network starting as the identity: training begins from "change nothing"."""
+    nn.init.zeros_(unet.head.weight)
+    nn.init.zeros_(unet.head.bias)
+    return unet
+
+
 class Generator(nn.Module):
     """G: abnormal slice -> pseudo-normal slice (1 -> 1 channel)."""
 
     def __init__(self, base: int = 32, depth: int = 4):
         super().__init__()
-        self.unet = UNet(1, 1, base, depth)
+        self.unet = _zero_head(UNet(1, 1, base, depth))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return image + self.unet(image)
@@ -81,7 +89,7 @@ class Reconstructor(nn.Module):
 
     def __init__(self, base: int = 32, depth: int = 4):
         super().__init__()
-        self.unet = UNet(2, 1, base, depth)
+        self.unet = _zero_head(UNet(2, 1, base, depth))
 
     def forward(self, pseudo_normal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return pseudo_normal + self.unet(torch.cat([pseudo_normal, mask], dim=1))

@@ -1,0 +1,115 @@
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from smilecore.modelfile import load_model
+from smilecore.synthesis import SynthesisCancelled, synthesize, synthesize_file
+from smilecore.train import MODEL_NAME
+from smilecore.volume import VolumeError
+
+
+@pytest.fixture(scope="module")
+def model(trained_run):
+    return load_model(trained_run / MODEL_NAME)
+
+
+def _case(cohort, k=0):
+    d = cohort / f"Synth_{k:03d}"
+    return d / f"Synth_{k:03d}_t2.nii.gz", d / f"Synth_{k:03d}_seg.nii.gz", d / f"Synth_{k:03d}_t2healthy.nii.gz"
+
+
+def test_outputs_keep_the_input_geometry(cohort, model, tmp_path):
+    image, _, _ = _case(cohort)
+    written = synthesize_file(image, tmp_path, model)
+    ref = nib.load(image)
+    for name in ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference"):
+        out = nib.load(written[name])
+        assert out.shape == ref.shape and np.allclose(out.affine, ref.affine), name
+    assert written["overview"].stat().st_size > 1000
+    prob = nib.load(written["lesion_probability"]).get_fdata()
+    assert prob.min() >= 0 and prob.max() <= 1
+
+
+def test_lps_input_and_its_ras_reorientation_give_the_same_result(cohort, model, tmp_path):
+    image, _, _ = _case(cohort)
+    img = nib.load(image)
+    lps = img.get_fdata().astype(np.float32)
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    ras = nib.as_closest_canonical(img)
+    assert nib.aff2axcodes(ras.affine) == ("R", "A", "S")
+    a = synthesize(lps, img.affine, model)
+    b = synthesize(ras.get_fdata().astype(np.float32), ras.affine, model)
+    # same anatomy, opposite voxel order along x and y
+    assert np.allclose(a.pseudo_normal, b.pseudo_normal[::-1, ::-1], atol=1e-3)
+    assert np.array_equal(a.lesion_mask, b.lesion_mask[::-1, ::-1])
+    # a permuted voxel order too (z, x, y)
+    perm = np.transpose(lps, (2, 0, 1))
+    affine = img.affine[:, [2, 0, 1, 3]]
+    c = synthesize(perm, affine, model)
+    assert np.allclose(np.transpose(c.pseudo_normal, (1, 2, 0)), a.pseudo_normal, atol=1e-3)
+
+
+def test_a_normal_brain_comes_back_nearly_unchanged(cohort, model):
+    _, _, healthy = _case(cohort, 1)
+    img = nib.load(healthy)
+    data = img.get_fdata().astype(np.float32)
+    result = synthesize(data, img.affine, model)
+    brain = data > 0
+    scale = np.percentile(data[brain], 99.5)
+    change = np.abs(result.pseudo_normal - data)[brain] / scale
+    assert np.median(change) < 0.05, np.median(change)
+    assert np.array_equal(result.pseudo_normal[~brain], data[~brain])
+
+
+def test_a_user_mask_drives_the_blend_and_R(cohort, model):
+    image, seg, _ = _case(cohort, 0)
+    img = nib.load(image)
+    data = img.get_fdata().astype(np.float32)
+    mask = nib.load(seg).get_fdata() > 0
+    result = synthesize(data, img.affine, model, mask=mask)
+    assert result.mask_source == "user"
+    assert np.array_equal(result.lesion_mask > 0, mask)
+    assert np.array_equal(result.pseudo_normal[~mask], data[~mask])   # input outside M
+    assert not np.array_equal(result.pseudo_normal[mask], data[mask])  # G inside M
+    # a lesion painted where there was none changes the pseudo-abnormal there
+    painted = np.zeros_like(mask)
+    painted[10:16, 10:16, 6:10] = True
+    other = synthesize(data, img.affine, model, mask=painted)
+    assert not np.allclose(other.pseudo_abnormal[painted], result.pseudo_abnormal[painted])
+    with pytest.raises(VolumeError, match="mask shape"):
+        synthesize(data, img.affine, model, mask=mask[:-1])
+
+
+def test_progress_and_cancel(cohort, model):
+    image, _, _ = _case(cohort)
+    img = nib.load(image)
+    data = img.get_fdata().astype(np.float32)
+    seen = []
+    synthesize(data, img.affine, model, batch_size=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1][0] == seen[-1][1] and len(seen) > 1
+    with pytest.raises(SynthesisCancelled):
+        synthesize(data, img.affine, model, cancel=lambda: True)
+
+
+def test_cli_synthesize_and_its_errors(cohort, trained_run, tmp_path):
+    image, seg, _ = _case(cohort)
+    cmd = [sys.executable, "-m", "smilecore.cli", "synthesize", str(image), "--model",
+           str(trained_run / MODEL_NAME), "--out-dir", str(tmp_path / "out"), "--mask", str(seg)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "Synth_000_t2_pseudo_normal.nii.gz").exists()
+    bad = tmp_path / "broken_t2.nii.gz"
+    bad.write_bytes(image.read_bytes()[:200])                       # truncated file
+    r = subprocess.run(cmd[:4] + [str(bad)] + cmd[5:7] + ["--out-dir", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "broken_t2.nii.gz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_explains_every_command():
+    r = subprocess.run([sys.executable, "-m", "smilecore.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and all(c in r.stdout for c in ("train", "synthesize", "demo"))
+    r = subprocess.run([sys.executable, "-m", "smilecore.cli", "train", "--help"], capture_output=True, text=True)
+    assert "--labeled-fraction" in r.stdout and "--resume" in r.stdout and "--crop" in r.stdout

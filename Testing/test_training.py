@@ -1,0 +1,97 @@
+"""End to end: the four phases with a labelled fraction < 1 on a small generated cohort."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from smilecore.events import read_events
+from smilecore.modelfile import load_model
+from smilecore.train import CHECKPOINT_NAME, MODEL_NAME, Trainer
+
+STEP_KEYS = {"phase", "phase_name", "epoch", "epochs", "step", "steps_per_epoch", "global_step",
+             "total_steps", "losses", "eps", "pseudo_label_share", "slices_per_s", "eta_s"}
+
+
+def test_all_four_phases_run_with_the_confidence_enhancer(trained_run):
+    events = read_events(trained_run / "events.jsonl")
+    steps = [e for e in events if e["event"] == "step"]
+    assert {e["phase"] for e in steps} == {1, 2, 3, 4}
+    assert all(STEP_KEYS <= set(e) for e in steps)
+    assert len(steps) == steps[0]["total_steps"] == (2 + 1 + 1 + 2) * 4
+    # each phase optimises its own terms
+    assert {"gen_identity", "gen_adv", "seg_pn", "seg_real"} <= set(steps[0]["losses"])
+    assert set(next(e for e in steps if e["phase"] == 2)["losses"]) == {"recons"}
+    assert {"seg_pab", "recons_adv"} <= set(next(e for e in steps if e["phase"] == 3)["losses"])
+    # the unlabelled share of the training cases is pseudo-labelled, and eps moves from 0.9
+    assert any("semi" in e["losses"] for e in steps)
+    assert any(e["pseudo_label_share"] > 0 for e in steps)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert epochs[0]["eps_used"] == 0.9 and any(e["eps"] != 0.9 for e in epochs)
+    assert events[-1]["event"] == "done"
+    model = load_model(trained_run / MODEL_NAME)
+    assert model.config["training"]["labeled_fraction"] == 0.5
+    assert model.config["training"]["split"]["train_unlabeled"]
+
+
+def test_gvs_runs_phase_one_only(cohort, tmp_path):
+    Trainer(tiny_config(cohort, tmp_path, variant="gvs", labeled_fraction=1.0, epochs=1, steps_per_epoch=2)).run()
+    steps = [e for e in read_events(tmp_path / "events.jsonl") if e["event"] == "step"]
+    assert {e["phase"] for e in steps} == {1} and len(steps) == 2
+
+
+def test_config_errors_are_clear(cohort, tmp_path):
+    with pytest.raises(ValueError, match="GVS comparison uses all labels"):
+        tiny_config(cohort, tmp_path, variant="gvs", labeled_fraction=0.5).check()
+    with pytest.raises(ValueError, match="3 epoch counts given for 4 phases"):
+        tiny_config(cohort, tmp_path, epochs=(1, 2, 3)).check()
+    with pytest.raises(FileNotFoundError, match="no BraTS cases found"):
+        Trainer(tiny_config(tmp_path, tmp_path / "out")).run()
+
+
+def _weights(path):
+    return {n: net.state_dict() for n, net in load_model(path).nets.items()}
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_result(cohort, trained_run, tmp_path):
+    """A real training process is killed with SIGKILL after a few checkpoints; `--resume`
+    finishes the run and, on CPU with the same seed, ends with exactly the weights of the
+    uninterrupted run (the `trained_run` fixture has the same settings)."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "smilecore.cli", "train", str(cohort), "--out", str(out), "--quiet",
+            "--labeled-fraction", "0.5", "--split", "0.6,0.2,0.2", "--epochs", "2,1,1,2",
+            "--steps-per-epoch", "4", "--batch-size", "4", "--base", "8", "--depth", "2", "--lr", "1e-3",
+            "--seed", "0", "--transplant-weight", "1", "--checkpoint-every", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        events = read_events(out / "events.jsonl") if (out / "events.jsonl").exists() else []
+        if any(e["event"] == "checkpoint" and e["global_step"] >= 7 for e in events):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / MODEL_NAME).exists()                      # it was stopped before the end
+    killed_at = torch.load(out / CHECKPOINT_NAME, weights_only=True)["position"]["global_step"]
+    assert 0 < killed_at < 24
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    starts = [e for e in read_events(out / "events.jsonl") if e["event"] == "start"]
+    assert starts[-1]["resumed"] and starts[-1]["global_step"] == killed_at
+    steps = [e for e in read_events(out / "events.jsonl") if e["event"] == "step"]
+    assert steps[-1]["global_step"] == 24
+    resumed, uninterrupted = _weights(out / MODEL_NAME), _weights(trained_run / MODEL_NAME)
+    for n in "GSR":
+        for k, v in uninterrupted[n].items():
+            assert torch.equal(resumed[n][k], v), f"{n}.{k} differs after resume"
+
+
+def test_resume_without_a_checkpoint_says_so(cohort, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "smilecore.cli", "train", str(cohort), "--out",
+                        str(tmp_path / "none"), "--resume"], capture_output=True, text=True)
+    assert r.returncode == 1 and "no checkpoint at" in r.stderr

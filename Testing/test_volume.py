@@ -1,0 +1,72 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from smilecore.volume import (CanonicalVolume, VolumeError, load_label, load_nifti, reorient,
+                              restore_orientation, save_like, to_canonical)
+
+AFFINES = {
+    "LPS": np.diag([-1.0, -1, 1, 1]),
+    "RAS": np.eye(4),
+    "permuted PIR": np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]]),
+    "oblique": np.array([[0.96, -0.26, 0, 0], [0.26, 0.96, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]),
+}
+
+
+@pytest.mark.parametrize("name", AFFINES)
+def test_orientation_round_trip_and_axial_axis(name):
+    data = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    t = to_canonical(AFFINES[name])
+    canonical = reorient(data, t)
+    assert np.array_equal(restore_orientation(canonical, t), data)
+    # the canonical third axis is the one the affine maps (mostly) to superior
+    sup_axis = int(np.argmax(np.abs(AFFINES[name][2, :3])))
+    assert canonical.shape[2] == data.shape[sup_axis]
+
+
+def test_normalisation_clips_at_the_995th_percentile():
+    rng = np.random.default_rng(0)
+    data = np.zeros((20, 20, 20), np.float32)
+    data[5:15, 5:15, 5:15] = rng.uniform(1, 100, (10, 10, 10))
+    vol = CanonicalVolume.from_array(data, AFFINES["LPS"])  # already canonical: no reordering
+    assert vol.norm.scale == pytest.approx(np.percentile(data[data > 0], 99.5))
+    assert vol.image.min() == 0 and vol.image.max() == 1
+    assert np.allclose(vol.norm.invert(vol.image)[data < vol.norm.scale], data[data < vol.norm.scale], rtol=1e-5)
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.zeros((8, 8, 8)), "no brain voxels"),
+    (np.full((8, 8, 8), np.nan), "NaN or infinite"),
+    (np.zeros((8, 8)), "expected a 3D volume"),
+])
+def test_unusable_arrays_are_refused(data, message):
+    with pytest.raises(VolumeError, match=message):
+        CanonicalVolume.from_array(data, np.eye(4), where="test volume")
+
+
+def test_bad_files_are_named_in_errors(tmp_path):
+    text = tmp_path / "scan_t2.nii.gz"
+    text.write_text("this is not an image")
+    with pytest.raises(VolumeError, match="scan_t2.nii.gz: cannot be read as NIfTI"):
+        load_nifti(text)
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)), flat)
+    with pytest.raises(VolumeError, match="flat.nii.gz: expected a 3D volume"):
+        load_nifti(flat)
+    seg = tmp_path / "seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 8), 7, np.uint8), np.eye(4)), seg)
+    with pytest.raises(VolumeError, match="label values"):
+        load_label(seg, (8, 8, 8), np.eye(4))
+    with pytest.raises(VolumeError, match="shape"):
+        load_label(seg, (8, 8, 9), np.eye(4))
+
+
+def test_save_like_keeps_geometry_and_writes_atomically(tmp_path):
+    affine = np.diag([-1.0, -1.2, 2.0, 1])
+    affine[:3, 3] = [10, 20, -30]
+    ref = nib.Nifti1Image(np.ones((6, 5, 4), np.int16), affine)
+    out = save_like(np.full((6, 5, 4), 2.5), ref, tmp_path / "out.nii.gz")
+    back = nib.load(out)
+    assert np.allclose(back.affine, affine) and back.shape == (6, 5, 4)
+    assert np.allclose(back.get_fdata(), 2.5)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]  # no temporary left behind
