@@ -172,6 +172,7 @@ class Trainer:
         self.eps = cfg.eps0
         self.position = {"phase_index": 0, "epoch": 0, "step": 0, "global_step": 0}
         self.acc = self._new_accumulator()
+        self.loss_sums: dict[str, float] = {}   # per loss term, over the current epoch
         self.history: list[dict] = []
 
     # ---- data -------------------------------------------------------------------------
@@ -363,6 +364,7 @@ class Trainer:
                 "nets": {n: net.state_dict() for n, net in self.nets.items()},
                 "opts": {n: opt.state_dict() for n, opt in self.opts.items()},
                 "position": dict(self.position), "eps": self.eps, "acc": dict(self.acc),
+                "loss_sums": dict(self.loss_sums),
                 "history": json.dumps(self.history)}
 
     def save_checkpoint(self):
@@ -380,6 +382,7 @@ class Trainer:
         self.eps = float(state["eps"])
         self.acc = {k: (float(v) if k == "conf_sum" else int(v)) for k, v in state["acc"].items()}
         self.history = json.loads(state["history"])
+        self.loss_sums = {k: float(v) for k, v in state.get("loss_sums", {}).items()}
 
     def _where(self) -> dict:
         p = self.position
@@ -417,6 +420,8 @@ class Trainer:
                     self.position["step"] += 1
                     self.position["global_step"] += 1
                     self.acc["slices"] += len(batch["image"])
+                    for k, v in terms.items():
+                        self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v
                     done = self.position["global_step"] - start_global
                     rate = done / (time.time() - t0)
                     self.events.emit("step", losses=terms, eps=self.eps,
@@ -432,11 +437,13 @@ class Trainer:
                 val = self.validate(phase)
                 record = {"phase": phase, "epoch": epoch, "eps_used": eps_used, "eps": self.eps,
                           "pseudo_label_share": share, "val": val,
+                          "losses": {k: v / max(self.position["step"], 1) for k, v in self.loss_sums.items()},
                           "seconds": round(time.time() - t_epoch, 2)}
                 record["slices_per_s"] = round(self.acc["slices"] / max(record["seconds"], 1e-9), 2)
                 self.history.append(record)
                 self.position.update(epoch=epoch + 1, step=0)
                 self.acc = self._new_accumulator()
+                self.loss_sums = {}
                 self.events.emit("epoch", **{**self._where(), **record, "epoch": epoch})
                 self.save_checkpoint()
             self.position.update(phase_index=self.position["phase_index"] + 1, epoch=0, step=0)

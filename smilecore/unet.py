@@ -1,10 +1,15 @@
 """The three networks of SMILE, all U-Nets.
 
 `UNet(in_ch, out_ch, base, depth)`: `depth` 2x2 down-samplings, channel width doubling each
-level from `base`. GroupNorm rather than BatchNorm, so that a frozen network behaves the
-same in every phase and batch composition. Any slice size works: the input is zero-padded
-to a multiple of 2**depth (zero is background in a skull-stripped image) and the output
-cropped back.
+level from `base`. Any slice size works: the input is zero-padded to a multiple of 2**depth
+(zero is background in a skull-stripped image) and the output cropped back.
+
+No normalisation layers, on purpose: models are trained on crops (on a CPU) and applied to whole
+slices, and a network whose output depends only on the pixels around each pixel behaves the
+same on both. GroupNorm did not: normalising over the field of view, an S trained on 128-pixel
+crops of BraTS T2 scored Dice 0.74 on lesion-centred crops of validation slices and 0.06 on
+the same slices whole. Without BatchNorm a frozen network also behaves the same in every phase
+and batch composition. Convolutions get He initialisation for the leaky ReLU instead.
 
 G predicts a change to its input (G(I) = I + U(I), U's last layer initialised to zero) so
 that returning a healthy slice unchanged is where training starts; R likewise paints onto the
@@ -17,14 +22,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, ch), ch)
+SLOPE = 0.1  # leaky ReLU
+
+
+def _conv(cin: int, cout: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, 3, padding=1)
+    nn.init.kaiming_normal_(conv.weight, a=SLOPE, nonlinearity="leaky_relu")
+    nn.init.zeros_(conv.bias)
+    return conv
 
 
 class ConvBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int):
-        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.LeakyReLU(0.1, inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout), nn.LeakyReLU(0.1, inplace=True))
+        super().__init__(_conv(cin, cout), nn.LeakyReLU(SLOPE, inplace=True),
+                         _conv(cout, cout), nn.LeakyReLU(SLOPE, inplace=True))
 
 
 class UNet(nn.Module):
