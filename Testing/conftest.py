@@ -12,8 +12,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def tiny_config(data_dir, out_dir, **overrides) -> TrainConfig:
     settings = dict(data_dir=str(data_dir), out_dir=str(out_dir), labeled_fraction=0.5, split=(0.6, 0.2, 0.2),
-                    epochs=(2, 1, 1, 2), steps_per_epoch=4, batch_size=4, base=8, depth=2, lr=1e-3,
-                    checkpoint_every=2, seed=0)
+                    epochs=(4, 1, 1, 2), steps_per_epoch=10, batch_size=4, base=8, depth=3, lr=1e-3,
+                    checkpoint_every=5, seed=0)
     settings.update(overrides)
     return TrainConfig(**settings)
 

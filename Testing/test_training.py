@@ -22,7 +22,7 @@ def test_all_four_phases_run_with_the_confidence_enhancer(trained_run):
     steps = [e for e in events if e["event"] == "step"]
     assert {e["phase"] for e in steps} == {1, 2, 3, 4}
     assert all(STEP_KEYS <= set(e) for e in steps)
-    assert len(steps) == steps[0]["total_steps"] == (2 + 1 + 1 + 2) * 4
+    assert len(steps) == steps[0]["total_steps"] == (4 + 1 + 1 + 2) * 10
     # each phase optimises its own terms
     assert {"gen_identity", "gen_adv", "seg_pn", "seg_real"} <= set(steps[0]["losses"])
     assert set(next(e for e in steps if e["phase"] == 2)["losses"]) == {"recons"}
@@ -63,14 +63,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(cohort, trained_run, 
     uninterrupted run (the `trained_run` fixture has the same settings)."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "smilecore.cli", "train", str(cohort), "--out", str(out), "--quiet",
-            "--labeled-fraction", "0.5", "--split", "0.6,0.2,0.2", "--epochs", "2,1,1,2",
-            "--steps-per-epoch", "4", "--batch-size", "4", "--base", "8", "--depth", "2", "--lr", "1e-3",
+            "--labeled-fraction", "0.5", "--split", "0.6,0.2,0.2", "--epochs", "4,1,1,2",
+            "--steps-per-epoch", "10", "--batch-size", "4", "--base", "8", "--depth", "3", "--lr", "1e-3",
             "--seed", "0", "--transplant-weight", "1", "--checkpoint-every", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
         events = read_events(out / "events.jsonl") if (out / "events.jsonl").exists() else []
-        if any(e["event"] == "checkpoint" and e["global_step"] >= 7 for e in events):
+        if any(e["event"] == "checkpoint" and e["global_step"] >= 27 for e in events):
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -78,13 +78,13 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(cohort, trained_run, 
     assert proc.returncode == -signal.SIGKILL
     assert not (out / MODEL_NAME).exists()                      # it was stopped before the end
     killed_at = torch.load(out / CHECKPOINT_NAME, weights_only=True)["position"]["global_step"]
-    assert 0 < killed_at < 24
+    assert 0 < killed_at < 80
     done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     starts = [e for e in read_events(out / "events.jsonl") if e["event"] == "start"]
     assert starts[-1]["resumed"] and starts[-1]["global_step"] == killed_at
     steps = [e for e in read_events(out / "events.jsonl") if e["event"] == "step"]
-    assert steps[-1]["global_step"] == 24
+    assert steps[-1]["global_step"] == 80
     resumed, uninterrupted = _weights(out / MODEL_NAME), _weights(trained_run / MODEL_NAME)
     for n in "GSR":
         for k, v in uninterrupted[n].items():

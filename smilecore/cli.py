@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     t.add_argument("--base", type=int, default=d.base, help="U-Net width of the first level (G, S, R)")
     t.add_argument("--depth", type=int, default=d.depth, help="number of U-Net down-samplings")
+    t.add_argument("--norm", default=d.norm, choices=["batch", "none"],
+                   help="U-Net normalisation (BatchNorm, or none)")
     t.add_argument("--crop", type=int, default=None,
                    help="train on random crops of this size at full resolution (default: whole slices)")
     t.add_argument("--eps0", type=float, default=d.eps0, help="initial confidence threshold")
@@ -140,7 +142,7 @@ def cmd_train(args) -> int:
                           variant=args.variant, labeled_fraction=args.labeled_fraction, seed=args.seed,
                           split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                          batch_size=args.batch_size, lr=args.lr, base=args.base, depth=args.depth,
+                          batch_size=args.batch_size, lr=args.lr, base=args.base, depth=args.depth, norm=args.norm,
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,

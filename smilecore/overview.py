@@ -22,14 +22,14 @@ def grey(a: np.ndarray, hi: float) -> np.ndarray:
     return (np.clip(a / max(hi, 1e-9), 0, 1) * 255).astype(np.uint8)
 
 
-def panel_row(panels: list[tuple[str, np.ndarray]]) -> Image.Image:
-    """Side-by-side RGB panels (H x W x 3 uint8) with a caption above each."""
-    h, w = panels[0][1].shape[:2]
+def panel_row(panels: list[tuple[str, np.ndarray]], zoom: int = 2) -> Image.Image:
+    """Side-by-side RGB panels (H x W x 3 uint8), enlarged `zoom` times, with a caption above each."""
+    h, w = (s * zoom for s in panels[0][1].shape[:2])
     caption = 16
     canvas = Image.new("RGB", (w * len(panels), h + caption), "black")
     draw = ImageDraw.Draw(canvas)
     for k, (title, rgb) in enumerate(panels):
-        canvas.paste(Image.fromarray(rgb), (k * w, caption))
+        canvas.paste(Image.fromarray(rgb).resize((w, h), Image.Resampling.NEAREST), (k * w, caption))
         draw.text((k * w + 4, 2), title, fill="white")
     return canvas
 
@@ -51,8 +51,14 @@ def overview_image(data, affine, result, z: int | None = None) -> Image.Image:
         per_slice = mask.sum(axis=(0, 1))
         z = int(per_slice.argmax()) if per_slice.max() > 0 else int((image > 0).sum(axis=(0, 1)).argmax())
     hi = float(np.percentile(image[image > 0], 99.5)) if (image > 0).any() else 1.0
-    g = [_display(grey(a[:, :, z], hi)) for a in (image, pn, pab)]
-    m = _display(mask[:, :, z])
+    # crop every panel to the brain of this slice (with a margin), so the anatomy fills it
+    xs, ys = np.nonzero((image[:, :, z] > 0).any(1))[0], np.nonzero((image[:, :, z] > 0).any(0))[0]
+    if len(xs):
+        box = (slice(max(xs[0] - 8, 0), xs[-1] + 9), slice(max(ys[0] - 8, 0), ys[-1] + 9), z)
+    else:
+        box = (slice(None), slice(None), z)
+    g = [_display(grey(a[box], hi)) for a in (image, pn, pab)]
+    m = _display(mask[box])
     overlay = np.stack([g[0]] * 3, axis=-1)
     overlay[m] = (0.5 * overlay[m] + 0.5 * np.array([255, 40, 40])).astype(np.uint8)
     rgb = lambda a: np.stack([a] * 3, axis=-1)

@@ -2,7 +2,8 @@
 
 Used by the tests and by quick runs, so that a fresh clone needs no downloaded data. Each
 case is an ellipsoidal "brain" (grey rim, white matter, bright ventricles as on T2, smooth
-texture) with 0-2 lesions: a bright oedema shell (label 2) around a core (labels 1 and 4). The
+texture) with lesions: an oedema shell brighter than any tissue (label 2) around a core (labels 1
+and 4), large enough for a tiny segmentor to learn within seconds. The
 healthy image before the lesion was added is written too (``<case>_t2healthy.nii.gz``, a
 suffix the case finder ignores), so the truth under each lesion is known.
 """
@@ -41,7 +42,7 @@ def make_case(rng: np.random.Generator, shape=(48, 48, 24), n_lesions: int | Non
     healthy = np.where(brain & (r > 0.8), 0.75, healthy)                       # grey matter rim
     vent = (((x - 0.15) / 0.12) ** 2 + (y / 0.35) ** 2 + (z / 0.4) ** 2 < 1) | \
            (((x + 0.15) / 0.12) ** 2 + (y / 0.35) ** 2 + (z / 0.4) ** 2 < 1)
-    healthy = np.where(brain & vent, 1.0, healthy)                              # CSF bright on T2
+    healthy = np.where(brain & vent, 0.8, healthy)                              # CSF bright on T2
     healthy = healthy + brain * 0.05 * _smooth_noise(rng, shape)
     healthy = np.clip(healthy, 0.05, None) * brain
     image = healthy.copy()
@@ -49,12 +50,12 @@ def make_case(rng: np.random.Generator, shape=(48, 48, 24), n_lesions: int | Non
     n = rng.integers(0, 3) if n_lesions is None else n_lesions
     for _ in range(n):
         cx, cy, cz = rng.uniform(-0.45, 0.45, 3)
-        rad = rng.uniform(0.18, 0.3)
+        rad = rng.uniform(0.3, 0.45)
         d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + ((z - cz) * 0.8) ** 2) / rad
         d = d + 0.15 * _smooth_noise(rng, shape, 6)
         oedema, core = (d < 1) & brain, (d < 0.55) & brain
-        image = np.where(oedema, 0.9 + 0.05 * _smooth_noise(rng, shape, 3), image)
-        image = np.where(core, 0.7 + 0.1 * _smooth_noise(rng, shape, 2), image)
+        image = np.where(oedema, 1.0 + 0.05 * _smooth_noise(rng, shape, 3), image)  # oedema brightest
+        image = np.where(core, 0.85 + 0.1 * _smooth_noise(rng, shape, 2), image)
         label[oedema] = 2
         label[core] = 1
         label[(d < 0.3) & brain] = 4

@@ -15,7 +15,7 @@ keeping the lesion.
 Confidence enhancer: for unlabelled slices, PL = [p > eps] with p = S's lesion probability,
 L_semi = L_ce(S(U), PL), and U is then used like a labelled slice with M := PL. eps starts at
 0.9; after every epoch it becomes the average confidence seen, which we define as the mean
-lesion probability over the pixels of unlabelled slices that S called lesion (p > 0.5), kept
+lesion probability over the brain pixels of unlabelled slices that S called lesion (p > 0.5), kept
 within [0.5, 0.99] (an epoch with no such pixel leaves eps unchanged).
 
 Beyond the paper (off by default, `transplant_weight` > 0): a paired lesion-removal term for
@@ -71,6 +71,7 @@ class TrainConfig:
     lr: float = 1e-4
     base: int = 32                      # U-Net width (same for G, S, R)
     depth: int = 4
+    norm: str = "batch"                 # U-Net normalisation: "batch" or "none" (see unet.py)
     crop: int | None = None             # train on random crops of this size (full resolution)
     eps0: float = 0.9
     min_brain_fraction: float = DEFAULT_MIN_BRAIN_FRACTION
@@ -163,7 +164,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
-        sizes = {n: {"base": cfg.base, "depth": cfg.depth} for n in "GSR"}
+        sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm} for n in "GSR"}
         self.sizes = sizes
         self.nets = build_networks(sizes)
         for net in self.nets.values():
@@ -307,7 +308,7 @@ class Trainer:
 
     def _track_confidence(self, S_U, PL, I_U):
         p = torch.softmax(S_U.float(), dim=1)[:, 1]
-        confident = p > 0.5
+        confident = (p > 0.5) & (I_U[:, 0] > 0)  # lesion calls inside the brain
         self.acc["conf_sum"] += float(p[confident].sum())
         self.acc["conf_count"] += int(confident.sum())
         self.acc["pl_pixels"] += int(PL.sum())
@@ -320,6 +321,14 @@ class Trainer:
         if self.acc["conf_count"] > 0:
             self.eps = float(min(max(self.acc["conf_sum"] / self.acc["conf_count"], 0.5), 0.99))
         return self.eps
+
+    TRAINED = {1: "GS", 2: "R", 3: "SR", 4: "GSR"}
+
+    def _set_modes(self, phase: int):
+        """Networks a phase does not train run in eval mode: fixed BatchNorm statistics, as at
+        inference (a frozen G feeding R in phase 2 must not drift)."""
+        for name, net in self.nets.items():
+            net.train(name in self.TRAINED[phase])
 
     # ---- validation --------------------------------------------------------------------
     @torch.no_grad()
@@ -348,8 +357,7 @@ class Trainer:
                 n_normal += int(normal.sum())
             if Pab is not None:
                 recons_err += float(((Pab - I) ** 2).mean()) * len(chunk)
-        for net in (G, S, R):
-            net.train()
+        self._set_modes(phase)
         out = {"dice_S": 2 * inter / total if total > 0 else float("nan")}
         if n_normal:
             out["normal_mse_G"] = normal_err / n_normal
@@ -411,6 +419,7 @@ class Trainer:
         n_steps = self.steps_per_epoch()
         while self.position["phase_index"] < len(cfg.phases):
             phase = self._phase = cfg.phases[self.position["phase_index"]]
+            self._set_modes(phase)
             while self.position["epoch"] < cfg.epochs_of(phase):
                 epoch = self.position["epoch"]
                 t_epoch = time.time()
