@@ -1,0 +1,46 @@
+"""Python packages the engine needs inside Slicer, installed on first use with the user's consent.
+
+torch comes from the PyTorch extension (PyTorchUtils picks the CUDA build that matches the
+driver); nibabel, tqdm and Pillow through pip. Never called at import time, so loading the
+module never installs anything. `confirm(message) -> bool` is supplied by the caller (the widget
+passes `slicer.util.confirmOkCancelDisplay`), which keeps this file free of GUI code.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+PIP_PACKAGES = {"nibabel": "nibabel>=5.0", "tqdm": "tqdm>=4.60", "PIL": "pillow>=9.0"}
+TORCH_REQUIREMENT = ">=2.1"
+
+
+class DependencyError(RuntimeError):
+    pass
+
+
+def missing_pip_packages() -> list[str]:
+    return [req for module, req in PIP_PACKAGES.items() if importlib.util.find_spec(module) is None]
+
+
+def ensure_dependencies(confirm, testing: bool = False) -> None:
+    """Make torch and the pip packages importable, asking before installing anything.
+    Raises DependencyError with what the user has to do when that is not possible."""
+    import slicer
+    if importlib.util.find_spec("torch") is None:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise DependencyError("SMILE needs PyTorch: install the 'PyTorch' extension from the "
+                                  "Extensions Manager, restart Slicer, and try again.") from None
+        logic = PyTorchUtils.PyTorchUtilsLogic()
+        if not logic.torchInstalled():
+            if testing:
+                raise DependencyError("torch is not installed (not installed automatically in testing mode)")
+            torch = logic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT)
+            if torch is None:
+                raise DependencyError("PyTorch was not installed; SMILE cannot run without it.")
+    missing = missing_pip_packages()
+    if missing:
+        if testing or not confirm("SMILE needs these Python packages, which will be installed now:\n"
+                                  + "\n".join(missing)):
+            raise DependencyError("missing Python packages: " + ", ".join(missing))
+        slicer.util.pip_install(missing)

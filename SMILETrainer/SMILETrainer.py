@@ -1,0 +1,227 @@
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.path:
+    sys.path.append(_CHECKOUT)
+
+
+class SMILETrainer(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("SMILE Trainer")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = ["SMILESynthesis"]
+        self.parent.contributors = ["SMILE developers"]
+        self.parent.helpText = _(
+            "Trains a SMILE model (generator, segmentor, reconstructor) in four phases on a folder of BraTS "
+            "cases, with a share of the cases used without their labels (semi-supervised). Training runs "
+            "in a separate process; Stop leaves a checkpoint that Resume continues from. The finished model "
+            "is offered by SMILE Synthesis.")
+        self.parent.acknowledgementText = _("SMILE: semi-supervised pseudo-normality synthesis.")
+
+
+@parameterNodeWrapper
+class SMILETrainerParameterNode:
+    dataDir: Path
+    modality: str = "t2"
+    labeledFraction: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
+    epochs: int = 10
+    batchSize: int = 8
+    learningRate: float = 1e-4
+    device: str = "auto"
+    outputDir: Path
+
+
+class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(1000)
+        self._timer.connect("timeout()", self.onTimer)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SMILETrainer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SMILETrainerLogic()
+        self.ui.startButton.connect("clicked(bool)", lambda: self.onStart(resume=False))
+        self.ui.resumeButton.connect("clicked(bool)", lambda: self.onStart(resume=True))
+        self.ui.stopButton.connect("clicked(bool)", self.onStop)
+        self.ui.dataDirLineEdit.connect("currentPathChanged(QString)", self.onDataDirChanged)
+        self.ui.modalityComboBox.connect("currentIndexChanged(int)", lambda i: self.onDataDirChanged())
+        self.initializeParameterNode()
+        self._updateButtons()
+
+    def cleanup(self):
+        self._timer.stop()
+        self._disconnect()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self._disconnect()
+
+    def initializeParameterNode(self):
+        self._disconnect()
+        self._parameterNode = self.logic.getParameterNode()
+        self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+    def _disconnect(self):
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onDataDirChanged(self, *args):
+        self.ui.datasetInfoLabel.text = self.logic.describeDataset(self._parameterNode)
+
+    def onStart(self, resume):
+        with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
+            slicer.modules.smilesynthesis.widgetRepresentation().self().logic.ensureDependencies()
+            self.logic.start(self._parameterNode, resume)
+            self.ui.logTextEdit.clear()
+            self.logic.showPlot()
+            self._timer.start()
+        self._updateButtons()
+
+    def onStop(self):
+        self.logic.lib.stop()
+        self.ui.logTextEdit.appendPlainText(_("Stopped. Resume continues from the last checkpoint."))
+        self.onTimer()
+
+    def onTimer(self):
+        lib = self.logic.lib
+        lib.poll()
+        for line in lib.log[self.logic.shownLogLines:]:
+            self.ui.logTextEdit.appendPlainText(line)
+        self.logic.shownLogLines = len(lib.log)
+        phase, overall, text = self.logic.progress()
+        self.ui.phaseProgressBar.value = phase
+        self.ui.overallProgressBar.value = overall
+        self.ui.statusLabel.text = text
+        if not lib.running:
+            self._timer.stop()
+            if lib.finished and lib.finished["event"] == "error":
+                slicer.util.errorDisplay(_("Training failed: ") + lib.finished["message"])
+        self._updateButtons()
+
+    def _updateButtons(self):
+        running = self.logic.lib.running
+        self.ui.startButton.enabled = not running
+        self.ui.resumeButton.enabled = not running
+        self.ui.stopButton.enabled = running
+
+
+class SMILETrainerLogic(ScriptedLoadableModuleLogic):
+    """Application-level logic: parameter node -> settings, progress text, plot view. The process
+    and MRML work is SMILETrainerLib.TrainerLogic, tested outside the application."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        from SMILETrainerLib import TrainerLogic
+        self.lib = TrainerLogic(slicer.mrmlScene)
+        self.shownLogLines = 0
+
+    def getParameterNode(self):
+        return SMILETrainerParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def settings(params):
+        from SMILETrainerLib import TrainingSettings
+        if str(params.outputDir) in ("", "."):
+            raise ValueError(_("Choose an output folder for the training run."))
+        return TrainingSettings(data_dir=str(params.dataDir), out_dir=str(params.outputDir),
+                                modality=params.modality, labeled_fraction=params.labeledFraction,
+                                epochs=params.epochs, batch_size=params.batchSize, lr=params.learningRate,
+                                device=params.device)
+
+    def describeDataset(self, params):
+        from SMILETrainerLib import scan_dataset
+        folder = str(params.dataDir)
+        if folder in ("", ".") or not os.path.isdir(folder):
+            return _("Choose a folder of BraTS cases.")
+        try:
+            return scan_dataset(folder, params.modality).summary()
+        except Exception as exc:
+            return str(exc)
+
+    def start(self, params, resume=False):
+        self.shownLogLines = 0
+        self.lib.start(self.settings(params), resume=resume, python=shutil_which_python_slicer())
+
+    def progress(self):
+        """(phase %, overall %, status text) from the last step event."""
+        e = self.lib.last_step
+        if e is None:
+            return 0, 0, _("Preparing data...") if self.lib.running else ""
+        in_phase = (e["epoch"] * e["steps_per_epoch"] + e["step"]) / max(e["epochs"] * e["steps_per_epoch"], 1)
+        overall = e["global_step"] / max(e["total_steps"], 1)
+        text = (f"Phase {e['phase']} ({e['phase_name']}), epoch {e['epoch'] + 1}/{e['epochs']}; "
+                f"eps {e['eps']:.3f}, pseudo-label share {e['pseudo_label_share']:.4f}; "
+                f"about {e['eta_s'] / 60:.0f} min left")
+        if self.lib.finished is not None and self.lib.finished["event"] == "done":
+            text = _("Done. Model registered for SMILE Synthesis: ") + self.lib.finished["model"]
+        return int(100 * in_phase), int(100 * overall), text
+
+    def showPlot(self):
+        table, chart = self.lib.ensure_plot_nodes()
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+
+
+def shutil_which_python_slicer():
+    import shutil
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+class SMILETrainerTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: a tiny real training on a generated cohort, followed to the end."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_tiny_training()
+
+    def test_tiny_training(self):
+        import tempfile
+        import time
+        from SMILETrainerLib import TrainerLogic, TrainingSettings
+        from smilecore.synthetic import write_cohort
+        folder = Path(tempfile.mkdtemp())
+        os.environ["SMILE_HOME"] = str(folder / "home")  # keep the user's model list untouched
+        write_cohort(folder / "data", n_cases=5, shape=(32, 32, 12), unlabeled=1)
+        self.delayDisplay("Training a tiny model in a background process")
+        lib = TrainerLogic(slicer.mrmlScene)
+        lib.start(TrainingSettings(str(folder / "data"), str(folder / "run"), labeled_fraction=0.5, epochs=1,
+                                   batch_size=2, base=4, depth=2, steps_per_epoch=2, device="cpu",
+                                   extra=["--split", "0.6,0.2,0.2"]), python=shutil_which_python_slicer())
+        deadline = time.time() + 300
+        while lib.finished is None and time.time() < deadline:
+            slicer.app.processEvents()
+            lib.poll()
+            time.sleep(0.2)
+        self.assertIsNotNone(lib.finished, "training did not finish in time")
+        self.assertEqual(lib.finished["event"], "done", "\n".join(lib.log))
+        self.assertEqual(lib.table.GetTable().GetNumberOfRows(), 4)
+        del os.environ["SMILE_HOME"]
+        self.delayDisplay("SMILE trainer test passed")
