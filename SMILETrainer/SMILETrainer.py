@@ -96,7 +96,7 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onStart(self, resume):
         with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
-            slicer.modules.smilesynthesis.widgetRepresentation().self().logic.ensureDependencies()
+            self.logic.ensureDependencies()
             self.logic.start(self._parameterNode, resume)
             self.ui.logTextEdit.clear()
             self.logic.showPlot()
@@ -143,6 +143,10 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return SMILETrainerParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self):
+        from SMILESynthesisLib.dependencies import ensure_dependencies
+        ensure_dependencies(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
 
     @staticmethod
     def settings(params):
