@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", default="smile-demo", help="where to write the outputs")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
+    e = sub.add_parser("evaluate", help="identity, healthiness, Dice and known-truth errors on test cases",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("model", help="SMILE model file")
+    e.add_argument("--data", required=True, help="folder of BraTS cases")
+    e.add_argument("--test-cases", type=_ids, default=None,
+                   help="comma-separated test case ids (default: the test cases of the model's own split)")
+    e.add_argument("--train-cases", type=_ids, default=None,
+                   help="cases whose real labels train Spred (default: the training cases of the model's split)")
+    e.add_argument("--spred-steps", type=int, default=600, help="training steps of the reference segmentor Spred")
+    e.add_argument("--spred-base", type=int, default=16, help="width of Spred")
+    e.add_argument("--transplants", type=int, default=32, help="lesions transplanted for the known-truth errors")
+    e.add_argument("--cache-dir", default="smile-cache", help="slice cache and cached Spred")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="write the report as JSON here")
+
     i = sub.add_parser("info", help="print a model file's configuration")
     i.add_argument("model", nargs="?", default=None, help="model file (default: the bundled one)")
 
@@ -195,6 +210,38 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .cases import find_cases
+    from .dataset import cache_case
+    from .evaluate import SpredSettings, evaluate, train_spred, transplant_set
+    from .modelfile import load_model
+    model = load_model(args.model)
+    split = model.config.get("training", {}).get("split", {})
+    test_ids = args.test_cases or tuple(split.get("test", ()))
+    train_ids = args.train_cases or tuple(split.get("train", ()))
+    if not test_ids or not train_ids:
+        raise ValueError("name --test-cases and --train-cases (the model file records no split)")
+    cases = {c.case_id: c for c in find_cases(args.data)}
+    missing = [c for c in (*test_ids, *train_ids) if c not in cases]
+    if missing:
+        raise ValueError(f"cases not found in {args.data}: {', '.join(missing)}")
+    modality = model.modality
+    test = [cache_case(cases[c], args.cache_dir, modality) for c in test_ids]
+    if any(not c.labeled for c in test):
+        raise ValueError("every test case needs a segmentation")
+    train = [cache_case(cases[c], args.cache_dir, modality) for c in train_ids if cases[c].labeled]
+    spred = train_spred(train, SpredSettings(base=args.spred_base, steps=args.spred_steps, seed=args.seed),
+                        args.cache_dir, progress=_progress("Spred training"))
+    transplants = transplant_set(test, args.transplants, args.seed) if args.transplants else None
+    report = evaluate(model, test, spred, transplants)
+    report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train])
+    text = json.dumps(report, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
     model = load_model(args.model or default_model_path())
@@ -212,6 +259,7 @@ def cmd_make_cohort(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "synthesize": cmd_synthesize, "demo": cmd_demo, "info": cmd_info,
+                "evaluate": cmd_evaluate,
                 "make-cohort": cmd_make_cohort}
     from .modelfile import ModelFileError
     from .volume import VolumeError

@@ -1,0 +1,52 @@
+"""`smile evaluate` end to end on the generated cohort, and the known-truth set."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from smilecore.cases import find_cases
+from smilecore.dataset import cache_case
+from smilecore.evaluate import SpredSettings, mean_fill, train_spred, transplant_set
+from smilecore.train import MODEL_NAME
+
+
+def test_transplant_set_has_known_truth(cohort, tmp_path):
+    cases = [cache_case(c, tmp_path) for c in find_cases(cohort) if c.labeled]
+    t = transplant_set(cases, n=8, seed=0, min_lesion=10)
+    assert len(t.image) == 8
+    for img, truth, lesion, (rc, _, dc, _) in zip(t.image, t.truth, t.lesion, t.source):
+        assert rc != dc and lesion.any()
+        assert np.array_equal(img[~lesion], truth[~lesion])   # outside the lesion: the healthy slice
+        assert not np.array_equal(img[lesion], truth[lesion])
+        assert (truth[lesion] > 0).all()                      # pasted inside the brain only
+    assert transplant_set(cases, n=8, seed=0, min_lesion=10).source == t.source
+    filled = mean_fill(t.image, t.lesion)
+    assert np.array_equal(filled[~t.lesion], t.image[~t.lesion])
+    assert np.ptp(filled[0][t.lesion[0]]) == 0                # one flat value per lesion
+
+
+def test_spred_is_trained_once_and_cached(cohort, tmp_path):
+    cases = [cache_case(c, tmp_path) for c in find_cases(cohort) if c.labeled]
+    settings = SpredSettings(base=4, depth=2, steps=3, batch_size=2, crop=None)
+    a = train_spred(cases, settings, tmp_path)
+    assert len(list(tmp_path.glob("spred-*.pt"))) == 1
+    b = train_spred(cases, settings, tmp_path)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert np.array_equal(v.numpy(), w.numpy()), k
+
+
+def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "smilecore.cli", "evaluate", str(trained_run / MODEL_NAME),
+                        "--data", str(cohort), "--spred-steps", "20", "--spred-base", "8", "--transplants", "6",
+                        "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert 0 < report["identity"] <= 1 and report["abnormal_slices"] > 0
+    assert report["healthiness"] == report["healthiness"]     # not NaN: Spred found lesions in I
+    assert 0 <= report["dice_S"] <= 1 and set(report["dice_S_per_case"]) == set(report["test_cases"])
+    kt = report["known_truth"]
+    assert set(kt) == {"model", "model_mask_given", "untouched", "mean_fill"}
+    assert kt["mean_fill"]["psnr"] > kt["untouched"]["psnr"]  # the baseline does remove something

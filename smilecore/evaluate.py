@@ -1,0 +1,178 @@
+"""Evaluation of a model on the test cases of a data folder: the paper's identity and
+healthiness, Dice of S, and the error inside lesions whose healthy truth is known.
+
+Which slices count:
+- identity and healthiness: the abnormal slices of the test cases (label > 0 somewhere), whole
+  slices in the canonical orientation, normalised intensities (data range 1);
+- Dice of S: every kept slice of each test case, pooled per case (and over all test voxels for
+  the overall figure); S's threshold is the model's (0.5);
+- known truth: lesions transplanted into normal slices of the test cases (see
+  `transplant_set`), errors inside the transplanted lesion only.
+
+Spred, the segmentor that judges healthiness, is a separate S-shaped U-Net trained with plain
+cross-entropy on the real labelled training slices of the same split (never the adversarial
+S). It is trained once per (training cases, settings) and cached as a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+from .dataset import CachedCase, EpochSampler, SliceSet
+from .modelfile import SmileModel, atomic_torch_save
+from .train import collate
+from .unet import Segmentor
+
+
+# ---- Spred ---------------------------------------------------------------------------------
+@dataclass
+class SpredSettings:
+    base: int = 16
+    depth: int = 4
+    norm: str = "batch"
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 1e-3
+    crop: int | None = 128
+    seed: int = 0
+
+
+def train_spred(train_cases: list[CachedCase], settings: SpredSettings, cache_dir: str | Path,
+                progress=None) -> Segmentor:
+    """Spred for these training cases, loaded from the cache or trained and cached."""
+    labeled = [c for c in train_cases if c.labeled]
+    if not labeled:
+        raise ValueError("Spred needs labelled training cases")
+    key = hashlib.sha1(json.dumps({"cases": sorted(c.case_id for c in labeled), **settings.__dict__},
+                                  sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"spred-{key}.pt"
+    net = Segmentor(settings.base, settings.depth, settings.norm)
+    if path.is_file():
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["S"])
+        return net.eval()
+    torch.manual_seed(settings.seed)
+    slices = SliceSet(labeled, settings.crop)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    sampler = EpochSampler(slices, settings.seed, 0, 0, length=settings.steps * settings.batch_size)
+    net.train()
+    loader = torch.utils.data.DataLoader(slices, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate)
+    for step, batch in enumerate(loader):
+        loss = F.cross_entropy(net(batch["image"]), batch["mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(step + 1, settings.steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": "smile-spred", "S": net.state_dict(), "settings": json.dumps(settings.__dict__)},
+                      path)
+    return net.eval()
+
+
+# ---- known-truth set -------------------------------------------------------------------------
+@dataclass
+class TransplantSet:
+    image: np.ndarray    # N x H x W, normal slice with a pasted lesion
+    truth: np.ndarray    # N x H x W, the normal slice
+    lesion: np.ndarray   # N x H x W bool, where the lesion was pasted (inside the brain)
+    source: list[tuple[str, int, str, int]]  # (recipient case, slice, donor case, slice)
+
+
+def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesion: int = 50) -> TransplantSet:
+    """Real lesions (shape from the label, intensities from the image) of abnormal slices pasted
+    into normal slices of other cases, at the same in-plane position (all cases are
+    co-registered BraTS volumes), kept where the recipient has brain. Seeded, so the set is fixed."""
+    rng = np.random.default_rng(seed)
+    normal = [(ci, si) for ci, c in enumerate(cases) if c.labeled for si in np.nonzero(~c.abnormal)[0]]
+    abnormal = [(ci, si) for ci, c in enumerate(cases) if c.labeled for si in np.nonzero(c.abnormal)[0]]
+    if not normal or not abnormal:
+        raise ValueError("a transplant set needs labelled cases with both normal and abnormal slices")
+    images, truths, lesions, source = [], [], [], []
+    tries = 0
+    while len(images) < n and tries < 50 * n:
+        tries += 1
+        rci, rsi = normal[rng.integers(len(normal))]
+        dci, dsi = abnormal[rng.integers(len(abnormal))]
+        if dci == rci and len(cases) > 1:
+            continue
+        healthy = np.asarray(cases[rci].image[rsi], np.float32)
+        donor = np.asarray(cases[dci].image[dsi], np.float32)
+        if healthy.shape != donor.shape:
+            continue
+        lesion = (np.asarray(cases[dci].mask[dsi]) > 0) & (healthy > 0)
+        if lesion.sum() < min_lesion:
+            continue
+        images.append(np.where(lesion, donor, healthy))
+        truths.append(healthy)
+        lesions.append(lesion)
+        source.append((cases[rci].case_id, int(cases[rci].z[rsi]), cases[dci].case_id, int(cases[dci].z[dsi])))
+    if not images:
+        raise ValueError("no lesion could be transplanted (lesions too small or no matching slices)")
+    return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source)
+
+
+def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarray:
+    """The plain baseline: each lesion filled with the mean of the brain tissue in a ring of
+    `ring` pixels around it."""
+    out = image.copy()
+    for k in range(len(image)):
+        m = torch.from_numpy(lesion[k].astype(np.float32))[None, None]
+        grown = F.max_pool2d(m, 2 * ring + 1, stride=1, padding=ring)[0, 0].numpy() > 0
+        around = grown & ~lesion[k] & (image[k] > 0)
+        out[k][lesion[k]] = image[k][around].mean() if around.any() else image[k][image[k] > 0].mean()
+    return out
+
+
+# ---- evaluation --------------------------------------------------------------------------
+@torch.no_grad()
+def _run(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
+    outs = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))[:, None]
+        out = net(x) if extra is None else net(x, torch.from_numpy(extra[i:i + batch].astype(np.float32))[:, None])
+        outs.append(out.numpy())
+    return np.concatenate(outs)
+
+
+def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, transplants: TransplantSet | None,
+             batch: int = 16) -> dict:
+    G, S = model.nets["G"].eval(), model.nets["S"].eval()
+    spred = spred.eval()
+    per_case, inter, total = {}, 0.0, 0.0
+    ids, n_pn, n_in = [], 0.0, 0.0
+    for case in test_cases:
+        images = np.asarray(case.image, np.float32)
+        truth = np.asarray(case.mask) > 0
+        pred = _run(S, images, batch).argmax(1) > 0
+        per_case[case.case_id] = metrics.dice(pred, truth)
+        inter += np.logical_and(pred, truth).sum()
+        total += pred.sum() + truth.sum()
+        ab = case.abnormal
+        if ab.any():
+            I, M = images[ab], truth[ab].astype(np.float32)
+            G_I = _run(G, I, batch)[:, 0]
+            ids.append(metrics.identity(G_I, I, M).numpy())
+            n_pn += float((_run(spred, G_I, batch).argmax(1) > 0).sum())
+            n_in += float((_run(spred, I, batch).argmax(1) > 0).sum())
+    report = {"identity": float(np.concatenate(ids).mean()) if ids else float("nan"),
+              "healthiness": metrics.healthiness(n_pn, n_in),
+              "dice_S": float(2 * inter / total) if total else 1.0, "dice_S_per_case": per_case,
+              "abnormal_slices": int(sum(len(i) for i in ids))}
+    if transplants is not None:
+        pn = _run(G, transplants.image, batch)[:, 0]
+        # with the mask given (review mode): input outside it, G inside
+        pn_given_mask = np.where(transplants.lesion, pn, transplants.image)
+        report["known_truth"] = {
+            name: metrics.known_truth_errors(img, transplants.truth, transplants.lesion)
+            for name, img in (("model", pn), ("model_mask_given", pn_given_mask),
+                              ("untouched", transplants.image),
+                              ("mean_fill", mean_fill(transplants.image, transplants.lesion)))}
+        report["known_truth_slices"] = len(transplants.image)
+    return report
