@@ -9,6 +9,6 @@ data=${1:-../shared/data/brats}
 run=${2:-runs/default}
 smile train "$data" --out "$run" \
   --test-cases Brats18_TCIA02_370_1 --val-cases Brats18_CBICA_ABM_1 --split 1,0,0 \
-  --epochs 5,1,2,4 --steps-per-epoch 150 --base 16 --depth 4 --crop 128 --batch-size 8 \
+  --epochs 5,1,2,1 --steps-per-epoch 150 --base 16 --depth 4 --crop 128 --batch-size 8 \
   --norm batch --lr 1e-3 --transplant-weight 1 --save-half --seed 0
 cp "$run/smile-model.pt" smilecore/resources/smile-default-t2.pt
