@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _progress(desc: str):
+def _progress(desc: str, unit: str = "slice"):
     from tqdm import tqdm
-    bar = tqdm(desc=desc, unit="slice", dynamic_ncols=True)
+    bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True)
 
     def update(done, total):
         bar.total = total
@@ -231,7 +231,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError("every test case needs a segmentation")
     train = [cache_case(cases[c], args.cache_dir, modality) for c in train_ids if cases[c].labeled]
     spred = train_spred(train, SpredSettings(base=args.spred_base, steps=args.spred_steps, seed=args.seed),
-                        args.cache_dir, progress=_progress("Spred training"))
+                        args.cache_dir, progress=_progress("Spred training", "step"))
     transplants = transplant_set(test, args.transplants, args.seed) if args.transplants else None
     report = evaluate(model, test, spred, transplants)
     report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train])
