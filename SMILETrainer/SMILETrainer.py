@@ -170,7 +170,7 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
 
     def start(self, params, resume=False):
         self.shownLogLines = 0
-        self.lib.start(self.settings(params), resume=resume, python=shutil_which_python_slicer())
+        self.lib.start(self.settings(params), resume=resume)  # Slicer's own python (process.default_python)
 
     def progress(self):
         """(phase %, overall %, status text) from the last step event."""
@@ -189,11 +189,6 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
     def showPlot(self):
         table, chart = self.lib.ensure_plot_nodes()
         slicer.modules.plots.logic().ShowChartInLayout(chart)
-
-
-def shutil_which_python_slicer():
-    import shutil
-    return shutil.which("PythonSlicer") or sys.executable
 
 
 class SMILETrainerTest(ScriptedLoadableModuleTest):
@@ -218,7 +213,7 @@ class SMILETrainerTest(ScriptedLoadableModuleTest):
         lib = TrainerLogic(slicer.mrmlScene)
         lib.start(TrainingSettings(str(folder / "data"), str(folder / "run"), labeled_fraction=0.5, epochs=1,
                                    batch_size=2, base=4, depth=2, steps_per_epoch=2, device="cpu",
-                                   extra=["--split", "0.6,0.2,0.2"]), python=shutil_which_python_slicer())
+                                   extra=["--split", "0.6,0.2,0.2"]))
         deadline = time.time() + 300
         while lib.finished is None and time.time() < deadline:
             slicer.app.processEvents()

@@ -191,7 +191,7 @@ def cmd_synthesize(args, input_path=None, model_path=None) -> int:
 
 
 def cmd_demo(args) -> int:
-    import numpy as np
+    from . import metrics
     from .modelfile import default_model_path, resources_dir
     from .volume import load_nifti
     sample = resources_dir() / "sample"
@@ -205,7 +205,7 @@ def cmd_demo(args) -> int:
         truth = load_nifti(seg, "segmentation")[0] > 0
         stem = image.name.replace(".nii.gz", "")
         pred = load_nifti(Path(args.out_dir) / f"{stem}_lesion_mask.nii.gz", "mask")[0] > 0
-        dice = 2 * np.logical_and(truth, pred).sum() / max(truth.sum() + pred.sum(), 1)
+        dice = metrics.dice(pred, truth)
         print(f"Dice of the lesion mask against the expert segmentation (whole tumour): {dice:.3f}")
     return 0
 
