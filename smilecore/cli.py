@@ -1,4 +1,4 @@
-"""The `smile` command line: train, synthesize, demo, info, make-cohort."""
+"""The `smile` command line: train, synthesize, demo, evaluate, benchmark, info, make-cohort."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,8 @@ EXAMPLES = """examples:
   smile synthesize case_t2.nii.gz --mask edited_lesion.nii.gz --out-dir out/
   smile train /data/BraTS2019 --out runs/smile50 --labeled-fraction 0.5
   smile train /data/BraTS2019 --out runs/smile50 --resume
+  smile evaluate runs/smile50/smile-model.pt --data /data/BraTS2019
+  smile benchmark /data/BraTS2019 --out bench/          # GVS, SMILE-sup/75/50, 2 seeds
 """
 
 
@@ -112,6 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="write the report as JSON here")
 
+    b = sub.add_parser("benchmark", help="GVS and SMILE variants on one split: Table 2/3 analogues, figures, seeds",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("data_dir", help="folder of BraTS cases")
+    b.add_argument("--out", required=True, help="benchmark folder: runs, cache, benchmark.json/.md, PNG figures")
+    b.add_argument("--quick", action="store_true",
+                   help="tiny networks and budgets: the whole pipeline in minutes (for tests and trials)")
+    b.add_argument("--variants", type=_ids, default=None,
+                   help="comma-separated, from GVS, SMILE-sup, SMILE-75, SMILE-50, SMILE-sup+paired "
+                        "(default: the paper's four)")
+    b.add_argument("--seeds", type=_ints, default=None, help="comma-separated seeds (default 0,1)")
+    b.add_argument("--split-seed", type=int, default=0, help="seed of the one case split all runs share")
+    b.add_argument("--split", type=_fractions, default="0.7,0.1,0.2", help="train,val,test proportions")
+    b.add_argument("--val-cases", type=_ids, default=(), help="comma-separated case ids forced into val")
+    b.add_argument("--test-cases", type=_ids, default=(), help="comma-separated case ids held out for test")
+    b.add_argument("--modality", default="t2")
+    for name, kind, help_text in (("epochs", _ints, "epochs per phase (default 2,1,1,1)"),
+                                  ("steps-per-epoch", int, "steps per epoch (default 60)"),
+                                  ("batch-size", int, "batch size (default 8)"), ("lr", float, "learning rate (default 1e-3)"),
+                                  ("base", int, "U-Net width (default 8)"), ("depth", int, "U-Net depth (default 4)"),
+                                  ("crop", int, "training crop, 0 for whole slices (default 96)"),
+                                  ("spred-steps", int, "steps of Spred and of each augmentation segmentor (default 600)"),
+                                  ("spred-base", int, "width of Spred (default 16)"),
+                                  ("transplants", int, "transplanted lesions for the known-truth errors (default 32)")):
+        b.add_argument(f"--{name}", type=kind, default=None, help=help_text)
+    b.add_argument("--no-augmentation", action="store_true", help="skip the Table 3 experiment")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda")
+
     i = sub.add_parser("info", help="print a model file's configuration")
     i.add_argument("model", nargs="?", default=None, help="model file (default: the bundled one)")
 
@@ -126,15 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress(desc: str, unit: str = "slice"):
-    from tqdm import tqdm
-    bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True)
-
-    def update(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-    return update
+    from .events import progress_callback
+    return progress_callback(desc, unit)
 
 
 def cmd_train(args) -> int:
@@ -242,6 +264,32 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    import dataclasses as dc
+    from .benchmark import QUICK, Benchmark, BenchmarkSettings
+    settings = BenchmarkSettings(data_dir=args.data_dir, out_dir=args.out, split_seed=args.split_seed,
+                                 split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
+                                 modality=args.modality, device=args.device, augment=not args.no_augmentation)
+    if args.quick:
+        settings = dc.replace(settings, **QUICK)
+    given = {"variants": args.variants, "seeds": args.seeds, "epochs": args.epochs,
+             "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size, "lr": args.lr,
+             "base": args.base, "depth": args.depth, "transplants": args.transplants}
+    settings = dc.replace(settings, **{k: v for k, v in given.items() if v is not None})
+    if args.crop is not None:
+        settings.crop = args.crop or None
+    spred = {"steps": args.spred_steps, "base": args.spred_base}
+    settings.spred = dc.replace(settings.spred, **{k: v for k, v in spred.items() if v is not None})
+    if settings.augment and settings.augment_from not in settings.variants:
+        settings.augment = False
+        print(f"benchmark: {settings.augment_from} is not among the variants; no augmentation experiment")
+    report = Benchmark(settings).run()
+    out = Path(args.out)
+    print((out / "benchmark.md").read_text())
+    print(f"report: {out / 'benchmark.md'}, every number: {out / 'benchmark.json'}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
     model = load_model(args.model or default_model_path())
@@ -259,7 +307,7 @@ def cmd_make_cohort(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "synthesize": cmd_synthesize, "demo": cmd_demo, "info": cmd_info,
-                "evaluate": cmd_evaluate,
+                "evaluate": cmd_evaluate, "benchmark": cmd_benchmark,
                 "make-cohort": cmd_make_cohort}
     from .modelfile import ModelFileError
     from .volume import VolumeError

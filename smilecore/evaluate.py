@@ -44,21 +44,12 @@ class SpredSettings:
     seed: int = 0
 
 
-def train_spred(train_cases: list[CachedCase], settings: SpredSettings, cache_dir: str | Path,
-                progress=None) -> Segmentor:
-    """Spred for these training cases, loaded from the cache or trained and cached."""
-    labeled = [c for c in train_cases if c.labeled]
-    if not labeled:
-        raise ValueError("Spred needs labelled training cases")
-    key = hashlib.sha1(json.dumps({"cases": sorted(c.case_id for c in labeled), **settings.__dict__},
-                                  sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"spred-{key}.pt"
-    net = Segmentor(settings.base, settings.depth, settings.norm)
-    if path.is_file():
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["S"])
-        return net.eval()
+def train_segmentor(cases: list[CachedCase], settings: SpredSettings, progress=None) -> Segmentor:
+    """A plain segmentor (S's architecture, cross-entropy) trained for `settings.steps` steps on
+    the slices of `cases` (unlabelled cases count as all background), seeded."""
     torch.manual_seed(settings.seed)
-    slices = SliceSet(labeled, settings.crop)
+    net = Segmentor(settings.base, settings.depth, settings.norm)
+    slices = SliceSet(cases, settings.crop)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     sampler = EpochSampler(slices, settings.seed, 0, 0, length=settings.steps * settings.batch_size)
     net.train()
@@ -70,10 +61,27 @@ def train_spred(train_cases: list[CachedCase], settings: SpredSettings, cache_di
         opt.step()
         if progress:
             progress(step + 1, settings.steps)
+    return net.eval()
+
+
+def train_spred(train_cases: list[CachedCase], settings: SpredSettings, cache_dir: str | Path,
+                progress=None) -> Segmentor:
+    """Spred for these training cases, loaded from the cache or trained and cached."""
+    labeled = [c for c in train_cases if c.labeled]
+    if not labeled:
+        raise ValueError("Spred needs labelled training cases")
+    key = hashlib.sha1(json.dumps({"cases": sorted(c.case_id for c in labeled), **settings.__dict__},
+                                  sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"spred-{key}.pt"
+    if path.is_file():
+        net = Segmentor(settings.base, settings.depth, settings.norm)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["S"])
+        return net.eval()
+    net = train_segmentor(labeled, settings, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format": "smile-spred", "S": net.state_dict(), "settings": json.dumps(settings.__dict__)},
                       path)
-    return net.eval()
+    return net
 
 
 # ---- known-truth set -------------------------------------------------------------------------
@@ -132,7 +140,7 @@ def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarra
 
 # ---- evaluation --------------------------------------------------------------------------
 @torch.no_grad()
-def _run(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
+def run_net(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
     outs = []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))[:, None]
@@ -141,32 +149,41 @@ def _run(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def segmentation_dice(net, cases: list[CachedCase], batch: int = 16) -> tuple[float, dict[str, float]]:
+    """Whole-tumour Dice of a segmentor over every kept slice of each case: pooled over all
+    voxels of all cases, and per case."""
+    per_case, inter, total = {}, 0.0, 0.0
+    for case in cases:
+        truth = np.asarray(case.mask) > 0
+        pred = run_net(net, np.asarray(case.image, np.float32), batch).argmax(1) > 0
+        per_case[case.case_id] = metrics.dice(pred, truth)
+        inter += np.logical_and(pred, truth).sum()
+        total += pred.sum() + truth.sum()
+    return (float(2 * inter / total) if total else 1.0), per_case
+
+
 def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, transplants: TransplantSet | None,
              batch: int = 16) -> dict:
     G, S = model.nets["G"].eval(), model.nets["S"].eval()
     spred = spred.eval()
-    per_case, inter, total = {}, 0.0, 0.0
+    dice_all, per_case = segmentation_dice(S, test_cases, batch)
     ids, n_pn, n_in = [], 0.0, 0.0
     for case in test_cases:
         images = np.asarray(case.image, np.float32)
         truth = np.asarray(case.mask) > 0
-        pred = _run(S, images, batch).argmax(1) > 0
-        per_case[case.case_id] = metrics.dice(pred, truth)
-        inter += np.logical_and(pred, truth).sum()
-        total += pred.sum() + truth.sum()
         ab = case.abnormal
         if ab.any():
             I, M = images[ab], truth[ab].astype(np.float32)
-            G_I = _run(G, I, batch)[:, 0]
+            G_I = run_net(G, I, batch)[:, 0]
             ids.append(metrics.identity(G_I, I, M).numpy())
-            n_pn += float((_run(spred, G_I, batch).argmax(1) > 0).sum())
-            n_in += float((_run(spred, I, batch).argmax(1) > 0).sum())
+            n_pn += float((run_net(spred, G_I, batch).argmax(1) > 0).sum())
+            n_in += float((run_net(spred, I, batch).argmax(1) > 0).sum())
     report = {"identity": float(np.concatenate(ids).mean()) if ids else float("nan"),
               "healthiness": metrics.healthiness(n_pn, n_in),
-              "dice_S": float(2 * inter / total) if total else 1.0, "dice_S_per_case": per_case,
+              "dice_S": dice_all, "dice_S_per_case": per_case,
               "abnormal_slices": int(sum(len(i) for i in ids))}
     if transplants is not None:
-        pn = _run(G, transplants.image, batch)[:, 0]
+        pn = run_net(G, transplants.image, batch)[:, 0]
         # with the mask given (review mode): input outside it, G inside
         pn_given_mask = np.where(transplants.lesion, pn, transplants.image)
         report["known_truth"] = {

@@ -78,3 +78,16 @@ class ProgressBar:
         elif kind in ("done", "error", "stopped") and self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def progress_callback(desc: str, unit: str = "step"):
+    """A (done, total) callback that draws a tqdm bar (Spred training, synthesis, ...)."""
+    from tqdm import tqdm
+    bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True)
+
+    def update(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return update

@@ -1,0 +1,94 @@
+"""`smile benchmark --quick` end to end on the generated cohort, so the benchmark cannot rot."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smilecore.benchmark import QUICK, Benchmark, BenchmarkSettings, VARIANTS
+from smilecore.train import MODEL_NAME
+
+PAPER_VARIANTS = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50")
+
+
+@pytest.fixture(scope="module")
+def quick_benchmark(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, "-m", "smilecore.cli", "benchmark", str(cohort), "--out", str(out), "--quick",
+           "--seeds", "0,1", "--spred-steps", "30", "--spred-base", "8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, cmd, r.stdout
+
+
+def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
+    out, _, stdout = quick_benchmark
+    report = json.loads((out / "benchmark.json").read_text())
+    assert set(report["runs"]) == set(PAPER_VARIANTS)
+    for variant, by_seed in report["runs"].items():
+        assert set(by_seed) == {"0", "1"}
+        for r in by_seed.values():
+            assert 0 < r["identity"] <= 1 and 0 <= r["dice_S"] <= 1 and r["train_seconds"] > 0
+            assert r["healthiness"] <= 1
+            assert {"model", "model_mask_given", "untouched", "mean_fill"} <= set(r["known_truth"])
+        row = report["summary"]["variants"][variant]
+        assert row["identity"]["n"] == 2
+        assert row["identity"]["mean"] == pytest.approx(np.mean([r["identity"] for r in by_seed.values()]))
+    # different seeds are different trainings
+    s0, s1 = (report["runs"]["SMILE-50"][k] for k in ("0", "1"))
+    assert s0["known_truth"]["model"]["psnr"] != s1["known_truth"]["model"]["psnr"]
+    aug = report["augmentation"]
+    assert set(aug) == {"0", "1"} and set(aug["0"]) == {"real", "real+pseudo-normal", "real+pseudo-abnormal", "real+both"}
+    assert all(0 <= v <= 1 for a in aug.values() for v in a.values())
+    md = (out / "benchmark.md").read_text()
+    for name in (*PAPER_VARIANTS, "mean fill", "Table 3", "real+both", report["hardware"]["cpu"]):
+        assert name in md
+    assert md in stdout
+    for figs in report["figures"].values():
+        for path in figs.values():
+            with Image.open(path) as im:
+                assert im.width > 100 and im.height > 50
+
+
+def test_all_runs_share_one_split_and_budget(quick_benchmark):
+    out, _, _ = quick_benchmark
+    report = json.loads((out / "benchmark.json").read_text())
+    steps = {}
+    for run in (out / "runs").iterdir():
+        split = json.loads((run / "split.json").read_text())
+        assert split["test"] == report["split"]["test"] and split["val"] == report["split"]["val"]
+        events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        steps[run.name] = [e for e in events if e["event"] == "done"][-1]["global_step"]
+    assert len(steps) == 8 and len(set(steps.values())) == 1, steps   # GVS trains as many steps as SMILE
+    assert not set(report["split"]["test"]) & set(report["split"]["train"])
+
+
+def test_rerun_reuses_finished_runs(quick_benchmark):
+    out, cmd, _ = quick_benchmark
+    models = {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{MODEL_NAME}")}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in models} == models
+
+
+def test_augmentation_sets_are_labelled_as_described(cohort, trained_run, tmp_path):
+    settings = BenchmarkSettings(data_dir=str(cohort), out_dir=str(tmp_path), **QUICK)
+    bench = Benchmark(settings, log=lambda *_: None)
+    bench.prepare()
+    from smilecore.modelfile import load_model
+    sets = bench.augmentation_sets(load_model(trained_run / MODEL_NAME), seed=0)
+    pn, pab = sets["pseudo-normal"], sets["pseudo-abnormal"]
+    n_abnormal = sum(int(c.abnormal.sum()) for c in bench.train)
+    assert len(pn.image) == len(pab.image) == n_abnormal
+    assert not np.asarray(pn.mask).any()                                  # pseudo-normal: empty label
+    assert all(np.asarray(pab.mask[i]).any() for i in range(len(pab.image)))  # every painted slice has its lesion
+    assert not (np.asarray(pab.mask) & (pab.image == 0)).any()             # painted inside the brain only
+    assert ((pn.image >= 0) & (pn.image <= 1)).all()
+
+
+def test_unknown_variant_is_refused(cohort, tmp_path):
+    with pytest.raises(ValueError, match="unknown variant"):
+        BenchmarkSettings(data_dir=str(cohort), out_dir=str(tmp_path), variants=("SMILE-25",)).check()
+    assert "SMILE-sup+paired" in VARIANTS

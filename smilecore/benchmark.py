@@ -1,0 +1,418 @@
+"""`smile benchmark`: GVS and the SMILE variants trained and evaluated on one fixed case split,
+the downstream augmentation experiment, figures, repeats over seeds, one report.
+
+What is compared (VARIANTS, data): every variant uses the same networks, data, step budget and
+seed; GVS gets all of it in phase 1 (it has no other phase), so no method trains longer than
+another. The split is one case-level split (`split_seed`), the same for every variant and seed;
+seeds change the initialisation, the data order and which cases lose their labels.
+
+Metrics (see evaluate.py and metrics.py for every choice): identity and healthiness on the
+abnormal slices of the test cases, against one Spred per split (trained once and cached); Dice
+of S on the test cases; errors inside lesions transplanted into the test cases' normal slices
+(healthy truth known), next to leaving the lesion untouched and filling it with the mean of
+the surrounding tissue.
+
+Augmentation (the paper's Table 3): a plain segmentor (Spred's settings and step budget) is
+trained on the real labelled training slices alone, then with pseudo-normal slices added
+(G applied to every abnormal training slice; label: empty), with pseudo-abnormal slices added
+(as many; R paints the lesion mask of an abnormal slice of another training case into G of a
+normal training slice, at the same position, inside the brain; label: that mask), and with
+both. The generator and reconstructor are those of `augment_from` trained with the same seed.
+Dice on the test cases.
+
+Figures: for each variant (first seed) rows of randomly chosen abnormal test slices (lesion of
+at least `min_figure_lesion` pixels): abnormal | pseudo-normal | pseudo-abnormal, the last
+painting the lesion of the next row's slice with R; and rows of transplanted test lesions:
+input | pseudo-normal | healthy truth | mean fill.
+
+Finished runs are reused when the benchmark is run again with the same settings (the run
+folder holds its model), so an interrupted benchmark continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cases import find_cases, split_cases
+from .dataset import CachedCase, _boxes, cache_case
+from .evaluate import (SpredSettings, evaluate, mean_fill, run_net, segmentation_dice, train_segmentor,
+                       train_spred, transplant_set)
+from .modelfile import load_model
+from .overview import grey, panel_row, save_png
+from .train import MODEL_NAME, Trainer, TrainConfig
+
+# name -> TrainConfig fields that make the variant (everything else is shared)
+VARIANTS = {
+    "GVS": {"variant": "gvs", "labeled_fraction": 1.0, "transplant_weight": 0.0},
+    "SMILE-sup": {"labeled_fraction": 1.0, "transplant_weight": 0.0},
+    "SMILE-75": {"labeled_fraction": 0.75, "transplant_weight": 0.0},
+    "SMILE-50": {"labeled_fraction": 0.5, "transplant_weight": 0.0},
+    # beyond the paper (issue 7's ablation): SMILE-sup plus the paired lesion-removal term
+    "SMILE-sup+paired": {"labeled_fraction": 1.0, "transplant_weight": 1.0},
+}
+PAPER_TABLE2 = {"GVS": (0.997, 0.792), "SMILE-50": (0.978, 0.653), "SMILE-75": (0.987, 0.810),
+                "SMILE-sup": (1.000, 0.822)}
+PAPER_TABLE3 = {"real": 0.72, "real+pseudo-normal": 0.76, "real+pseudo-abnormal": 0.77, "real+both": 0.82}
+AUG_CONDITIONS = tuple(PAPER_TABLE3)
+
+
+@dataclass
+class BenchmarkSettings:
+    data_dir: str
+    out_dir: str
+    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50")
+    seeds: tuple = (0, 1)
+    split_seed: int = 0
+    split: tuple = (0.7, 0.1, 0.2)
+    val_cases: tuple = ()
+    test_cases: tuple = ()
+    modality: str = "t2"
+    # shared training settings (TrainConfig fields)
+    epochs: tuple = (2, 1, 1, 1)
+    steps_per_epoch: int = 60
+    batch_size: int = 8
+    lr: float = 1e-3
+    base: int = 8
+    depth: int = 4
+    norm: str = "batch"
+    crop: int | None = 96
+    device: str = "auto"
+    # evaluation
+    spred: SpredSettings = field(default_factory=SpredSettings)
+    transplants: int = 32
+    augment: bool = True
+    augment_from: str = "SMILE-sup"
+    figure_rows: int = 4
+    min_figure_lesion: int = 100
+    quiet: bool = False
+
+    def check(self):
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        if not self.seeds:
+            raise ValueError("at least one seed")
+        if self.augment and self.augment_from not in self.variants:
+            raise ValueError(f"the augmentation experiment uses {self.augment_from}, which is not among the variants")
+        return self
+
+
+QUICK = dict(epochs=(1, 1, 1, 1), steps_per_epoch=4, batch_size=4, base=4, depth=2, crop=None,
+             spred=SpredSettings(base=4, depth=2, steps=10, batch_size=4, crop=None), transplants=4,
+             figure_rows=2, min_figure_lesion=10)
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+class Benchmark:
+    def __init__(self, settings: BenchmarkSettings, log=print):
+        self.s = settings.check()
+        self.out = Path(settings.out_dir)
+        self.cache = self.out / "cache"
+        self.log = log
+        self.timings: dict[str, float] = {}
+
+    def _bar(self, desc: str):
+        """A progress callback (done, total) drawing a tqdm bar, or None when quiet."""
+        from .events import progress_callback
+        return None if self.s.quiet else progress_callback(desc)
+
+    # ---- data ----------------------------------------------------------------------------
+    def prepare(self):
+        s = self.s
+        cases = find_cases(s.data_dir)
+        if not cases:
+            raise FileNotFoundError(f"data folder {s.data_dir}: no BraTS cases found")
+        self.split = split_cases(cases, s.split_seed, s.split, 1.0, s.val_cases, s.test_cases)
+        if not self.split.test:
+            raise ValueError(f"data folder {s.data_dir}: the split leaves no test case")
+        self.test = [cache_case(c, self.cache, s.modality) for c in self.split.test]
+        self.train = [cache_case(c, self.cache, s.modality) for c in self.split.train if c.labeled]
+        self.transplants = transplant_set(self.test, s.transplants, s.split_seed,
+                                          min_lesion=min(50, s.min_figure_lesion)) if s.transplants else None
+
+    def train_config(self, variant: str, seed: int) -> TrainConfig:
+        s = self.s
+        phases = 1 if VARIANTS[variant].get("variant") == "gvs" else 4
+        epochs = (sum(s.epochs),) if phases == 1 else tuple(s.epochs)  # same step budget for GVS
+        return TrainConfig(data_dir=s.data_dir, out_dir=str(self.out / "runs" / f"{variant}-seed{seed}"),
+                           modality=s.modality, seed=seed, split=(1, 0, 0),
+                           val_cases=tuple(c.case_id for c in self.split.val),
+                           test_cases=tuple(c.case_id for c in self.split.test),
+                           epochs=epochs, steps_per_epoch=s.steps_per_epoch, batch_size=s.batch_size,
+                           lr=s.lr, base=s.base, depth=s.depth, norm=s.norm, crop=s.crop,
+                           cache_dir=str(self.cache), device=s.device, **VARIANTS[variant])
+
+    def train_variant(self, variant: str, seed: int) -> tuple[Path, float]:
+        """Train (or reuse) one run; returns the model path and its training seconds."""
+        from .events import EventLog, ProgressBar, read_events
+        cfg = self.train_config(variant, seed)
+        run = Path(cfg.out_dir)
+        model, stamp = run / MODEL_NAME, run / "benchmark-config.json"
+        wanted = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+        if model.is_file() and stamp.is_file() and stamp.read_text() == wanted:
+            done = [e for e in read_events(run / "events.jsonl") if e["event"] == "done"]
+            return model, float(done[-1]["seconds"]) if done else float("nan")
+        resume = (run / "checkpoint.pt").is_file() and stamp.is_file() and stamp.read_text() == wanted
+        if not resume and run.exists():
+            for f in run.glob("*"):
+                if f.is_file():
+                    f.unlink()
+        run.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(wanted)
+        events = EventLog(run / "events.jsonl", None if self.s.quiet else ProgressBar())
+        try:
+            t0 = time.time()
+            path = Trainer(cfg, events).run(resume=resume)
+            return path, time.time() - t0
+        finally:
+            events.close()
+
+    # ---- augmentation ------------------------------------------------------------------------
+    def augmentation_sets(self, model, seed: int) -> dict[str, CachedCase]:
+        """Pseudo-normal and pseudo-abnormal training slices as in-memory 'cases'."""
+        G, R = model.nets["G"].eval(), model.nets["R"].eval()
+        rng = np.random.default_rng([seed, 3])
+        abnormal = [(c, i) for c in self.train for i in np.nonzero(c.abnormal)[0]]
+        normal = [(c, i) for c in self.train for i in np.nonzero(~c.abnormal)[0]]
+        if not abnormal or not normal:
+            raise ValueError("the augmentation experiment needs training slices with and without lesions")
+        ab_images = np.stack([np.asarray(c.image[i], np.float32) for c, i in abnormal])
+        pn = run_net(G, ab_images)[:, 0]
+        pn = np.where(ab_images > 0, np.clip(pn, 0, 1), 0)   # background stays background
+        n_images, masks = [], []
+        for _ in range(50 * len(abnormal)):            # a painted lesion must land inside the brain
+            if len(n_images) == len(abnormal):
+                break
+            c_n, i_n = normal[rng.integers(len(normal))]
+            c_d, i_d = abnormal[rng.integers(len(abnormal))]
+            if c_d.case_id == c_n.case_id and len(self.train) > 1:
+                continue
+            healthy = np.asarray(c_n.image[i_n], np.float32)
+            mask = (np.asarray(c_d.mask[i_d]) > 0) & (healthy > 0)
+            if mask.any():
+                n_images.append(healthy)
+                masks.append(mask)
+        if not n_images:
+            raise ValueError("no lesion mask of a training case falls inside the brain of another's normal slice")
+        n_images, masks = np.stack(n_images), np.stack(masks)
+        pab = run_net(R, run_net(G, n_images)[:, 0], extra=masks)[:, 0]
+        pab = np.where(n_images > 0, np.clip(pab, 0, 1), 0)
+        return {"pseudo-normal": _memory_case("pseudo-normal", pn, np.zeros(pn.shape, np.uint8)),
+                "pseudo-abnormal": _memory_case("pseudo-abnormal", pab, masks.astype(np.uint8))}
+
+    def augmentation(self, model_path: Path, seed: int) -> dict[str, float]:
+        s = self.s
+        extra = self.augmentation_sets(load_model(model_path), seed)
+        sets = {"real": [], "real+pseudo-normal": ["pseudo-normal"], "real+pseudo-abnormal": ["pseudo-abnormal"],
+                "real+both": ["pseudo-normal", "pseudo-abnormal"]}
+        settings = dataclasses.replace(s.spred, seed=seed)
+        out = {}
+        for name, added in sets.items():
+            bar = self._bar(f"segmentor on {name}")
+            net = (train_spred(self.train, settings, self.cache, bar) if not added
+                   else train_segmentor(self.train + [extra[a] for a in added], settings, bar))
+            out[name] = segmentation_dice(net, self.test)[0]
+        return out
+
+    # ---- figures ----------------------------------------------------------------------------
+    def figures(self, variant: str, model_path: Path) -> dict[str, str]:
+        s = self.s
+        model = load_model(model_path)
+        G, R = model.nets["G"].eval(), model.nets["R"].eval()
+        rng = np.random.default_rng(s.split_seed)
+        cands = [(c, i) for c in self.test for i in np.nonzero(c.abnormal)[0]
+                 if (np.asarray(c.mask[i]) > 0).sum() >= s.min_figure_lesion]
+        written = {}
+        if cands:
+            rows = [cands[k] for k in sorted(rng.choice(len(cands), min(s.figure_rows, len(cands)), replace=False))]
+            images = np.stack([np.asarray(c.image[i], np.float32) for c, i in rows])
+            masks = np.stack([np.asarray(c.mask[i]) > 0 for c, i in rows])
+            painted = np.roll(masks, 1, axis=0) & (images > 0)
+            pn = run_net(G, images)[:, 0]
+            pab = run_net(R, pn, extra=painted)[:, 0]
+            labels = [f"{c.case_id} z{int(c.z[i])}" for c, i in rows]
+            written["fig3"] = str(_grid(self.out / f"fig3-{variant}.png", [images, pn, pab],
+                                        ["abnormal", "pseudo-normal", "pseudo-abnormal (next row's lesion)"], labels))
+        if self.transplants is not None:
+            t = self.transplants
+            k = slice(0, s.figure_rows)
+            pn = run_net(G, t.image[k])[:, 0]
+            labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in t.source[k]]
+            written["known_truth"] = str(_grid(self.out / f"known-truth-{variant}.png",
+                                               [t.image[k], pn, t.truth[k], mean_fill(t.image[k], t.lesion[k])],
+                                               ["transplanted lesion", "pseudo-normal", "healthy truth", "mean fill"],
+                                               labels))
+        return written
+
+    # ---- the whole benchmark ---------------------------------------------------------------
+    def run(self) -> dict:
+        s = self.s
+        t_all = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        t0 = time.time()
+        spred = train_spred(self.train, s.spred, self.cache, progress=self._bar("Spred"))
+        self.timings["spred_s"] = round(time.time() - t0, 1)
+        results = {v: {} for v in s.variants}
+        figures, augmentation = {}, {}
+        todo = [(v, seed) for seed in s.seeds for v in s.variants]
+        for k, (variant, seed) in enumerate(todo):
+            self.log(f"benchmark [{k + 1}/{len(todo)}] {variant}, seed {seed}")
+            model_path, seconds = self.train_variant(variant, seed)
+            report = evaluate(load_model(model_path), self.test, spred, self.transplants)
+            report["train_seconds"] = round(seconds, 1)
+            results[variant][seed] = report
+            if seed == s.seeds[0]:
+                figures[variant] = self.figures(variant, model_path)
+            if s.augment and variant == s.augment_from:
+                self.log(f"benchmark: augmentation experiment, seed {seed}")
+                t0 = time.time()
+                augmentation[seed] = self.augmentation(model_path, seed)
+                self.timings[f"augmentation_seed{seed}_s"] = round(time.time() - t0, 1)
+        self.timings["total_s"] = round(time.time() - t_all, 1)
+        report = {"settings": _jsonable(dataclasses.asdict(s)), "hardware": hardware(),
+                  "split": {"train": [c.case_id for c in self.split.train], "val": [c.case_id for c in self.split.val],
+                            "test": [c.case_id for c in self.split.test]},
+                  "timings": self.timings, "runs": {v: {str(k): r for k, r in rs.items()} for v, rs in results.items()},
+                  "summary": summarise(results, augmentation), "augmentation": {str(k): v for k, v in augmentation.items()},
+                  "figures": figures,
+                  "known_truth_source": self.transplants.source if self.transplants is not None else []}
+        _atomic_write(self.out / "benchmark.json", json.dumps(report, indent=1))
+        _atomic_write(self.out / "benchmark.md", markdown(report))
+        return report
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _memory_case(name: str, images: np.ndarray, masks: np.ndarray) -> CachedCase:
+    boxes = _boxes(masks > 0)
+    return CachedCase(name, images.astype(np.float32), masks, np.arange(len(images)), _boxes(images > 0), boxes, 1.0)
+
+
+def _grid(path: Path, columns: list[np.ndarray], titles: list[str], row_labels: list[str]) -> Path:
+    """Rows of panels (one per column), all cropped to the union of the rows' brain boxes."""
+    from PIL import Image, ImageDraw
+    brain = (columns[0] > 0).any(0)
+    xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
+    box = (slice(max(xs[0] - 4, 0), xs[-1] + 5), slice(max(ys[0] - 4, 0), ys[-1] + 5)) if len(xs) else np.s_[:, :]
+    rows = []
+    for r in range(len(columns[0])):
+        panels = [(titles[c] if r == 0 else "", np.stack([grey(col[r][box].T, 1.0)] * 3, -1))
+                  for c, col in enumerate(columns)]
+        rows.append(panel_row(panels))
+    label_h = 14
+    canvas = Image.new("RGB", (rows[0].width, sum(r.height + label_h for r in rows)), "black")
+    draw, y = ImageDraw.Draw(canvas), 0
+    for row, label in zip(rows, row_labels):
+        draw.text((4, y + 1), label, fill=(200, 200, 120))
+        canvas.paste(row, (0, y + label_h))
+        y += row.height + label_h
+    return save_png(canvas, path)
+
+
+def _mean_sd(values: list[float]) -> dict:
+    values = [v for v in values if v == v]
+    if not values:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def summarise(results: dict, augmentation: dict) -> dict:
+    out = {"variants": {}, "known_truth_baselines": {}, "augmentation": {}}
+    for variant, by_seed in results.items():
+        reps = list(by_seed.values())
+        row = {k: _mean_sd([r[k] for r in reps]) for k in ("identity", "healthiness", "dice_S", "train_seconds")}
+        for name in ("model", "model_mask_given"):
+            for m in ("psnr", "ssim", "mae"):
+                row[f"kt_{name}_{m}"] = _mean_sd([r["known_truth"][name][m] for r in reps if "known_truth" in r])
+        out["variants"][variant] = row
+        if reps and "known_truth" in reps[0]:
+            out["known_truth_baselines"] = {b: reps[0]["known_truth"][b] for b in ("untouched", "mean_fill")}
+    for cond in AUG_CONDITIONS:
+        out["augmentation"][cond] = _mean_sd([a[cond] for a in augmentation.values()])
+    return out
+
+
+def _fmt(d: dict, digits: int = 3) -> str:
+    if d["n"] == 0:
+        return "–"
+    return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}" if d["n"] > 1 else f"{d['mean']:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    s, hw, summ = report["settings"], report["hardware"], report["summary"]
+    n_seeds = len(s["seeds"])
+    lines = ["# SMILE benchmark", "",
+             f"Data: `{s['data_dir']}` ({s['modality']}); split (seed {s['split_seed']}): "
+             f"train {len(report['split']['train'])} cases, val {', '.join(report['split']['val']) or '–'}, "
+             f"test {', '.join(report['split']['test'])}.",
+             f"Networks: U-Nets width {s['base']}, depth {s['depth']}, {s['norm']} norm; epochs per phase "
+             f"{s['epochs']} x {s['steps_per_epoch']} steps, batch {s['batch_size']}, lr {s['lr']}, crop {s['crop']}; "
+             f"GVS gets the same steps in phase 1. Seeds {s['seeds']}: mean ± sd over {n_seeds} seed(s).",
+             f"Hardware: {hw['cpu']} ({hw['cpu_cores']} cores, {hw['torch_threads']} torch threads), "
+             f"GPU: {hw['gpu'] or 'none'}; torch {hw['torch']}. Wall time: {report['timings']['total_s']:.0f} s "
+             "(finished runs reused from an earlier invocation count with their own training time below).", "",
+             "## Table 2 analogue: identity, healthiness, Dice of S, error inside lesions with known truth", "",
+             "| method | iD | h | Dice S | known-truth PSNR (dB) | SSIM | MAE | train s | paper iD / h |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for v, row in summ["variants"].items():
+        paper = PAPER_TABLE2.get(v)
+        lines.append(f"| {v} | {_fmt(row['identity'])} | {_fmt(row['healthiness'])} | {_fmt(row['dice_S'])} | "
+                     f"{_fmt(row['kt_model_psnr'], 2)} | {_fmt(row['kt_model_ssim'])} | {_fmt(row['kt_model_mae'], 4)} | "
+                     f"{_fmt(row['train_seconds'], 0)} | {f'{paper[0]:.3f} / {paper[1]:.3f}' if paper else '–'} |")
+    for b, kt in summ["known_truth_baselines"].items():
+        lines.append(f"| baseline: {b.replace('_', ' ')} | – | – | – | {kt['psnr']:.2f} | {kt['ssim']:.3f} | "
+                     f"{kt['mae']:.4f} | – | – |")
+    lines += ["", "Known truth with the lesion mask given (review mode: input outside the mask, G inside):", "",
+              "| method | PSNR (dB) | SSIM | MAE |", "|---|---|---|---|"]
+    for v, row in summ["variants"].items():
+        lines.append(f"| {v} | {_fmt(row['kt_model_mask_given_psnr'], 2)} | {_fmt(row['kt_model_mask_given_ssim'])} | "
+                     f"{_fmt(row['kt_model_mask_given_mae'], 4)} |")
+    if any(d["n"] for d in summ["augmentation"].values()):
+        lines += ["", f"## Table 3 analogue: a segmentor trained with augmentation from {s['augment_from']}", "",
+                  "| training data | Dice (test) | paper |", "|---|---|---|"]
+        for cond, d in summ["augmentation"].items():
+            lines.append(f"| {cond} | {_fmt(d)} | {PAPER_TABLE3[cond]:.2f} |")
+    lines += ["", "## Figures", ""]
+    for v, figs in report["figures"].items():
+        for kind, path in figs.items():
+            lines.append(f"- {v}, {'abnormal | pseudo-normal | pseudo-abnormal' if kind == 'fig3' else 'known truth'}: "
+                         f"![{v} {kind}]({Path(path).name})")
+    lines += ["", "How each number is computed: smilecore/metrics.py, smilecore/evaluate.py and "
+              "smilecore/benchmark.py docstrings; every number is in benchmark.json.", ""]
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _atomic_write(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
