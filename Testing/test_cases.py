@@ -71,8 +71,12 @@ def test_split_is_by_case_seeded_and_removes_labels(tmp_path):
 
 
 def test_split_refuses_a_fraction_that_keeps_no_label(tmp_path):
+    with pytest.raises(ValueError, match="none of the 3 cases has a segmentation"):
+        split_cases(_cases(tmp_path / "none", 0, 3), labeled_fraction=0.5)
+    # labelled cases exist, but all of them are held out for val/test
+    cases = _cases(tmp_path / "held", 2, 2)
     with pytest.raises(ValueError, match="keeps no labelled training case"):
-        split_cases(_cases(tmp_path, 0, 3), labeled_fraction=0.5)
+        split_cases(cases, labeled_fraction=0.5, val_ids=("Brats18_X_0",), test_ids=("Brats18_X_1",))
 
 
 def test_named_test_cases_are_held_out(tmp_path):

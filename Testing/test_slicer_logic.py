@@ -118,6 +118,23 @@ def test_cancel_leaves_no_half_filled_node(scene, model, cohort):
     assert scene.GetNumberOfNodes() == before
 
 
+def test_a_volume_named_for_another_modality_is_refused_before_any_node_changes(scene, model, cohort):
+    from smilecore.synthesis import ModalityMismatch
+    data, affine, _ = _case(cohort)
+    node = _volume_node(scene, data, affine, "Brats18_X_flair")
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(ModalityMismatch, match="volume 'Brats18_X_flair' is flair .*trained on t2"):
+        SynthesisLogic(scene).run(node, model, Outputs(NEW, NEW, NEW, NEW))
+    assert scene.GetNumberOfNodes() == before
+    # stating the modality (the image really is T2) runs it, and notes reach the caller
+    told = []
+    oblique = _volume_node(scene, data, np.array([[1, 0, 0, 0], [0, 0.6, -0.8, 0], [0, 0.8, 0.6, 0], [0, 0, 0, 1.0]])
+                           @ affine, "Brats18_X_flair oblique")
+    logic = SynthesisLogic(scene)
+    used = logic.run(oblique, model, Outputs(NEW, None, None, None), modality="t2", notify=told.append)
+    assert used.pseudoNormal is not None and len(told) == 1 and "oblique" in told[0] and logic.notes == told
+
+
 def test_dataset_scan_reports_counts_and_problems(cohort, tmp_path):
     report = scan_dataset(cohort)
     assert len(report.cases) == 7 and len(report.labeled) == 6 and report.unlabeled == ["Synth_006"]

@@ -7,7 +7,8 @@ Three naming schemes are recognised (the file extension is `.nii.gz` or `.nii`):
 - BraTS 2023+:     ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2w.nii.gz``, ``-t1n``,
                    ``-t1c``, ``-t2f``, ``-seg``
 
-A case is a folder holding at least one image file; a case without a segmentation file is
+A case is a folder holding at least one image or segmentation file (a case with no image of
+the chosen modality is reported, not skipped); a case without a segmentation file is
 unlabelled. Folders may also lie directly in DATA_DIR as flat files (all files of a case in
 one folder), which is handled the same way because cases are keyed by their file prefix.
 """
@@ -38,6 +39,21 @@ def canonical_modality(name: str) -> str:
         return _SUFFIX_TO_MODALITY[key]
     known = ", ".join(f"{m} ({'/'.join(a)})" for m, a in MODALITY_ALIASES.items())
     raise ValueError(f"unknown modality {name!r}; known: {known}")
+
+
+_NAME_RE = re.compile(r"^.+?[_-](?P<suffix>[A-Za-z0-9]+)$")
+
+
+def modality_from_name(name: str | Path) -> str | None:
+    """The modality a BraTS-style name states ('Brats18_X_flair.nii.gz' -> 'flair',
+    'BraTS-GLI-00000-000-t2w' -> 't2'), or None when its last suffix is not a modality."""
+    stem = Path(str(name)).name
+    for ext in (".nii.gz", ".nii"):
+        if stem.lower().endswith(ext):
+            stem = stem[:-len(ext)]
+            break
+    m = _NAME_RE.match(stem)
+    return _SUFFIX_TO_MODALITY.get(m["suffix"].lower()) if m else None
 
 
 @dataclass
@@ -77,7 +93,9 @@ def find_cases(data_dir: str | Path) -> list[Case]:
             case.seg = path
         elif suffix in _SUFFIX_TO_MODALITY:
             case.images[_SUFFIX_TO_MODALITY[suffix]] = path
-    found = [c for _, c in sorted(cases.items()) if c.images]
+    # a case with a segmentation but no image file is kept, so that it is reported as missing
+    # the modality instead of silently dropped
+    found = [c for _, c in sorted(cases.items()) if c.images or c.seg is not None]
     return found
 
 
@@ -139,9 +157,15 @@ def split_cases(cases: list[Case], seed: int = 0, fractions=PAPER_FRACTIONS,
     n_keep = int(round(len(train_labeled) * labeled_fraction))
     order = np.random.default_rng([seed, 1]).permutation(len(train_labeled))
     drop = sorted(train_labeled[i].case_id for i in order[n_keep:])
+    if labeled_fraction > 0 and not any(c.labeled for c in cases):
+        raise ValueError(
+            f"labeled fraction {labeled_fraction}: none of the {len(cases)} cases has a segmentation "
+            "(<case>_seg.nii.gz or <case>-seg.nii.gz beside its image); SMILE needs at least one "
+            "labelled training case")
     if labeled_fraction > 0 and n_keep == 0:
         raise ValueError(
             f"labeled fraction {labeled_fraction} keeps no labelled training case "
-            f"(there are {len(train_labeled)} labelled training cases)")
+            f"(there are {len(train_labeled)} labelled training cases after the val/test split); "
+            "raise the fraction, or give more labelled cases")
     train = sorted(train_labeled + unlabeled, key=lambda c: c.case_id)
     return Split(train, val, test, drop + [c.case_id for c in unlabeled])

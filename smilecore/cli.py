@@ -92,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lesion mask NIfTI on the input's grid, used instead of S's (review/painting mode)")
     s.add_argument("--out-dir", required=True, help="folder for the NIfTI outputs and the PNG overview")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    s.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+    s.add_argument("--batch-size", type=int, default=16,
+                   help="slices per forward pass (halved automatically when memory runs out)")
+    s.add_argument("--modality", default=None,
+                   help="the input's modality (t2, t1, t1ce, flair); default: from a BraTS suffix of the "
+                        "file name. Synthesis is refused when it is not the model's")
 
     m = sub.add_parser("demo", help="run the bundled default model on the bundled sample case",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -204,8 +208,10 @@ def cmd_synthesize(args, input_path=None, model_path=None) -> int:
     from .train import resolve_device
     model = load_model(model_path or args.model or default_model_path(), resolve_device(args.device))
     t0 = time.time()
+    notify = lambda message: print(f"smile {args.command}: note: {message}", file=sys.stderr)  # noqa: E731
     written = synthesize_file(input_path or args.input, args.out_dir, model, getattr(args, "mask", None),
-                              batch_size=getattr(args, "batch_size", 16), progress=_progress("synthesis"))
+                              batch_size=getattr(args, "batch_size", 16), progress=_progress("synthesis"),
+                              modality=getattr(args, "modality", None), notify=notify)
     print(f"synthesis took {time.time() - t0:.1f} s; wrote:")
     for name, path in written.items():
         print(f"  {name:20s} {path}")

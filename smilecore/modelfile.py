@@ -21,6 +21,7 @@ import torch
 
 from . import __version__
 from .unet import build_networks
+from .volume import write_failed
 
 FORMAT = "smile-model"
 FORMAT_VERSION = 1
@@ -70,6 +71,8 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+        raise write_failed(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -90,7 +93,7 @@ def save_model(path: str | Path, nets: dict[str, torch.nn.Module], config: dict,
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> SmileModel:
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file {path}: not found")
+        raise ModelFileError(f"model file {path}: " + ("is a folder, not a file" if path.is_dir() else "not found"))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle payload, a zip of something else, a truncated file
@@ -111,6 +114,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SmileMod
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob[name].items()})
     except Exception as exc:
         raise ModelFileError(f"model file {path}: damaged or inconsistent ({type(exc).__name__}: {exc})") from None
+    bad = [f"{name}.{k}" for name, net in nets.items() for k, v in net.state_dict().items()
+           if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(f"model file {path}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                             f"{' ...' if len(bad) > 3 else ''}); the training that wrote it diverged")
     for net in nets.values():
         net.eval().to(device)
     return SmileModel(nets, config, path)

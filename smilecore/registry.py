@@ -37,6 +37,13 @@ def register_model(model_path: str | Path, name: str | None = None) -> dict:
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(entries, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        from .volume import write_failed
+        raise write_failed(path, exc, "model list") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return entry

@@ -14,25 +14,96 @@ Outputs, all in the input's voxel order and geometry, intensities in the input's
 
 Slices are axial in the canonical LPS orientation whatever the input's voxel order (see
 volume.py), limited to the slices and the in-plane bounding box that hold brain, and run in
-batches under ``torch.inference_mode``.
+batches under ``torch.inference_mode``. A slice smaller than the networks' input multiple
+(2**depth) is zero-padded by the U-Net and cropped back, so any volume size works. An oblique
+acquisition is processed along the voxel axis nearest to axial, without resampling; above
+`OBLIQUE_WARNING_DEG` the user is told the slices are tilted.
+
+Robustness (docs/BAD_INPUTS.md):
+- Modality: a model is used only on images of its own modality. When the caller states the
+  input's modality, or the input's name carries a BraTS modality suffix (``_flair``, ``-t1n``,
+  ...), and it differs from the model's, synthesis is refused (`ModalityMismatch`) before any
+  work; a stated modality overrides the name.
+- Out of memory: a batch that does not fit is retried at half the size, down to one slice;
+  if one slice does not fit on a GPU, synthesis continues on the CPU (and the model returns to
+  its device afterwards). Each step is reported through `notify` and kept in
+  ``SynthesisResult.notes``. The results equal those of an uninterrupted run (slices are
+  independent: BatchNorm runs in eval mode).
+- Files: the output folder is checked for writing before any work; all outputs are written
+  to temporary names and renamed into place only when every one was written, so a full disk
+  or a failure leaves the files of an earlier run whole and no temporary file behind.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cases import canonical_modality, modality_from_name
 from .modelfile import SmileModel, default_model_path, load_model
-from .train import resolve_device
-from .volume import CanonicalVolume, VolumeError, load_nifti, save_like
+from .volume import (OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, load_nifti, temp_name,
+                     write_failed, write_temp_like)
 
 OUTPUT_NAMES = ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference")
 
 
 class SynthesisCancelled(Exception):
     pass
+
+
+class ModalityMismatch(ValueError):
+    """The input's modality (stated, or from its name) is not the model's."""
+
+
+class SynthesisWarning(UserWarning):
+    """Something the user should know about a synthesis that still ran (see `notify`)."""
+
+
+def check_modality(model: SmileModel, stated: str | None = None, name: str | Path | None = None,
+                   where: str = "volume") -> str | None:
+    """Refuse an input whose modality differs from the model's. The input's modality is the
+    `stated` one, else the one its `name` carries as a BraTS suffix; unknown (None) passes.
+    Returns the input's modality."""
+    source = "stated"
+    if stated:
+        modality = canonical_modality(stated)
+    else:
+        modality = modality_from_name(name) if name is not None else None
+        source = f"from its name {Path(str(name)).name}"
+    model_modality = model.config.get("modality")
+    if modality is None or model_modality is None or canonical_modality(model_modality) == modality:
+        return modality
+    model_name = f"model file {model.path}" if model.path else "the model"
+    raise ModalityMismatch(
+        f"{where} is {modality} ({source}) but {model_name} was trained on {model_modality}: a model only "
+        f"works on its own modality. Choose a {modality} model, or, if the image really is "
+        f"{model_modality}, state it (smile synthesize --modality {model_modality})")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError))
+
+
+def _is_accelerator(device: torch.device) -> bool:
+    return device.type != "cpu"
+
+
+def _move(model: SmileModel, device: torch.device):
+    model.to(device)
+
+
+def _release(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -43,6 +114,7 @@ class SynthesisResult:
     pseudo_abnormal: np.ndarray
     difference: np.ndarray
     mask_source: str  # "segmentor" or "user"
+    notes: list[str] = field(default_factory=list)  # what the user was told (notify)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {n: getattr(self, n) for n in OUTPUT_NAMES}
@@ -63,25 +135,61 @@ def _brain_box(brain: np.ndarray, multiple: int) -> tuple[slice, slice, np.ndarr
     return boxes[0], boxes[1], zs
 
 
+def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: torch.device):
+    """G, S and R on a stack of slices (N, X, Y) in [0, 1]; numpy (G(I), R(G(I), M), p, M)."""
+    G, S, R = nets
+    amp = device.type == "cuda"
+    I = torch.from_numpy(image[:, None].copy()).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        G_I = G(I).float()
+        p = torch.softmax(S(I).float(), dim=1)[:, 1]
+        if user_mask is not None:
+            M = torch.from_numpy(user_mask.copy()).to(device)
+        else:
+            M = p > threshold
+        Pab = R(G_I, M[:, None].float()).float()
+    return (G_I[:, 0].cpu().numpy(), Pab[:, 0].cpu().numpy(), p.cpu().numpy(), M.cpu().numpy())
+
+
 def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np.ndarray | None = None,
-               batch_size: int = 16, progress=None, cancel=None, where: str = "volume") -> SynthesisResult:
+               batch_size: int = 16, progress=None, cancel=None, where: str = "volume",
+               modality: str | None = None, notify=None) -> SynthesisResult:
     """Run G, S and R over `data` (3D array with its voxel-to-world `affine`).
 
     `mask`: optional lesion mask in the same voxel order as `data`; it replaces S's mask for
     R and for the blend. `progress(done, total)` is called after each batch; `cancel()`
     returning True stops the run with SynthesisCancelled before any output exists.
+    `modality`: the input's modality when the caller knows it (see `check_modality`).
+    `notify(message)` receives what the user should know (an oblique input, an out-of-memory
+    retry or the CPU fallback); without it those messages are issued as SynthesisWarning.
     """
+    notes: list[str] = []
+
+    def tell(message: str):
+        notes.append(message)
+        if notify is not None:
+            notify(message)
+        else:
+            warnings.warn(message, SynthesisWarning, stacklevel=3)
+
+    if modality is not None:
+        check_modality(model, stated=modality, where=where)
     vol = CanonicalVolume.from_array(data, affine, where=where,
                                      clip_percentile=model.config["normalisation"]["clip_percentile"])
+    if vol.obliquity_deg > OBLIQUE_WARNING_DEG:
+        tell(f"{where}: the voxel axes are {vol.obliquity_deg:.0f} degrees oblique to the anatomical axes; "
+             "slices are taken along the voxel axis nearest to axial without resampling, so they are "
+             "tilted by that much from the axial slices the model was trained on (resample the image to "
+             "axial for the best result)")
     user_mask = None
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != np.shape(data):
             raise VolumeError(f"{where}: lesion mask shape {mask.shape} differs from the image's {np.shape(data)}")
         user_mask = vol.to_canonical_order(mask > 0)
-    G, S, R = (model.nets[n] for n in "GSR")
-    device = next(G.parameters()).device
-    multiple = max(net.unet.multiple for net in (G, S, R))
+    nets = tuple(model.nets[n] for n in "GSR")
+    device = home = next(nets[0].parameters()).device
+    multiple = max(net.unet.multiple for net in nets)
     bx, by, zs = _brain_box(vol.brain, multiple)
     threshold = float(model.config.get("lesion_threshold", 0.5))
 
@@ -90,28 +198,57 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     R_out = np.zeros(shape, np.float32)
     prob = np.zeros(shape, np.float32)
     lesion = np.zeros(shape, bool)
-    amp = device.type == "cuda"
     total = len(zs)
-    with torch.inference_mode():
-        for start in range(0, total, batch_size):
-            if cancel is not None and cancel():
-                raise SynthesisCancelled("synthesis cancelled")
-            z = zs[start:start + batch_size]
-            I = torch.from_numpy(np.moveaxis(vol.image[bx, by][:, :, z], 2, 0)[:, None].copy()).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                G_I = G(I).float()
-                p = torch.softmax(S(I).float(), dim=1)[:, 1]
-                if user_mask is not None:
-                    M = torch.from_numpy(np.moveaxis(user_mask[bx, by][:, :, z], 2, 0).copy()).to(device)
-                else:
-                    M = p > threshold
-                Pab = R(G_I, M[:, None].float()).float()
-            G_out[bx, by, z] = np.moveaxis(G_I[:, 0].cpu().numpy(), 0, 2)
-            R_out[bx, by, z] = np.moveaxis(Pab[:, 0].cpu().numpy(), 0, 2)
-            prob[bx, by, z] = np.moveaxis(p.cpu().numpy(), 0, 2)
-            lesion[bx, by, z] = np.moveaxis(M.cpu().numpy(), 0, 2)
-            if progress is not None:
-                progress(min(start + batch_size, total), total)
+    batch = max(1, int(batch_size))
+    moved = False
+    start = 0
+    try:
+        with torch.inference_mode():
+            while start < total:
+                if cancel is not None and cancel():
+                    raise SynthesisCancelled("synthesis cancelled")
+                z = zs[start:start + batch]
+                image = np.moveaxis(vol.image[bx, by][:, :, z], 2, 0)
+                m = None if user_mask is None else np.moveaxis(user_mask[bx, by][:, :, z], 2, 0)
+                out, failure = None, None
+                try:
+                    out = _run_batch(nets, image, m, threshold, device)
+                except (RuntimeError, MemoryError) as exc:
+                    if not _is_out_of_memory(exc):
+                        raise
+                    failure = " ".join(str(exc).split())[:200]
+                if out is None:  # out of memory (handled here, outside the except block)
+                    _release(device)
+                    if batch > 1:
+                        batch = max(1, batch // 2)
+                        tell(f"{where}: out of memory on {device} ({failure}); retrying with {batch} "
+                             f"slice{'s' if batch > 1 else ''} per batch")
+                        continue
+                    if _is_accelerator(device) and not moved:
+                        tell(f"{where}: out of memory on {device} even one slice at a time; continuing "
+                             "on the CPU (slower)")
+                        device, moved, batch = torch.device("cpu"), True, max(1, int(batch_size))
+                        _move(model, device)
+                        _release(home)
+                        continue
+                    raise RuntimeError(f"{where}: out of memory on {device} even for one slice of "
+                                       f"{image.shape[1]} x {image.shape[2]} pixels ({failure})")
+                G_b, R_b, p_b, M_b = out
+                G_out[bx, by, z] = np.moveaxis(G_b, 0, 2)
+                R_out[bx, by, z] = np.moveaxis(R_b, 0, 2)
+                prob[bx, by, z] = np.moveaxis(p_b, 0, 2)
+                lesion[bx, by, z] = np.moveaxis(M_b, 0, 2)
+                start += len(z)
+                if progress is not None:
+                    progress(start, total)
+    finally:
+        if moved:
+            try:
+                _move(model, home)
+            except (RuntimeError, MemoryError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                tell(f"the model stays on the CPU: moving it back to {home} ran out of memory")
 
     brain = vol.brain
     prob *= brain
@@ -132,18 +269,39 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
         lesion_mask=back(lesion.astype(np.uint8)),
         pseudo_abnormal=back(pseudo_abnormal.astype(np.float32)),
         difference=back((vol.raw - pseudo_normal).astype(np.float32)),
-        mask_source="user" if user_mask is not None else "segmentor")
+        mask_source="user" if user_mask is not None else "segmentor",
+        notes=notes)
+
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """Create `out_dir` if needed and make sure a file can be written in it; else an OSError
+    naming the folder. Called before any work, so that a long run never ends in a failed write."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".smile-write-test-"):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, f"output folder {out_dir} cannot be written ({exc.strerror or exc}); "
+                                 "choose another folder") from None
+    return out_dir
 
 
 def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileModel | None = None,
                     mask_path: str | Path | None = None, batch_size: int = 16, progress=None,
-                    overview: bool = True) -> dict[str, Path]:
+                    overview: bool = True, modality: str | None = None, notify=None) -> dict[str, Path]:
     """Synthesise from a NIfTI file; write each output as NIfTI with the input's header, and a
-    PNG overview. Returns the written paths by output name."""
-    from .overview import save_overview
+    PNG overview. Returns the written paths by output name.
+
+    `modality`: the input's modality, if the user states it; else the file name's BraTS suffix
+    is used (see `check_modality`). Outputs appear together: each is written to a temporary
+    name first, and all are renamed into place once every one has been written."""
+    from .overview import overview_image
 
     input_path = Path(input_path)
     model = model or load_model(default_model_path())
+    where = f"image {input_path}"
+    check_modality(model, stated=modality, name=input_path, where=where)
     data, affine, img = load_nifti(input_path)
     mask = None
     if mask_path is not None:
@@ -151,14 +309,32 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
         if mask_data.shape != data.shape or not np.allclose(mask_affine, affine, atol=1e-3):
             raise VolumeError(f"mask {mask_path}: not on the grid of {input_path} (shape or affine differ)")
         mask = mask_data > 0
-    result = synthesize(data, affine, model, mask, batch_size, progress, where=f"image {input_path}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_folder(out_dir)
+    result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify)
     stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
-    written = {}
-    for name, arr in result.arrays().items():
-        dtype = np.uint8 if name == "lesion_mask" else np.float32
-        written[name] = save_like(arr, img, out_dir / f"{stem}_{name}.nii.gz", dtype=dtype)
-    if overview:
-        written["overview"] = save_overview(data, affine, result, out_dir / f"{stem}_overview.png")
+    pending: list[tuple[Path, Path]] = []  # (temporary, final)
+    try:
+        for name, arr in result.arrays().items():
+            dtype = np.uint8 if name == "lesion_mask" else np.float32
+            final = out_dir / f"{stem}_{name}.nii.gz"
+            pending.append((write_temp_like(arr, img, final, dtype=dtype), final))
+        if overview:
+            final = out_dir / f"{stem}_overview.png"
+            tmp = temp_name(final)
+            pending.append((tmp, final))
+            try:
+                overview_image(data, affine, result).save(tmp, format="PNG")
+            except OSError as exc:
+                raise write_failed(final, exc, "PNG overview") from exc
+        written = {}
+        for (tmp, final), name in zip(pending, [*result.arrays(), "overview"]):
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise write_failed(final, exc) from exc
+            written[name] = final
+    finally:
+        for tmp, _ in pending:
+            if tmp.exists():
+                tmp.unlink()
     return written

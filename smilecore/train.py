@@ -222,15 +222,49 @@ class Trainer:
     def _update(self, names: str, terms: dict[str, torch.Tensor]):
         loss = sum(terms.values())
         if not torch.isfinite(loss):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-            raise FloatingPointError(f"loss term(s) {', '.join(bad)} became NaN/Inf at phase "
-                                     f"{self._phase}, epoch {self.position['epoch'] + 1}, step "
-                                     f"{self.position['step'] + 1}; last good checkpoint kept in {self.out}")
+            bad = [f"{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)]
+            ckpt = self.out / CHECKPOINT_NAME
+            try:  # the step of the checkpoint on disk (weights_only, memory-mapped: cheap)
+                kept = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["position"]
+                kept = f"the last good checkpoint, {ckpt} (global step {kept['global_step']}), is kept"
+            except Exception:
+                kept = (f"the last checkpoint, {ckpt}, is kept" if ckpt.is_file()
+                        else f"no checkpoint had been written yet in {self.out}")
+            raise FloatingPointError(
+                f"loss term(s) {', '.join(bad)} in the update of {'/'.join(names)} at phase {self._phase} "
+                f"({PHASE_NAMES[self._phase]}), epoch {self.position['epoch'] + 1}, step "
+                f"{self.position['step'] + 1} (global step {self.position['global_step'] + 1}); training "
+                f"stopped and {kept}. Start a new run with a lower --lr"
+                + (" or with --no-amp" if self.amp else "") + " (--resume would repeat the same steps)")
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
         loss.backward()
         for n in names:
             self.opts[n].step()
+
+    def _out_of_memory(self, phase: int, batch: dict) -> torch.cuda.OutOfMemoryError:
+        """The error for a training step that ran out of GPU memory, with the largest batch size
+        (a power-of-two share of the current one) whose step fits, found by trying it on the same
+        slices. The checkpoint on disk is untouched; in-memory weights no longer matter."""
+        size, shape = len(batch["image"]), tuple(batch["image"].shape[-2:])
+        fits, k = None, size // 2
+        while k >= 1 and fits is None:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            try:
+                self.train_step(phase, {key: v[:k] for key, v in batch.items()})
+                fits = k
+            except torch.cuda.OutOfMemoryError:
+                k //= 2
+        where = (f"phase {phase}, epoch {self.position['epoch'] + 1}, step {self.position['step'] + 1}, with "
+                 f"batch size {size} of {shape[0]} x {shape[1]} slices on {self.device}")
+        if fits:
+            advice = (f"batch size {fits} fits: start the run again with --batch-size {fits} "
+                      "(--resume keeps the run's own batch size)")
+        else:
+            advice = ("even one slice does not fit: train on crops (--crop 128) or smaller networks "
+                      "(--base), or use --device cpu")
+        return torch.cuda.OutOfMemoryError(f"out of GPU memory in training at {where}; {advice}")
 
     def _segmentor_step(self, phase: int, I, M_true, labeled):
         """Update S; return the masks M (true labels, or pseudo-labels for unlabelled slices)."""
@@ -425,7 +459,12 @@ class Trainer:
                 t_epoch = time.time()
                 for batch in self._loader(phase, epoch, self.position["step"]):
                     t_step = time.time()
-                    terms = self.train_step(phase, batch)
+                    try:
+                        terms = self.train_step(phase, batch)
+                    except torch.cuda.OutOfMemoryError:
+                        terms = None
+                    if terms is None:  # outside the except block, so the failed step's memory is freed
+                        raise self._out_of_memory(phase, batch)
                     self.position["step"] += 1
                     self.position["global_step"] += 1
                     self.acc["slices"] += len(batch["image"])

@@ -9,9 +9,16 @@ invertible: outputs go back to the input's own voxel order and header.
 Normalisation (the paper's): intensities clipped to [0, V99.5], V99.5 the 99.5th percentile
 over brain voxels (voxels > 0 in a skull-stripped image), then divided by V99.5 so that the
 networks see [0, 1].
+
+Inputs that cannot be used raise `VolumeError` naming the file (or volume) and the problem:
+unreadable or truncated files, images that are not 3D, complex or non-finite voxels, values
+beyond float32, a degenerate affine, no brain voxel, a constant image. docs/BAD_INPUTS.md lists
+every case with the test that checks it. An oblique acquisition is not refused: its slices are
+taken along the voxel axis nearest to axial (`CanonicalVolume.obliquity_deg` says how far off).
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,29 +29,79 @@ from nibabel import orientations as nio
 
 CANONICAL_AXCODES = ("L", "P", "S")
 CLIP_PERCENTILE = 99.5
+# Above this angle between the voxel axes and the anatomical axes, front ends tell the user
+# that the "axial" slices are tilted (the volume is still processed, without resampling).
+OBLIQUE_WARNING_DEG = 25.0
 
 
 class VolumeError(ValueError):
     """An input volume that cannot be used; the message names the file and the problem."""
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _nonfinite_message(data: np.ndarray) -> str:
+    n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+    parts = [f"{n} {kind} voxel{'s' if n != 1 else ''}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
+    return f"contains {' and '.join(parts)} (of {data.size}); NaN or infinite voxels cannot be processed"
+
+
 def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
     """(float32 3D array, affine, image) from a NIfTI file, with clear errors for bad files."""
     path = Path(path)
     if not path.is_file():
-        raise VolumeError(f"{what} {path}: file not found")
+        raise VolumeError(f"{what} {path}: file not found" if not path.exists()
+                          else f"{what} {path}: is a folder, not a NIfTI file")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise VolumeError(f"{what} {path}: cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+        kind = np.dtype(img.get_data_dtype()).kind
+        if kind == "c":
+            raise VolumeError(f"{what} {path}: complex-valued voxels ({img.get_data_dtype()}); "
+                              "expected a magnitude image")
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.asarray(img.dataobj, dtype=np.float32)
+    except VolumeError:
+        raise
+    except Exception as exc:  # nibabel raises many types for broken or truncated files
+        raise VolumeError(f"{what} {path}: cannot be read as NIfTI ({_one_line(exc)})") from exc
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise VolumeError(f"{what} {path}: expected a 3D volume, got shape {data.shape}")
+        hint = " (a 4D series: save the one volume to use as its own file)" if data.ndim == 4 else ""
+        raise VolumeError(f"{what} {path}: expected a 3D volume, got shape {data.shape}{hint}")
     if not np.isfinite(data).all():
-        raise VolumeError(f"{what} {path}: contains NaN or infinite voxels")
+        with np.errstate(over="ignore", invalid="ignore"):
+            source = np.asanyarray(img.dataobj)
+        if np.isfinite(source).all():
+            raise VolumeError(f"{what} {path}: values up to {float(np.abs(source).max()):.3g} are "
+                              f"beyond the float32 range")
+        raise VolumeError(f"{what} {path}: {_nonfinite_message(data)}")
     return data, img.affine, img
+
+
+def check_affine(affine, where: str = "volume") -> np.ndarray:
+    """A usable voxel-to-world matrix: 4 x 4, finite, its 3 x 3 part invertible."""
+    try:
+        affine = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise VolumeError(f"{where}: the affine is not a 4 x 4 matrix ({_one_line(exc)})") from None
+    if affine.shape != (4, 4):
+        raise VolumeError(f"{where}: the affine has shape {affine.shape}, expected 4 x 4")
+    if not np.isfinite(affine).all():
+        raise VolumeError(f"{where}: the affine (voxel-to-world matrix) holds NaN or infinite values")
+    sv = np.linalg.svd(affine[:3, :3], compute_uv=False)
+    if not sv.min() > 1e-6 * max(sv.max(), 1e-300):
+        raise VolumeError(f"{where}: the affine (voxel-to-world matrix) is degenerate (a voxel size of 0 "
+                          "or two voxel axes along the same direction); the header is damaged")
+    return affine
+
+
+def obliquity_deg(affine: np.ndarray) -> float:
+    """Largest angle, in degrees, between a voxel axis and the anatomical axis nearest to it."""
+    return float(np.degrees(np.max(nib.affines.obliquity(np.asarray(affine, dtype=float)))))
 
 
 def to_canonical(affine: np.ndarray) -> np.ndarray:
@@ -76,7 +133,12 @@ class Normalisation:
             clip_percentile: float = CLIP_PERCENTILE) -> "Normalisation":
         if not brain.any():
             raise VolumeError(f"{where}: no brain voxels (the volume is empty or all <= 0)")
-        scale = float(np.percentile(data[brain], clip_percentile))
+        values = data[brain]
+        lo, hi = float(values.min()), float(values.max())
+        if lo == hi:
+            raise VolumeError(f"{where}: every brain voxel (> 0) has the same value {hi:g}; a constant "
+                              "image holds no anatomy (is this a mask rather than an MRI?)")
+        scale = float(np.percentile(values, clip_percentile))
         if not scale > 0:
             raise VolumeError(f"{where}: the {clip_percentile}th intensity percentile is {scale}; "
                               "the image is constant or not a positive-valued MRI")
@@ -102,20 +164,28 @@ class CanonicalVolume:
     raw: np.ndarray            # float32 input intensities, LPS
     norm: Normalisation
     transform: np.ndarray      # orientation transform input -> LPS
+    obliquity_deg: float = 0.0  # angle between the voxel axes and the anatomical axes
 
     @classmethod
     def from_array(cls, data: np.ndarray, affine: np.ndarray, where: str = "volume",
                    clip_percentile: float = CLIP_PERCENTILE) -> "CanonicalVolume":
-        data = np.asarray(data, dtype=np.float32)
+        data = np.asarray(data)
+        if data.dtype.kind == "c":
+            raise VolumeError(f"{where}: complex-valued voxels ({data.dtype}); expected a magnitude image")
+        with np.errstate(over="ignore"):
+            data = data.astype(np.float32, copy=False)
         if data.ndim != 3:
             raise VolumeError(f"{where}: expected a 3D volume, got shape {data.shape}")
+        if min(data.shape) < 1:
+            raise VolumeError(f"{where}: the volume is empty (shape {data.shape})")
         if not np.isfinite(data).all():
-            raise VolumeError(f"{where}: contains NaN or infinite voxels")
-        transform = to_canonical(np.asarray(affine, dtype=float))
+            raise VolumeError(f"{where}: {_nonfinite_message(data)}")
+        affine = check_affine(affine, where)
+        transform = to_canonical(affine)
         raw = reorient(data, transform)
         brain = brain_mask(raw)
         norm = Normalisation.fit(raw, brain, where, clip_percentile)
-        return cls(norm.apply(raw), brain, raw, norm, transform)
+        return cls(norm.apply(raw), brain, raw, norm, transform, obliquity_deg(affine))
 
     def to_input_order(self, data: np.ndarray) -> np.ndarray:
         return restore_orientation(data, self.transform)
@@ -138,19 +208,50 @@ def load_label(path: str | Path, image_shape: tuple, image_affine: np.ndarray) -
     return data > 0
 
 
-def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path,
-              dtype=np.float32) -> Path:
-    """Write `data` with the reference image's affine and header, atomically (temp + rename)."""
+def write_failed(path: Path, exc: BaseException, what: str = "file") -> OSError:
+    """The error for a write that failed (disk full, no permission, ...): it names the real
+    file, and says that the file previously under that name, if any, is unchanged."""
+    code = getattr(exc, "errno", None) or errno.EIO
+    reason = getattr(exc, "strerror", None) or _one_line(exc)
+    return OSError(code, f"writing {what} {path} failed ({reason}); nothing was written under that "
+                         "name, and a file already there is unchanged")
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden temporary name beside `path`, keeping its extension (.nii.gz, .png, ...)."""
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    return path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+
+
+def write_temp_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path,
+                    dtype=np.float32) -> Path:
+    """Write `data` with the reference image's affine and header to a temporary name beside
+    `path` and return that name; the caller renames it into place (os.replace). Nothing is
+    left behind when writing fails."""
     path = Path(path)
     header = reference.header.copy()
     header.set_data_dtype(dtype)
     out = nib.Nifti1Image(np.asarray(data, dtype=dtype), reference.affine, header)
     out.header.set_slope_inter(1, 0)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    tmp = temp_name(path)
     try:
         nib.save(out, str(tmp))
+    except Exception as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise write_failed(path, exc, "NIfTI file") from exc
+    return tmp
+
+
+def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path,
+              dtype=np.float32) -> Path:
+    """Write `data` with the reference image's affine and header, atomically (temp + rename)."""
+    path = Path(path)
+    tmp = write_temp_like(data, reference, path, dtype)
+    try:
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc, "NIfTI file") from exc
     finally:
         if tmp.exists():
             tmp.unlink()

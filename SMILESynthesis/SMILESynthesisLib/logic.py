@@ -46,6 +46,7 @@ class SynthesisLogic:
     def __init__(self, scene):
         self.scene = scene
         self._models = {}
+        self.notes: list[str] = []  # messages of the last run (see `run`)
 
     def load_model(self, path: str | Path | None = None, device: str = "auto"):
         """Model files are cached per (path, modification time, device)."""
@@ -58,22 +59,31 @@ class SynthesisLogic:
         return self._models[key]
 
     def run(self, input_volume, model, outputs: Outputs, mask_segmentation=None, segment_id=None,
-            progress=None, cancel=None):
+            progress=None, cancel=None, modality=None, notify=None):
         """Synthesise and fill the output nodes. With `mask_segmentation`, its segment (or all
         segments) replaces S's lesion mask: the pseudo-normal is the input outside the mask and
         G inside, and the pseudo-abnormal is R(G(I), mask).
 
+        `modality`: the input's modality if the user states it; else a BraTS modality suffix of
+        the node's name (``..._flair``) is taken as the input's modality. A modality other than
+        the model's is refused (smilecore.synthesis.ModalityMismatch) before any work.
+        `notify(message)`: what the user should know (oblique input, out-of-memory retry, CPU
+        fallback); the messages are also in `self.notes` after the run.
+
         Nothing is written to any node until the engine has finished, so a cancelled or failed
         run leaves no half-filled node. Returns the Outputs with the nodes actually used."""
-        from smilecore.synthesis import synthesize
+        from smilecore.synthesis import check_modality, synthesize
         if input_volume is None:
             raise ValueError("select an input volume")
+        where = f"volume '{input_volume.GetName()}'"
+        check_modality(model, stated=modality, name=input_volume.GetName(), where=where)
         data, affine = nodes.array_from_volume(input_volume)
         mask = None
         if mask_segmentation is not None:
             mask = nodes.segmentation_to_mask(self.scene, mask_segmentation, input_volume, segment_id)
         result = synthesize(data, affine, model, mask=mask, progress=progress, cancel=cancel,
-                            where=f"volume '{input_volume.GetName()}'")
+                            where=where, notify=notify or (lambda message: None))
+        self.notes = list(result.notes)
         base = input_volume.GetName()
         used = Outputs()
         arrays = {"pseudoNormal": (result.pseudo_normal, "pseudo-normal"),

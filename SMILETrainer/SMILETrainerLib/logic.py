@@ -20,12 +20,19 @@ class DatasetReport:
     unlabeled: list[str] = field(default_factory=list)
     missing_modality: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)  # case -> what is wrong
+    folder_problem: str | None = None                     # the folder itself cannot be used
 
     @property
     def usable(self) -> bool:
-        return bool(self.labeled) and not self.problems and not self.missing_modality
+        return (self.folder_problem is None and bool(self.labeled) and not self.problems
+                and not self.missing_modality)
 
     def summary(self) -> str:
+        if self.folder_problem:
+            return self.folder_problem
+        if not self.cases:
+            return (f"No BraTS cases found in {self.folder} (expected files like <case>/<case>_t2.nii.gz "
+                    "or <case>/<case>-t2w.nii.gz).")
         lines = [f"{len(self.cases)} cases found in {self.folder}: {len(self.labeled)} labelled, "
                  f"{len(self.unlabeled)} unlabelled."]
         if self.missing_modality:
@@ -44,22 +51,35 @@ def scan_dataset(folder: str | Path, modality: str = "t2") -> DatasetReport:
     from smilecore.cases import canonical_modality, find_cases
     modality = canonical_modality(modality)
     report = DatasetReport(str(folder), modality)
-    for case in find_cases(folder):
+    try:
+        cases = find_cases(folder)
+    except OSError as exc:
+        report.folder_problem = str(exc)
+        return report
+    for case in cases:
         report.cases.append(case.case_id)
         (report.labeled if case.labeled else report.unlabeled).append(case.case_id)
         if modality not in case.images:
             report.missing_modality.append(case.case_id)
             continue
+        name = case.images[modality].name
         try:
             image = nib.load(str(case.images[modality]))
-            if len([s for s in image.shape if s > 1]) != 3:
-                report.problems[case.case_id] = f"{case.images[modality].name} is not a 3D volume {image.shape}"
+            shape = image.shape
+            while len(shape) > 3 and shape[-1] == 1:
+                shape = shape[:-1]
+            if len(shape) != 3:
+                report.problems[case.case_id] = f"{name} is not a 3D volume {image.shape}"
+            elif np.dtype(image.get_data_dtype()).kind == "c":
+                report.problems[case.case_id] = f"{name} holds complex values"
             elif case.seg is not None:
+                name = case.seg.name
                 seg = nib.load(str(case.seg))
                 if seg.shape != image.shape or not np.allclose(seg.affine, image.affine, atol=1e-3):
                     report.problems[case.case_id] = f"{case.seg.name} is not on the grid of its image"
         except Exception as exc:
-            report.problems[case.case_id] = f"unreadable file ({type(exc).__name__}: {exc})"
+            text = " ".join(str(exc).split())
+            report.problems[case.case_id] = f"{name} is unreadable ({type(exc).__name__}: {text})"
     return report
 
 
