@@ -164,29 +164,30 @@ class Benchmark:
                            cache_dir=str(self.cache), device=s.device, **VARIANTS[variant])
 
     def train_variant(self, variant: str, seed: int) -> tuple[Path, float]:
-        """Train (or reuse) one run; returns the model path and its training seconds."""
+        """Train (or reuse, or resume) one run; returns the model path and its training seconds
+        (the sum of its epochs' wall times, so a resumed run counts each epoch once)."""
         from .events import EventLog, ProgressBar, read_events
         cfg = self.train_config(variant, seed)
         run = Path(cfg.out_dir)
         model, stamp = run / MODEL_NAME, run / "benchmark-config.json"
         wanted = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-        if model.is_file() and stamp.is_file() and stamp.read_text() == wanted:
-            done = [e for e in read_events(run / "events.jsonl") if e["event"] == "done"]
-            return model, float(done[-1]["seconds"]) if done else float("nan")
-        resume = (run / "checkpoint.pt").is_file() and stamp.is_file() and stamp.read_text() == wanted
-        if not resume and run.exists():
-            for f in run.glob("*"):
-                if f.is_file():
-                    f.unlink()
-        run.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(wanted)
-        events = EventLog(run / "events.jsonl", None if self.s.quiet else ProgressBar())
-        try:
-            t0 = time.time()
-            path = Trainer(cfg, events).run(resume=resume)
-            return path, time.time() - t0
-        finally:
-            events.close()
+        same = stamp.is_file() and stamp.read_text() == wanted
+        if not (model.is_file() and same):
+            resume = same and (run / "checkpoint.pt").is_file()
+            if not resume and run.exists():
+                for f in run.glob("*"):
+                    if f.is_file():
+                        f.unlink()
+            run.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(wanted)
+            events = EventLog(run / "events.jsonl", None if self.s.quiet else ProgressBar())
+            try:
+                model = Trainer(cfg, events).run(resume=resume)
+            finally:
+                events.close()
+        epochs = {(e["phase"], e["epoch"]): e["seconds"] for e in read_events(run / "events.jsonl")
+                  if e["event"] == "epoch"}
+        return model, float(sum(epochs.values()))
 
     # ---- augmentation ------------------------------------------------------------------------
     def augmentation_sets(self, model, seed: int) -> dict[str, CachedCase]:
