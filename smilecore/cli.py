@@ -1,4 +1,4 @@
-"""The `smile` command line: train, synthesize, demo, evaluate, benchmark, info, make-cohort."""
+"""The `smile` command line: train, synthesize, demo, evaluate, benchmark, bench, info, make-cohort."""
 from __future__ import annotations
 
 import argparse
@@ -144,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument(f"--{name}", type=kind, default=None, help=help_text)
     b.add_argument("--no-augmentation", action="store_true", help="skip the Table 3 experiment")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda")
+
+    q = sub.add_parser("bench", help="speed of synthesis, training and preprocessing against the naive path",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("--volume", default=None, help="NIfTI volume to synthesise (default: the bundled sample case)")
+    q.add_argument("--data", default=None,
+                   help="folder of BraTS cases for training and preprocessing (default: the bundled sample case's folder)")
+    q.add_argument("--sizes", type=_ids, default=("default", "paper"), help="network sizes: default, paper")
+    q.add_argument("--steps", type=int, default=3, help="timed training steps per phase")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--no-naive", action="store_true", help="skip the naive path (no ratios)")
+    q.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    q.add_argument("--out", default=None, help="write every number as JSON here")
 
     i = sub.add_parser("info", help="print a model file's configuration")
     i.add_argument("model", nargs="?", default=None, help="model file (default: the bundled one)")
@@ -296,6 +308,19 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .modelfile import resources_dir
+    from .speed import markdown, run_bench, save_report
+    sample = resources_dir() / "sample"
+    volume = Path(args.volume) if args.volume else next(sample.glob("*_t2.nii.gz"))
+    report = run_bench(volume, Path(args.data) if args.data else sample, args.sizes, args.device, args.steps,
+                       args.batch_size, naive=not args.no_naive)
+    if args.out:
+        save_report(report, Path(args.out))
+    print(markdown(report))
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
     model = load_model(args.model or default_model_path())
@@ -313,7 +338,7 @@ def cmd_make_cohort(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "synthesize": cmd_synthesize, "demo": cmd_demo, "info": cmd_info,
-                "evaluate": cmd_evaluate, "benchmark": cmd_benchmark,
+                "evaluate": cmd_evaluate, "benchmark": cmd_benchmark, "bench": cmd_bench,
                 "make-cohort": cmd_make_cohort}
     from .modelfile import ModelFileError
     from .volume import VolumeError

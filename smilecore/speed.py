@@ -1,0 +1,313 @@
+"""`smile bench`: how fast synthesis, training and preprocessing are, each against the naive path
+measured in the same run on the same machine.
+
+Naive path (what a first implementation does): synthesis slice by slice, unbatched, fp32, on
+full-size slices including the empty ones, decoding the NIfTI file again for every slice;
+training from a dataset that decodes the case's NIfTI files for every sample. Fast path: the
+product's own code (synthesis.synthesize: brain box crop, brain slices only, batches,
+inference_mode, bf16 autocast on GPU; the trainer's memory-mapped slice cache).
+
+Figures: synthesis seconds per volume end to end (array in, arrays out), split into G, S, R and
+the rest (normalisation, reorientation, blend); training slices/s per phase; preprocessing
+cases/s (.nii.gz -> cache); forward FLOPs per slice of each network and the FLOP/s achieved
+(FLOPs counted by torch.utils.flop_counter: for synthesis per pixel of each network, times the
+pixels each call was given; for training over one step of the phase, backward included; the
+timed runs themselves go without the counter, which would slow them); peak RSS of the process after each stage (and peak GPU memory on GPU). The fast
+synthesis is compared with the naive one voxel by voxel inside the brain.
+
+Network sizes: "default" (the bundled model's U-Nets, width 16) and "paper" (width 32, depth 4,
+the paper's size), randomly initialised: speed does not depend on the weights, and the paper-
+size model is not shipped.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .modelfile import SmileModel, default_model_path, load_model, model_config
+from .synthesis import synthesize
+from .train import resolve_device
+from .unet import build_networks
+from .volume import CanonicalVolume, load_label, load_nifti
+
+SIZES = {"default": {"base": 16, "depth": 4, "norm": "batch"}, "paper": {"base": 32, "depth": 4, "norm": "batch"}}
+# dense bf16 tensor-core peak (FLOP/s) of cards this project may run on, for the "share of peak"
+GPU_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timed(nn.Module):
+    """Wraps a network; adds the wall time of each forward call to `seconds` and the pixels it
+    was given to `pixels` (FLOPs then follow from the FLOPs per pixel, without a counter
+    slowing the timed run)."""
+
+    def __init__(self, net: nn.Module, device):
+        super().__init__()
+        self.net, self.unet, self.device = net, net.unet, device
+        self.seconds, self.pixels = 0.0, 0
+
+    def forward(self, *args):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.net(*args)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - t0
+        self.pixels += args[0].shape[0] * args[0].shape[-2] * args[0].shape[-1]
+        return out
+
+
+def random_model(size: str, modality: str = "t2", seed: int = 0) -> SmileModel:
+    torch.manual_seed(seed)
+    sizes = {n: dict(SIZES[size]) for n in "GSR"}
+    nets = build_networks(sizes)
+    for net in nets.values():
+        net.eval()
+    return SmileModel(nets, model_config(sizes, modality))
+
+
+def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
+    """Forward FLOPs of G, S and R for one slice of `shape`."""
+    x = torch.zeros(1, 1, *shape)
+    out = {}
+    with torch.inference_mode():
+        for name, net in model.nets.items():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                net(x.to(next(net.parameters()).device), *([x.to(next(net.parameters()).device)] if name == "R" else []))
+            out[name] = int(counter.get_total_flops())
+    return out
+
+
+# ---- synthesis ------------------------------------------------------------------------------
+def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
+    """Slice by slice, batch 1, fp32, every slice at full size, the file decoded for every slice.
+    Returns G, S's lesion probability and R in canonical order (normalised intensities)."""
+    G, S, R = (model.nets[n] for n in "GSR")
+    device = next(G.parameters()).device
+    threshold = float(model.config.get("lesion_threshold", 0.5))
+    out = None
+    with torch.no_grad():
+        z = 0
+        while out is None or z < out["G"].shape[2]:
+            data, affine, _ = load_nifti(path)
+            vol = CanonicalVolume.from_array(data, affine, where=str(path))
+            if out is None:
+                out = {k: np.zeros(vol.image.shape, np.float32) for k in ("G", "p", "R")}
+            I = torch.from_numpy(vol.image[:, :, z].copy())[None, None].to(device)
+            G_I = G(I)
+            p = torch.softmax(S(I), dim=1)[:, 1]
+            Pab = R(G_I, (p > threshold)[:, None].float())
+            out["G"][:, :, z] = G_I[0, 0].cpu().numpy()
+            out["p"][:, :, z] = p[0].cpu().numpy()
+            out["R"][:, :, z] = Pab[0, 0].cpu().numpy()
+            z += 1
+    return out
+
+
+def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: bool = True) -> dict:
+    device = next(model.nets["G"].parameters()).device
+    data, affine, _ = load_nifti(path)
+    vol = CanonicalVolume.from_array(data, affine)
+    timed = {n: Timed(net, device) for n, net in model.nets.items()}
+    fast_model = SmileModel(timed, model.config)
+    with torch.inference_mode():                       # warm-up (allocator, kernels)
+        x = torch.zeros(2, 1, 64, 64, device=device)
+        model.nets["R"](model.nets["G"](x), model.nets["S"](x)[:, :1])
+    _sync(device)
+    t0 = time.perf_counter()
+    result = synthesize(data, affine, fast_model, batch_size=batch_size)
+    _sync(device)
+    total = time.perf_counter() - t0
+    per_pixel = {n: f / (data.shape[0] * data.shape[1]) for n, f in forward_flops(model, data.shape[:2]).items()}
+    flops = sum(per_pixel[n] * t.pixels for n, t in timed.items())
+    nets_s = sum(t.seconds for t in timed.values())
+    out = {"volume_shape": list(data.shape), "brain_slices": int(vol.brain.any(axis=(0, 1)).sum()),
+           "fast": {"seconds": total, "G_s": timed["G"].seconds, "S_s": timed["S"].seconds,
+                    "R_s": timed["R"].seconds, "other_s": total - nets_s, "flops": flops,
+                    "flop_per_s": flops / max(nets_s, 1e-9), "peak_rss_mb": peak_rss_mb()}}
+    if device.type == "cuda":
+        out["fast"]["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    if naive:
+        t0 = time.perf_counter()
+        ref = naive_synthesis(path, model)
+        _sync(device)
+        out["naive"] = {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
+        out["speedup"] = out["naive"]["seconds"] / total
+        out["difference"] = compare_with_naive(result, ref, vol, model)
+    return out
+
+
+def compare_with_naive(result, ref: dict, vol: CanonicalVolume, model: SmileModel) -> dict:
+    """Fast-path outputs against the naive path's, inside the brain, in normalised intensity."""
+    brain = vol.brain
+    to_canon = vol.to_canonical_order
+    g_fast = (to_canon(result.pseudo_normal) - vol.raw) / vol.norm.scale + vol.image
+    p_fast = to_canon(result.lesion_probability)
+    m_fast, m_ref = to_canon(result.lesion_mask) > 0, (ref["p"] > model.config.get("lesion_threshold", 0.5)) & brain
+    inter, total = float((m_fast & m_ref).sum()), float(m_fast.sum() + m_ref.sum())
+    return {"pseudo_normal_max_abs": float(np.abs(g_fast - ref["G"])[brain].max()),
+            "pseudo_normal_mean_abs": float(np.abs(g_fast - ref["G"])[brain].mean()),
+            "probability_max_abs": float(np.abs(p_fast - ref["p"])[brain].max()),
+            "mask_dice": 2 * inter / total if total else 1.0}
+
+
+# ---- training -------------------------------------------------------------------------------
+class NaiveSlices(torch.utils.data.Dataset):
+    """Training items decoded from the NIfTI files for every sample (the naive data path)."""
+
+    def __init__(self, cases, modality: str, z_of: list[tuple[int, int]]):
+        self.cases, self.modality, self.items = cases, modality, z_of
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        ci, z = self.items[i]
+        case = self.cases[ci]
+        data, affine, _ = load_nifti(case.image(self.modality))
+        vol = CanonicalVolume.from_array(data, affine)
+        mask = vol.to_canonical_order(load_label(case.seg, data.shape, affine))[:, :, z] if case.seg else \
+            np.zeros(vol.image.shape[:2], np.int64)
+        return {"image": torch.from_numpy(vol.image[:, :, z].copy())[None],
+                "mask": torch.from_numpy(mask.astype(np.int64)), "labeled": bool(case.seg), "index": i}
+
+
+def bench_training(data_dir: Path, size: str, steps: int, batch_size: int, device: str, naive: bool = True,
+                   max_cases: int = 4) -> dict:
+    """Slices/s of each phase's training step, fast (cache) and naive (decode per sample), whole slices."""
+    from .cases import find_cases
+    from .dataset import SliceSet, cache_case
+    from .train import Trainer, TrainConfig, collate
+    cases = [c for c in find_cases(data_dir) if c.labeled][:max_cases]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(data_dir=str(data_dir), out_dir=tmp, device=device, batch_size=batch_size,
+                          lr=1e-4, **SIZES[size], epochs=1)
+        trainer = Trainer(cfg)
+        t0 = time.perf_counter()
+        cached = [cache_case(c, Path(tmp) / "cache") for c in cases]
+        prep = time.perf_counter() - t0
+        fast_set = SliceSet(cached)
+        n = steps * batch_size + batch_size
+        rng = np.random.default_rng(0)
+        order = rng.integers(len(fast_set), size=n)
+        naive_set = NaiveSlices(cases, cfg.modality, [(int(fast_set.index[i][0]),
+                                                      int(cached[fast_set.index[i][0]].z[fast_set.index[i][1]]))
+                                                     for i in order])
+        workers = cfg.num_workers if cfg.num_workers is not None else (2 if trainer.device.type == "cuda" else 0)
+        loaders = {"fast": lambda: torch.utils.data.DataLoader(
+                       fast_set, batch_size=batch_size, sampler=[(int(i), 0, 0) for i in order], collate_fn=collate,
+                       num_workers=workers, pin_memory=trainer.device.type == "cuda"),
+                   "naive": lambda: torch.utils.data.DataLoader(naive_set, batch_size=batch_size, collate_fn=collate)}
+        out = {"preprocess_cases_per_s": len(cases) / prep, "phases": {},
+               "slices_per_case": len(fast_set) / len(cases)}
+        for phase in (1, 2, 3, 4):
+            trainer._phase = phase
+            trainer._set_modes(phase)
+            row = {}
+            for path in ("fast", "naive") if naive else ("fast",):
+                it = iter(loaders[path]())
+                counter = FlopCounterMode(display=False)
+                with counter:                                   # warm-up step, FLOPs counted
+                    trainer.train_step(phase, next(it))
+                _sync(trainer.device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    trainer.train_step(phase, next(it))
+                _sync(trainer.device)
+                seconds = time.perf_counter() - t0
+                row[path] = {"slices_per_s": steps * batch_size / seconds,
+                             "flop_per_s": counter.get_total_flops() * steps / seconds}
+            if naive:
+                row["speedup"] = row["fast"]["slices_per_s"] / row["naive"]["slices_per_s"]
+            out["phases"][str(phase)] = row
+        out["peak_rss_mb"] = peak_rss_mb()
+        if trainer.device.type == "cuda":
+            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2 ** 20
+    return out
+
+
+def paper_schedule_hours(train: dict, cases: int = 130, epochs: int = 10) -> float:
+    """Hours for the paper's schedule (four phases x 10 epochs over 130 cases, with as many kept
+    slices per case as measured here) at the measured training rates."""
+    per_epoch = cases * train["slices_per_case"]
+    return sum(per_epoch * epochs / train["phases"][p]["fast"]["slices_per_s"] for p in ("1", "2", "3", "4")) / 3600
+
+
+# ---- the whole benchmark -------------------------------------------------------------------------
+def run_bench(volume: Path, data_dir: Path, sizes=("default", "paper"), device: str = "auto", steps: int = 3,
+              batch_size: int = 8, naive: bool = True, log=print) -> dict:
+    dev = resolve_device(device)
+    report = {"device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "volume": str(volume),
+              "data_dir": str(data_dir), "sizes": {}}
+    from .benchmark import hardware
+    report["hardware"] = hardware()
+    for size in sizes:
+        model = (load_model(default_model_path(), dev) if size == "default" and default_model_path().is_file()
+                 else random_model(size).to(dev))
+        log(f"bench: {size} networks, synthesis")
+        shape = load_nifti(volume)[0].shape[:2]
+        row = {"networks": SIZES[size], "forward_flops_per_slice": forward_flops(model, shape),
+               "synthesis": bench_synthesis(volume, model, naive=naive)}
+        log(f"bench: {size} networks, training")
+        row["training"] = bench_training(data_dir, size, steps, batch_size, device, naive=naive)
+        row["paper_schedule_hours"] = paper_schedule_hours(row["training"])
+        peak = next((v for k, v in GPU_BF16_PEAK.items() if report["gpu"] and k in report["gpu"]), None)
+        if peak:
+            row["training_share_of_bf16_peak"] = {p: r["fast"]["flop_per_s"] / peak
+                                                  for p, r in row["training"]["phases"].items()}
+        report["sizes"][size] = row
+    return report
+
+
+def markdown(report: dict) -> str:
+    hw = report["hardware"]
+    lines = [f"Hardware: {hw['cpu']} ({hw['cpu_cores']} cores, {report['threads']} torch threads), "
+             f"device {report['device']}{' (' + report['gpu'] + ')' if report['gpu'] else ''}, torch {report['torch']}.",
+             "", "| networks | synthesis fast s | G / S / R / other s | naive s | speedup | fast vs naive max abs (mean) "
+             "| GFLOP/s synthesis |", "|---|---|---|---|---|---|---|"]
+    for size, row in report["sizes"].items():
+        s = row["synthesis"]
+        f = s["fast"]
+        diff = s.get("difference")
+        lines.append(f"| {size} (width {row['networks']['base']}) | {f['seconds']:.2f} | {f['G_s']:.2f} / {f['S_s']:.2f} / "
+                     f"{f['R_s']:.2f} / {f['other_s']:.2f} | {s['naive']['seconds']:.1f} | {s['speedup']:.1f}x | "
+                     f"{diff['pseudo_normal_max_abs']:.2e} ({diff['pseudo_normal_mean_abs']:.1e}) | "
+                     f"{f['flop_per_s'] / 1e9:.1f} |" if "naive" in s else
+                     f"| {size} | {f['seconds']:.2f} | {f['G_s']:.2f} / {f['S_s']:.2f} / {f['R_s']:.2f} / {f['other_s']:.2f} "
+                     f"| – | – | – | {f['flop_per_s'] / 1e9:.1f} |")
+    lines += ["", "| networks | phase | fast slices/s | naive slices/s | speedup | GFLOP/s (fast) |", "|---|---|---|---|---|---|"]
+    for size, row in report["sizes"].items():
+        for p, r in row["training"]["phases"].items():
+            lines.append(f"| {size} | {p} | {r['fast']['slices_per_s']:.2f} | "
+                         f"{r['naive']['slices_per_s']:.2f} | {r['speedup']:.1f}x | {r['fast']['flop_per_s'] / 1e9:.1f} |"
+                         if "naive" in r else f"| {size} | {p} | {r['fast']['slices_per_s']:.2f} | – | – | "
+                         f"{r['fast']['flop_per_s'] / 1e9:.1f} |")
+    lines.append("")
+    for size, row in report["sizes"].items():
+        fl = row["forward_flops_per_slice"]
+        lines.append(f"- {size}: forward GFLOPs per slice G {fl['G'] / 1e9:.2f}, S {fl['S'] / 1e9:.2f}, "
+                     f"R {fl['R'] / 1e9:.2f}; preprocessing {row['training']['preprocess_cases_per_s']:.2f} cases/s; "
+                     f"peak RSS {row['training']['peak_rss_mb']:.0f} MB; paper schedule (4 phases x 10 epochs, "
+                     f"130 cases) at these rates: {row['paper_schedule_hours']:.1f} h.")
+    return "\n".join(lines) + "\n"
+
+
+def save_report(report: dict, path: Path):
+    path.write_text(json.dumps(report, indent=1))
