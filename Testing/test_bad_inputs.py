@@ -516,6 +516,30 @@ def test_out_of_memory_for_one_slice_on_a_gpu_falls_back_to_the_cpu(model, monke
         assert np.allclose(getattr(result, name), array, atol=1e-5), name
 
 
+def test_when_moving_the_model_back_runs_out_of_memory_it_stays_whole_on_the_cpu(model, monkeypatch):
+    """Seen on a real GPU: moving the networks back one by one can run out of memory half-way;
+    the model must then be wholly on the CPU, not split over two devices."""
+    data, _ = _brain()
+    state = {"gpu": True}
+    moves = []
+
+    def move(m, device):
+        moves.append(str(device))
+        if len(moves) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        state["gpu"] = False
+    monkeypatch.setattr(synthesis, "_is_accelerator", lambda device: state["gpu"])
+    monkeypatch.setattr(synthesis, "_move", move)
+    _oom_above(model.nets["G"], 0, monkeypatch)
+    forward = model.nets["G"].forward
+    monkeypatch.setattr(model.nets["G"], "forward", lambda x: forward(x) if state["gpu"] else
+                        type(model.nets["G"]).forward(model.nets["G"], x))
+    told = []
+    result = synthesize(data, LPS, model, batch_size=1, notify=told.append)
+    assert moves == ["cpu", "cpu", "cpu"]           # to the CPU, back home (fails), wholly to the CPU
+    assert "the model stays on the CPU" in told[-1] and np.isfinite(result.pseudo_normal).all()
+
+
 def test_out_of_memory_for_one_slice_on_the_cpu_is_a_clear_error(model, monkeypatch):
     data, _ = _brain()
     _oom_above(model.nets["R"], 0, monkeypatch)
@@ -530,7 +554,7 @@ def test_out_of_memory_in_training_names_a_batch_size_that_fits(cohort, tmp_path
         trainer.run()
     message = str(err.value)
     assert "out of GPU memory in training at phase 1, epoch 1, step 1, with batch size 8" in message
-    assert "batch size 2 fits: start the run again with --batch-size 2" in message
+    assert "batch size 2 fits a trial of the largest phase: start the run again with --batch-size 2" in message
     _oom_above(trainer.nets["G"], 0, monkeypatch)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="even one slice does not fit: .*--crop"):
         Trainer.run(trainer)

@@ -216,7 +216,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
                 except (RuntimeError, MemoryError) as exc:
                     if not _is_out_of_memory(exc):
                         raise
-                    failure = " ".join(str(exc).split())[:200]
+                    failure = ". ".join(" ".join(str(exc).split()).split(". ")[:2]).rstrip(".")[:160]
                 if out is None:  # out of memory (handled here, outside the except block)
                     _release(device)
                     if batch > 1:
@@ -243,11 +243,16 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
                     progress(start, total)
     finally:
         if moved:
+            back = None
             try:
                 _move(model, home)
+                back = True
             except (RuntimeError, MemoryError) as exc:
                 if not _is_out_of_memory(exc):
                     raise
+            if not back:  # a partial move would leave the networks on two devices
+                _move(model, torch.device("cpu"))
+                _release(home)
                 tell(f"the model stays on the CPU: moving it back to {home} ran out of memory")
 
     brain = vol.brain

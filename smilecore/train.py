@@ -244,23 +244,27 @@ class Trainer:
 
     def _out_of_memory(self, phase: int, batch: dict) -> torch.cuda.OutOfMemoryError:
         """The error for a training step that ran out of GPU memory, with the largest batch size
-        (a power-of-two share of the current one) whose step fits, found by trying it on the same
-        slices. The checkpoint on disk is untouched; in-memory weights no longer matter."""
+        (a power-of-two share of the current one) that fits, found by trying two steps of it on
+        the same slices in the hungriest phase of the run (phase 4 trains all three networks;
+        the second step runs with every optimizer state allocated). The checkpoint on disk is
+        untouched; in-memory weights no longer matter."""
         size, shape = len(batch["image"]), tuple(batch["image"].shape[-2:])
         fits, k = None, size // 2
         while k >= 1 and fits is None:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             try:
-                self.train_step(phase, {key: v[:k] for key, v in batch.items()})
+                for _ in range(2):
+                    self.train_step(max(self.cfg.phases), {key: v[:k] for key, v in batch.items()})
                 fits = k
             except torch.cuda.OutOfMemoryError:
                 k //= 2
         where = (f"phase {phase}, epoch {self.position['epoch'] + 1}, step {self.position['step'] + 1}, with "
                  f"batch size {size} of {shape[0]} x {shape[1]} slices on {self.device}")
         if fits:
-            advice = (f"batch size {fits} fits: start the run again with --batch-size {fits} "
-                      "(--resume keeps the run's own batch size)")
+            advice = (f"batch size {fits} fits a trial of the largest phase: start the run again with "
+                      f"--batch-size {fits} (halve it if memory still runs out; --resume keeps the run's "
+                      "own batch size)")
         else:
             advice = ("even one slice does not fit: train on crops (--crop 128) or smaller networks "
                       "(--base), or use --device cpu")
