@@ -1,0 +1,48 @@
+"""`smile bench` on a small volume: every figure present, the fast synthesis equal to the naive one."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smilecore.modelfile import default_model_path, load_model
+from smilecore.speed import bench_synthesis, forward_flops
+
+
+def test_bench_quick_reports_ratios_and_flops(cohort, tmp_path):
+    out = tmp_path / "speed.json"
+    volume = next(cohort.glob("*/*_t2.nii.gz"))
+    r = subprocess.run([sys.executable, "-m", "smilecore.cli", "bench", "--volume", str(volume), "--data", str(cohort),
+                        "--sizes", "default", "--steps", "1", "--batch-size", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    row = report["sizes"]["default"]
+    syn = row["synthesis"]
+    assert syn["fast"]["seconds"] > 0 and syn["naive"]["seconds"] > 0 and syn["speedup"] > 0
+    assert syn["fast"]["G_s"] + syn["fast"]["S_s"] + syn["fast"]["R_s"] <= syn["fast"]["seconds"]
+    assert set(row["training"]["phases"]) == {"1", "2", "3", "4"}
+    for phase in row["training"]["phases"].values():
+        assert phase["fast"]["slices_per_s"] > 0 and phase["naive"]["slices_per_s"] > 0
+        assert phase["fast"]["flop_per_s"] > 0
+    assert row["training"]["preprocess_cases_per_s"] > 0 and row["paper_schedule_hours"] > 0
+    assert "speedup" in r.stdout and "GFLOP/s" in r.stdout
+
+
+def test_flops_per_slice_follow_the_network_size():
+    model = load_model(default_model_path())
+    small, big = forward_flops(model, (64, 64)), forward_flops(model, (128, 128))
+    for name in "GSR":
+        assert big[name] == pytest.approx(4 * small[name], rel=0.01)   # convolutions: linear in pixels
+        assert small[name] > 1e7
+
+
+def test_fast_synthesis_equals_the_naive_path(cohort):
+    """Brain-box crop, brain slices only and batching change nothing beyond the stated tolerance
+    (synthesis._brain_box: up to 0.03 of V99.5 near the crop edge, mean below 1e-3)."""
+    volume = next(cohort.glob("*/*_t2.nii.gz"))
+    result = bench_synthesis(volume, load_model(default_model_path()), batch_size=4)
+    diff = result["difference"]
+    assert diff["pseudo_normal_max_abs"] < 0.03 and diff["pseudo_normal_mean_abs"] < 1e-3, diff
+    assert diff["probability_max_abs"] < 0.05, diff
+    assert diff["mask_dice"] > 0.99, diff
