@@ -201,7 +201,11 @@ def cmd_train(args) -> int:
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
                           save_half=args.save_half, transplant_weight=args.transplant_weight)
     out.mkdir(parents=True, exist_ok=True)
-    events = EventLog(out / "events.jsonl", None if args.quiet else ProgressBar())
+    import os
+    from . import distributed
+    main_process = int(os.environ.get("RANK", "0")) == 0   # under torchrun, process 0 reports
+    events = (EventLog(out / "events.jsonl", None if args.quiet else ProgressBar()) if main_process
+              else EventLog(None))
     try:
         model = Trainer(cfg, events).run(resume=args.resume)
     except BaseException as exc:
@@ -210,7 +214,9 @@ def cmd_train(args) -> int:
         raise
     finally:
         events.close()
-    print(f"model written to {model}")
+        distributed.finish()
+    if main_process:
+        print(f"model written to {model}")
     return 0
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed as D
 from . import losses as L
 from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
 from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
@@ -160,8 +161,15 @@ class Trainer:
         self.cfg = cfg.check()
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.events = events or EventLog(self.out / "events.jsonl")
-        self.device = resolve_device(cfg.device)
+        self.device = D.local_device(resolve_device(cfg.device))
+        if self.device.type == "cuda" and D.launched():
+            torch.cuda.set_device(self.device)
+        D.init(self.device)
+        self.rank, self.world = D.rank(), D.world_size()
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch size {cfg.batch_size} does not divide among {self.world} processes")
+        # process 0 alone writes events (and checkpoints and the model)
+        self.events = (events or EventLog(self.out / "events.jsonl")) if self.rank == 0 else EventLog(None)
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm} for n in "GSR"}
@@ -169,6 +177,7 @@ class Trainer:
         self.nets = build_networks(sizes)
         for net in self.nets.values():
             net.to(self.device)
+            D.broadcast_parameters(net)
         self.opts = {n: torch.optim.Adam(net.parameters(), lr=cfg.lr) for n, net in self.nets.items()}
         self.eps = cfg.eps0
         self.position = {"phase_index": 0, "epoch": 0, "step": 0, "global_step": 0}
@@ -178,6 +187,17 @@ class Trainer:
 
     # ---- data -------------------------------------------------------------------------
     def prepare_data(self):
+        """Find, split and cache the cases (process 0 first, so that processes never build the
+        same cache entry at once)."""
+        if self.rank != 0:
+            D.barrier()
+        try:
+            self._prepare_data()
+        finally:
+            if self.rank == 0:
+                D.barrier()
+
+    def _prepare_data(self):
         cfg = self.cfg
         cases = find_cases(cfg.data_dir)
         if not cases:
@@ -210,8 +230,9 @@ class Trainer:
         n_steps = self.steps_per_epoch()
         sampler = EpochSampler(self.train_set, cfg.seed, phase, epoch, start_step * cfg.batch_size,
                                n_steps * cfg.batch_size)
+        items = D.shard(sampler.items, cfg.batch_size)  # this process's share of each global batch
         workers = cfg.num_workers if cfg.num_workers is not None else (2 if self.device.type == "cuda" else 0)
-        return torch.utils.data.DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler,
+        return torch.utils.data.DataLoader(self.train_set, batch_size=cfg.batch_size // self.world, sampler=items,
                                            collate_fn=collate, num_workers=workers,
                                            pin_memory=self.device.type == "cuda", drop_last=False)
 
@@ -221,8 +242,9 @@ class Trainer:
 
     def _update(self, names: str, terms: dict[str, torch.Tensor]):
         loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            bad = [f"{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)]
+        if not D.all_true(bool(torch.isfinite(loss)), self.device):
+            bad = [f"{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)] or \
+                ["(in another training process)"]
             ckpt = self.out / CHECKPOINT_NAME
             try:  # the step of the checkpoint on disk (weights_only, memory-mapped: cheap)
                 kept = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["position"]
@@ -240,6 +262,7 @@ class Trainer:
             self.opts[n].zero_grad(set_to_none=True)
         loss.backward()
         for n in names:
+            D.average_gradients(self.nets[n])
             self.opts[n].step()
 
     def _out_of_memory(self, phase: int, batch: dict) -> torch.cuda.OutOfMemoryError:
@@ -414,8 +437,16 @@ class Trainer:
                 "history": json.dumps(self.history)}
 
     def save_checkpoint(self):
-        atomic_torch_save(self.checkpoint_state(), self.out / CHECKPOINT_NAME)
-        self.events.emit("checkpoint", path=str(self.out / CHECKPOINT_NAME), **self._where())
+        """Called by every process at the same step: the state is made common (BatchNorm
+        statistics averaged, confidence statistics summed), then process 0 writes it."""
+        for net in self.nets.values():
+            D.average_buffers(net)
+        acc = D.sum_values(self.acc, self.device)
+        if self.rank == 0:
+            state = self.checkpoint_state()
+            state["acc"] = acc
+            atomic_torch_save(state, self.out / CHECKPOINT_NAME)
+            self.events.emit("checkpoint", path=str(self.out / CHECKPOINT_NAME), **self._where())
 
     def load_checkpoint(self, path: str | Path):
         state = torch.load(path, map_location=self.device, weights_only=True)
@@ -427,6 +458,8 @@ class Trainer:
         self.position = {k: int(v) for k, v in state["position"].items()}
         self.eps = float(state["eps"])
         self.acc = {k: (float(v) if k == "conf_sum" else int(v)) for k, v in state["acc"].items()}
+        if self.rank != 0:   # the saved sums cover all processes; process 0 carries them on
+            self.acc = self._new_accumulator()
         self.history = json.loads(state["history"])
         self.loss_sums = {k: float(v) for k, v in state.get("loss_sums", {}).items()}
 
@@ -483,14 +516,18 @@ class Trainer:
                                      **self._where())
                     if self.position["step"] % cfg.checkpoint_every == 0 and self.position["step"] < n_steps:
                         self.save_checkpoint()
+                self.acc = D.sum_values(self.acc, self.device)   # over processes: one eps for all
+                for net in self.nets.values():
+                    D.average_buffers(net)
                 share = self._pseudo_label_share()
                 eps_used = self.eps
                 self._end_of_epoch_eps()
-                val = self.validate(phase)
+                val = self.validate(phase) if self.rank == 0 else {}
                 record = {"phase": phase, "epoch": epoch, "eps_used": eps_used, "eps": self.eps,
                           "pseudo_label_share": share, "val": val,
                           "losses": {k: v / max(self.position["step"], 1) for k, v in self.loss_sums.items()},
                           "seconds": round(time.time() - t_epoch, 2)}
+                record["slices"] = self.acc["slices"]
                 record["slices_per_s"] = round(self.acc["slices"] / max(record["seconds"], 1e-9), 2)
                 self.history.append(record)
                 self.position.update(epoch=epoch + 1, step=0)
@@ -500,7 +537,8 @@ class Trainer:
                 self.save_checkpoint()
             self.position.update(phase_index=self.position["phase_index"] + 1, epoch=0, step=0)
             self.save_checkpoint()
-        model_path = self.save_model()
+        model_path = self.save_model() if self.rank == 0 else self.out / MODEL_NAME
+        D.barrier()
         self.events.emit("done", model=str(model_path), seconds=round(time.time() - t0, 2), **self._where())
         return model_path
 
