@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", type=int, default=3, help="timed training steps per phase")
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--no-naive", action="store_true", help="skip the naive path (no ratios)")
+    q.add_argument("--no-training", action="store_true", help="synthesis only")
     q.add_argument("--device", default="auto", help="auto, cpu, cuda")
     q.add_argument("--out", default=None, help="write every number as JSON here")
 
@@ -320,7 +321,7 @@ def cmd_bench(args) -> int:
     sample = resources_dir() / "sample"
     volume = Path(args.volume) if args.volume else next(sample.glob("*_t2.nii.gz"))
     report = run_bench(volume, Path(args.data) if args.data else sample, args.sizes, args.device, args.steps,
-                       args.batch_size, naive=not args.no_naive)
+                       args.batch_size, naive=not args.no_naive, training=not args.no_training)
     if args.out:
         save_report(report, Path(args.out))
     print(markdown(report))

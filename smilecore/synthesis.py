@@ -264,6 +264,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
                 _release(home)
                 tell(f"the model stays on the CPU: moving it back to {home} ran out of memory")
 
+    # blend only inside the box that was synthesised (outside it every change is 0), in place
     brain = vol.brain
     prob *= brain
     if user_mask is None:
@@ -271,18 +272,26 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     else:
         lesion = user_mask.astype(bool)
     scale = vol.norm.scale
-    change = np.where(brain, scale * (G_out - vol.image), 0.0)
-    if user_mask is not None:
-        change = np.where(lesion, change, 0.0)
-    pseudo_normal = vol.raw + change
-    pseudo_abnormal = vol.raw + np.where(brain | lesion, scale * (R_out - vol.image), 0.0)
+    box = (bx, by, slice(int(zs[0]), int(zs[-1]) + 1))
+    change = G_out[box] - vol.image[box]
+    change *= scale
+    change[~(brain[box] & lesion[box]) if user_mask is not None else ~brain[box]] = 0.0
+    pseudo_normal = vol.raw.copy()
+    pseudo_normal[box] += change
+    difference = np.zeros(shape, np.float32)
+    difference[box] = -change
+    painted = R_out[box] - vol.image[box]
+    painted *= scale
+    painted[~(brain[box] | lesion[box])] = 0.0
+    pseudo_abnormal = vol.raw.copy()
+    pseudo_abnormal[box] += painted
     back = vol.to_input_order
     return SynthesisResult(
-        pseudo_normal=back(pseudo_normal.astype(np.float32)),
+        pseudo_normal=back(pseudo_normal),
         lesion_probability=back(prob),
         lesion_mask=back(lesion.astype(np.uint8)),
-        pseudo_abnormal=back(pseudo_abnormal.astype(np.float32)),
-        difference=back((vol.raw - pseudo_normal).astype(np.float32)),
+        pseudo_abnormal=back(pseudo_abnormal),
+        difference=back(difference),
         mask_source="user" if user_mask is not None else "segmentor",
         notes=notes)
 
