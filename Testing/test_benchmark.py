@@ -68,6 +68,8 @@ def test_all_runs_share_one_split_and_budget(quick_benchmark):
 def test_rerun_reuses_finished_runs(quick_benchmark):
     out, cmd, _ = quick_benchmark
     models = {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{MODEL_NAME}")}
+    models.update({p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/augmentation.json")})
+    assert len(models) == 8 + 2                                  # 8 models, one augmentation result per seed
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in models} == models

@@ -50,3 +50,6 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     kt = report["known_truth"]
     assert set(kt) == {"model", "model_mask_given", "untouched", "mean_fill"}
     assert kt["mean_fill"]["psnr"] > kt["untouched"]["psnr"]  # the baseline does remove something
+    dz = report["through_plane_change"]
+    assert set(dz) == {"pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy"}
+    assert all(0 <= v < 1 for v in dz.values())

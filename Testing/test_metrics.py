@@ -80,3 +80,20 @@ def test_known_truth_errors():
     assert e["ssim"] < 1.0
     with pytest.raises(ValueError):
         metrics.known_truth_errors(a, a, np.zeros_like(a))
+
+
+def test_through_plane_change_known_answers():
+    from smilecore.metrics import through_plane_change
+    region = np.ones((4, 8, 8), bool)
+    flat = np.full((4, 8, 8), 0.5)
+    assert through_plane_change(flat, region) == (0.0, 3 * 64)
+    stripes = flat.copy()
+    stripes[1::2] = 0.7                                       # every other slice brighter by 0.2
+    value, n = through_plane_change(stripes, region)
+    assert value == pytest.approx(0.2) and n == 3 * 64
+    # pairs that are not neighbours in the volume, and pixels outside the region, do not count
+    assert through_plane_change(stripes, region, neighbours=[True, False, False]) == (pytest.approx(0.2), 64)
+    part = region.copy()
+    part[2] = False
+    assert through_plane_change(stripes, part)[1] == 64
+    assert np.isnan(through_plane_change(stripes, np.zeros_like(region))[0])

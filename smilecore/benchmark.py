@@ -223,7 +223,16 @@ class Benchmark:
                 "pseudo-abnormal": _memory_case("pseudo-abnormal", pab, masks.astype(np.uint8))}
 
     def augmentation(self, model_path: Path, seed: int) -> dict[str, float]:
+        """Dice on the test cases per training set; kept beside the model (keyed by the
+        model file's time stamp and the segmentor settings), so a rerun reuses it."""
         s = self.s
+        saved = model_path.parent / "augmentation.json"
+        key = json.dumps({"model_mtime_ns": model_path.stat().st_mtime_ns, "seed": seed,
+                          "test": [c.case_id for c in self.test], **dataclasses.asdict(s.spred)}, sort_keys=True)
+        if saved.is_file():
+            cached = json.loads(saved.read_text())
+            if cached.get("key") == key:
+                return cached["dice"]
         extra = self.augmentation_sets(load_model(model_path), seed)
         sets = {"real": [], "real+pseudo-normal": ["pseudo-normal"], "real+pseudo-abnormal": ["pseudo-abnormal"],
                 "real+both": ["pseudo-normal", "pseudo-abnormal"]}
@@ -234,6 +243,7 @@ class Benchmark:
             net = (train_spred(self.train, settings, self.cache, bar) if not added
                    else train_segmentor(self.train + [extra[a] for a in added], settings, bar))
             out[name] = segmentation_dice(net, self.test)[0]
+        _atomic_write(saved, json.dumps({"key": key, "dice": out}))
         return out
 
     # ---- figures ----------------------------------------------------------------------------
@@ -344,6 +354,8 @@ def summarise(results: dict, augmentation: dict) -> dict:
     for variant, by_seed in results.items():
         reps = list(by_seed.values())
         row = {k: _mean_sd([r[k] for r in reps]) for k in ("identity", "healthiness", "dice_S", "train_seconds")}
+        for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy"):
+            row[f"dz_{k}"] = _mean_sd([r["through_plane_change"][k] for r in reps if "through_plane_change" in r])
         for name in ("model", "model_mask_given"):
             for m in ("psnr", "ssim", "mae"):
                 row[f"kt_{name}_{m}"] = _mean_sd([r["known_truth"][name][m] for r in reps if "known_truth" in r])
@@ -385,6 +397,13 @@ def markdown(report: dict) -> str:
     for b, kt in summ["known_truth_baselines"].items():
         lines.append(f"| baseline: {b.replace('_', ' ')} | – | – | – | {kt['psnr']:.2f} | {kt['ssim']:.3f} | "
                      f"{kt['mae']:.4f} | – | – |")
+    lines += ["", "Through-plane change (striping; mean |V(z+1) - V(z)| between neighbouring axial slices, "
+              "metrics.py): the pseudo-normal inside the expert's lesion, next to the input there and to "
+              "healthy tissue of the same test volumes:", "",
+              "| method | pseudo-normal in lesion | input in lesion | input, healthy tissue |", "|---|---|---|---|"]
+    for v, row in summ["variants"].items():
+        lines.append(f"| {v} | {_fmt(row['dz_pseudo_normal_lesion'], 4)} | {_fmt(row['dz_input_lesion'], 4)} | "
+                     f"{_fmt(row['dz_input_healthy'], 4)} |")
     lines += ["", "Known truth with the lesion mask given (review mode: input outside the mask, G inside):", "",
               "| method | PSNR (dB) | SSIM | MAE |", "|---|---|---|---|"]
     for v, row in summ["variants"].items():

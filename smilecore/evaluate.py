@@ -6,6 +6,9 @@ Which slices count:
   slices in the canonical orientation, normalised intensities (data range 1);
 - Dice of S: every kept slice of each test case, pooled per case (and over all test voxels for
   the overall figure); S's threshold is the model's (0.5);
+- through-plane change (metrics.through_plane_change): every kept slice of each test case, G's
+  output inside the brain (the input outside), pooled over the test cases: inside the expert's
+  lesion for the pseudo-normal and the input, and in healthy tissue;
 - known truth: lesions transplanted into normal slices of the test cases (see
   `transplant_set`), errors inside the transplanted lesion only.
 
@@ -168,9 +171,20 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     spred = spred.eval()
     dice_all, per_case = segmentation_dice(S, test_cases, batch)
     ids, n_pn, n_in = [], 0.0, 0.0
+    stripes = {k: [0.0, 0] for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy")}
     for case in test_cases:
         images = np.asarray(case.image, np.float32)
         truth = np.asarray(case.mask) > 0
+        pn_all = np.where(images > 0, run_net(G, images, batch)[:, 0], images)
+        near = F.max_pool2d(torch.from_numpy(truth.astype(np.float32))[:, None], 11, stride=1, padding=5)[:, 0].numpy() > 0
+        healthy = (images > 0) & ~near
+        neighbours = np.diff(case.z) == 1
+        for key, stack, region in (("pseudo_normal_lesion", pn_all, truth), ("input_lesion", images, truth),
+                                   ("input_healthy", images, healthy), ("pseudo_normal_healthy", pn_all, healthy)):
+            value, n = metrics.through_plane_change(stack, region, neighbours)
+            if n:
+                stripes[key][0] += value * n
+                stripes[key][1] += n
         ab = case.abnormal
         if ab.any():
             I, M = images[ab], truth[ab].astype(np.float32)
@@ -181,7 +195,8 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     report = {"identity": float(np.concatenate(ids).mean()) if ids else float("nan"),
               "healthiness": metrics.healthiness(n_pn, n_in),
               "dice_S": dice_all, "dice_S_per_case": per_case,
-              "abnormal_slices": int(sum(len(i) for i in ids))}
+              "abnormal_slices": int(sum(len(i) for i in ids)),
+              "through_plane_change": {k: (v / n if n else float("nan")) for k, (v, n) in stripes.items()}}
     if transplants is not None:
         pn = run_net(G, transplants.image, batch)[:, 0]
         # with the mask given (review mode): input outside it, G inside

@@ -18,6 +18,11 @@ All images are 2D slices (N x H x W tensors, or arrays) in normalised intensitie
   ratio for the set, not a mean of per-slice ratios (those are undefined where Spred finds
   nothing in I).
 - Dice = 2|P & T| / (|P| + |T|), pooled over all voxels of a case or set; 1.0 when both are empty.
+- Through-plane change (striping): slice-wise synthesis can make neighbouring axial slices
+  disagree, which shows as stripes in sagittal and coronal views. Measured as the mean
+  |V(z+1) - V(z)| over the voxel pairs of neighbouring slices that both lie in a region; a
+  pseudo-normal's value inside the lesion is compared with the input's value in healthy tissue
+  (brain more than 5 pixels from any lesion, in both slices) of the same volume.
 - Known truth (a lesion pasted into a healthy slice): MAE, PSNR (peak = data range 1) and
   SSIM (map averaged over lesion pixels) of the pseudo-normal against the healthy slice,
   inside the lesion mask only.
@@ -133,3 +138,15 @@ def known_truth_errors(pseudo_normal, truth, lesion, data_range: float = 1.0) ->
             "psnr": float("inf") if mse == 0 else 10 * math.log10(data_range ** 2 / mse),
             "ssim": float(np.average(per_slice[counted > 0], weights=counted[counted > 0]))
             if counted.any() else float("nan")}
+
+
+def through_plane_change(stack, region, neighbours=None) -> tuple[float, int]:
+    """(mean |V[k+1] - V[k]| over pixels in `region` in both slices, number of such pixels) for a
+    stack of axial slices (Z x H x W). `neighbours[k]` says whether slices k and k+1 are adjacent
+    in the volume (default: all are)."""
+    v, r = np.asarray(stack, np.float64), np.asarray(region) > 0
+    both = r[1:] & r[:-1]
+    if neighbours is not None:
+        both &= np.asarray(neighbours, bool)[:, None, None]
+    n = int(both.sum())
+    return (float(np.abs(v[1:] - v[:-1])[both].mean()) if n else float("nan")), n
