@@ -120,14 +120,15 @@ def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
     return out
 
 
-def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: bool = True) -> dict:
+def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: bool = True,
+                    channels_last: bool = True) -> dict:
     device = next(model.nets["G"].parameters()).device
     data, affine, _ = load_nifti(path)
     vol = CanonicalVolume.from_array(data, affine)
     timed = {n: Timed(net, device) for n, net in model.nets.items()}
     fast_model = SmileModel(timed, model.config)
     if device.type == "cuda":   # warm-up at the real shapes (cuDNN picks its kernels per shape)
-        synthesize(data, affine, fast_model, batch_size=batch_size)
+        synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last)
         for t in timed.values():
             t.seconds, t.pixels = 0.0, 0
     else:                       # one small pass is enough on a CPU
@@ -136,7 +137,7 @@ def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: 
             model.nets["R"](model.nets["G"](x), model.nets["S"](x)[:, :1])
     _sync(device)
     t0 = time.perf_counter()
-    result = synthesize(data, affine, fast_model, batch_size=batch_size)
+    result = synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last)
     _sync(device)
     total = time.perf_counter() - t0
     per_pixel = {n: f / (data.shape[0] * data.shape[1]) for n, f in forward_flops(model, data.shape[:2]).items()}
@@ -194,7 +195,7 @@ class NaiveSlices(torch.utils.data.Dataset):
 
 
 def bench_training(data_dir: Path, size: str, steps: int, batch_size: int, device: str, naive: bool = True,
-                   max_cases: int = 4) -> dict:
+                   max_cases: int = 4, channels_last: bool = True) -> dict:
     """Slices/s of each phase's training step, fast (cache) and naive (decode per sample), whole slices."""
     from .cases import find_cases
     from .dataset import SliceSet, cache_case
@@ -202,7 +203,7 @@ def bench_training(data_dir: Path, size: str, steps: int, batch_size: int, devic
     cases = [c for c in find_cases(data_dir) if c.labeled][:max_cases]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data_dir=str(data_dir), out_dir=tmp, device=device, batch_size=batch_size,
-                          lr=1e-4, **SIZES[size], epochs=1)
+                          lr=1e-4, **SIZES[size], epochs=1, channels_last=channels_last)
         trainer = Trainer(cfg)
         t0 = time.perf_counter()
         cached = [cache_case(c, Path(tmp) / "cache") for c in cases]
@@ -260,11 +261,12 @@ def paper_schedule_hours(train: dict, cases: int = 130, epochs: int = 10) -> flo
 
 # ---- the whole benchmark -------------------------------------------------------------------------
 def run_bench(volume: Path, data_dir: Path, sizes=("default", "paper"), device: str = "auto", steps: int = 3,
-              batch_size: int = 8, naive: bool = True, training: bool = True, log=print) -> dict:
+              batch_size: int = 8, naive: bool = True, training: bool = True, channels_last: bool = True,
+              log=print) -> dict:
     dev = resolve_device(device)
     report = {"device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "volume": str(volume),
-              "data_dir": str(data_dir), "sizes": {}}
+              "data_dir": str(data_dir), "channels_last": channels_last, "sizes": {}}
     from .benchmark import hardware
     report["hardware"] = hardware()
     for size in sizes:
@@ -273,10 +275,11 @@ def run_bench(volume: Path, data_dir: Path, sizes=("default", "paper"), device: 
         log(f"bench: {size} networks, synthesis")
         shape = load_nifti(volume)[0].shape[:2]
         row = {"networks": SIZES[size], "forward_flops_per_slice": forward_flops(model, shape),
-               "synthesis": bench_synthesis(volume, model, naive=naive)}
+               "synthesis": bench_synthesis(volume, model, naive=naive, channels_last=channels_last)}
         if training:
             log(f"bench: {size} networks, training")
-            row["training"] = bench_training(data_dir, size, steps, batch_size, device, naive=naive)
+            row["training"] = bench_training(data_dir, size, steps, batch_size, device, naive=naive,
+                                             channels_last=channels_last)
             row["paper_schedule_hours"] = paper_schedule_hours(row["training"])
         peak = next((v for k, v in GPU_BF16_PEAK.items() if report["gpu"] and k in report["gpu"]), None)
         if peak and training:

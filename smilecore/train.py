@@ -79,6 +79,7 @@ class TrainConfig:
     cache_dir: str | None = None        # default: <out_dir>/cache
     device: str = "auto"
     amp: bool = True                    # bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = True          # NHWC tensors on CUDA (faster bf16 convolutions); ignored on CPU
     num_workers: int | None = None      # None: 2 on CUDA, 0 on CPU
     checkpoint_every: int = 100         # steps, besides the end of every epoch
     max_val_slices: int = 64
@@ -175,8 +176,10 @@ class Trainer:
         sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm} for n in "GSR"}
         self.sizes = sizes
         self.nets = build_networks(sizes)
+        self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"
+                              else torch.contiguous_format)
         for net in self.nets.values():
-            net.to(self.device)
+            net.to(self.device, memory_format=self.memory_format)
             D.broadcast_parameters(net)
         self.opts = {n: torch.optim.Adam(net.parameters(), lr=cfg.lr) for n, net in self.nets.items()}
         self.eps = cfg.eps0
@@ -329,7 +332,7 @@ class Trainer:
 
     def train_step(self, phase: int, batch: dict) -> dict[str, float]:
         G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
-        I = batch["image"].to(self.device, non_blocking=True)
+        I = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         M_true = batch["mask"].to(self.device, non_blocking=True)
         labeled = batch["labeled"].to(self.device)
         logged: dict[str, torch.Tensor] = {}
