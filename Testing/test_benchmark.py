@@ -94,3 +94,16 @@ def test_unknown_variant_is_refused(cohort, tmp_path):
     with pytest.raises(ValueError, match="unknown variant"):
         BenchmarkSettings(data_dir=str(cohort), out_dir=str(tmp_path), variants=("SMILE-25",)).check()
     assert "SMILE-sup+paired" in VARIANTS
+
+
+def test_a_run_is_reused_only_for_the_same_training(cohort, tmp_path):
+    from dataclasses import asdict, replace
+    from smilecore.benchmark import _same_training
+    from smilecore.train import TrainConfig
+    cfg = TrainConfig(data_dir=str(cohort), out_dir=str(tmp_path), lr=1e-3)
+    saved = json.loads(json.dumps(asdict(cfg)))
+    del saved["channels_last"]                         # a run made before that setting existed
+    assert _same_training(saved, cfg)
+    assert _same_training(saved, replace(cfg, device="cpu", checkpoint_every=7))   # speed, not results
+    assert not _same_training(saved, replace(cfg, lr=1e-4))
+    assert not _same_training(saved, replace(cfg, transplant_weight=1.0))

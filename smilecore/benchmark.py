@@ -171,7 +171,7 @@ class Benchmark:
         run = Path(cfg.out_dir)
         model, stamp = run / MODEL_NAME, run / "benchmark-config.json"
         wanted = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-        same = stamp.is_file() and stamp.read_text() == wanted
+        same = stamp.is_file() and _same_training(json.loads(stamp.read_text()), cfg)
         if not (model.is_file() and same):
             resume = same and (run / "checkpoint.pt").is_file()
             if not resume and run.exists():
@@ -315,6 +315,18 @@ class Benchmark:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+# settings that change how fast a run goes or where it writes, not what it learns
+NOT_RESULTS = {"device", "amp", "channels_last", "num_workers", "checkpoint_every", "cache_dir", "data_dir"}
+
+
+def _same_training(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a run made with the `saved` settings is the one `cfg` asks for (a setting added to
+    TrainConfig after the run counts with its default)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    wanted = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return all(saved.get(k, defaults.get(k)) == v for k, v in wanted.items() if k not in NOT_RESULTS)
+
+
 def _memory_case(name: str, images: np.ndarray, masks: np.ndarray) -> CachedCase:
     boxes = _boxes(masks > 0)
     return CachedCase(name, images.astype(np.float32), masks, np.arange(len(images)), _boxes(images > 0), boxes, 1.0)
