@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from smilecore import losses as L
@@ -49,3 +50,21 @@ def test_transplant_pairs_paste_lesions_into_normal_brain_only():
     assert torch.equal(I_t[0, 0][pasted], I[0, 0][pasted])
     assert torch.equal(I_t[0, 0][~pasted], I[1, 0][~pasted])
     assert L.transplant_pairs(I, torch.zeros_like(M), labeled) is None
+
+
+def test_bilinear_upsampling_keeps_shapes_and_the_identity_start():
+    from smilecore.unet import Generator, Segmentor, UNet
+    x = torch.rand(2, 1, 37, 45)
+    g = Generator(base=4, depth=3, norm="batch", upsample="bilinear").eval()
+    assert torch.equal(g(x), x)                                 # residual, zero head: starts as identity
+    assert Segmentor(base=4, depth=3, upsample="bilinear")(x).shape == (2, 2, 37, 45)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    with pytest.raises(ValueError, match="up-sampling"):
+        UNet(1, 1, upsample="nearest")
+
+
+def test_model_files_without_the_upsampling_key_load_as_transpose():
+    from smilecore.modelfile import default_model_path, load_model
+    model = load_model(default_model_path())
+    assert "upsample" not in model.config["networks"]["G"]      # written before the option existed
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.nets["G"].modules())

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--depth", type=int, default=d.depth, help="number of U-Net down-samplings")
     t.add_argument("--norm", default=d.norm, choices=["batch", "none"],
                    help="U-Net normalisation (BatchNorm, or none)")
+    t.add_argument("--upsample", default=d.upsample, choices=["transpose", "bilinear"],
+                   help="U-Net up-sampling: transposed convolution (the original U-Net) or bilinear + 1x1 "
+                        "convolution (no checkerboard in G's and R's outputs)")
     t.add_argument("--crop", type=int, default=None,
                    help="train on random crops of this size at full resolution (default: whole slices)")
     t.add_argument("--eps0", type=float, default=d.eps0, help="initial confidence threshold")
@@ -198,6 +201,7 @@ def cmd_train(args) -> int:
                           split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                           batch_size=args.batch_size, lr=args.lr, base=args.base, depth=args.depth, norm=args.norm,
+                          upsample=args.upsample,
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,

@@ -73,6 +73,7 @@ class TrainConfig:
     base: int = 32                      # U-Net width (same for G, S, R)
     depth: int = 4
     norm: str = "batch"                 # U-Net normalisation: "batch" or "none" (see unet.py)
+    upsample: str = "transpose"         # U-Net up-sampling: "transpose" (the paper's U-Net) or "bilinear"
     crop: int | None = None             # train on random crops of this size (full resolution)
     eps0: float = 0.9
     min_brain_fraction: float = DEFAULT_MIN_BRAIN_FRACTION
@@ -173,7 +174,7 @@ class Trainer:
         self.events = (events or EventLog(self.out / "events.jsonl")) if self.rank == 0 else EventLog(None)
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
-        sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm} for n in "GSR"}
+        sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm, "upsample": cfg.upsample} for n in "GSR"}
         self.sizes = sizes
         self.nets = build_networks(sizes)
         self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"

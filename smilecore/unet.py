@@ -35,6 +35,7 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
 
 
 NORMS = ("none", "batch")
+UPSAMPLINGS = ("transpose", "bilinear")
 
 
 class ConvBlock(nn.Sequential):
@@ -48,16 +49,29 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+def _upsampler(cin: int, cout: int, kind: str) -> nn.Module:
+    """2x up-sampling from `cin` to `cout` channels. "transpose": a 2x2 transposed convolution,
+    stride 2 (the original U-Net; its kernel pattern tends to leave a checkerboard in residual
+    outputs such as G's); "bilinear": bilinear interpolation, then a 1x1 convolution (smooth)."""
+    if kind == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 2, stride=2)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(cin, cout, 1))
+
+
 class UNet(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, base: int = 32, depth: int = 4, norm: str = "none"):
+    def __init__(self, in_ch: int, out_ch: int, base: int = 32, depth: int = 4, norm: str = "none",
+                 upsample: str = "transpose"):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"unknown normalisation {norm!r}; choose from {NORMS}")
-        self.config = {"in_ch": in_ch, "out_ch": out_ch, "base": base, "depth": depth, "norm": norm}
+        if upsample not in UPSAMPLINGS:
+            raise ValueError(f"unknown up-sampling {upsample!r}; choose from {UPSAMPLINGS}")
+        self.config = {"in_ch": in_ch, "out_ch": out_ch, "base": base, "depth": depth, "norm": norm,
+                       "upsample": upsample}
         widths = [base * 2 ** i for i in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(in_ch, widths[0], norm)] +
                                   [ConvBlock(widths[i], widths[i + 1], norm) for i in range(depth)])
-        self.upsample = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+        self.upsample = nn.ModuleList([_upsampler(widths[i + 1], widths[i], upsample)
                                        for i in reversed(range(depth))])
         self.up = nn.ModuleList([ConvBlock(2 * widths[i], widths[i], norm) for i in reversed(range(depth))])
         self.head = nn.Conv2d(widths[0], out_ch, 1)
@@ -88,9 +102,9 @@ def _zero_head(unet: UNet) -> UNet:
 class Generator(nn.Module):
     """G: abnormal slice -> pseudo-normal slice (1 -> 1 channel)."""
 
-    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none"):
+    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none", upsample: str = "transpose"):
         super().__init__()
-        self.unet = _zero_head(UNet(1, 1, base, depth, norm))
+        self.unet = _zero_head(UNet(1, 1, base, depth, norm, upsample))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return image + self.unet(image)
@@ -99,9 +113,9 @@ class Generator(nn.Module):
 class Segmentor(nn.Module):
     """S: slice -> logits of (background, lesion)."""
 
-    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none"):
+    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none", upsample: str = "transpose"):
         super().__init__()
-        self.unet = UNet(1, 2, base, depth, norm)
+        self.unet = UNet(1, 2, base, depth, norm, upsample)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.unet(image)
@@ -110,9 +124,9 @@ class Segmentor(nn.Module):
 class Reconstructor(nn.Module):
     """R: (pseudo-normal slice, lesion mask) -> pseudo-abnormal slice with a lesion at the mask."""
 
-    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none"):
+    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none", upsample: str = "transpose"):
         super().__init__()
-        self.unet = _zero_head(UNet(2, 1, base, depth, norm))
+        self.unet = _zero_head(UNet(2, 1, base, depth, norm, upsample))
 
     def forward(self, pseudo_normal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return pseudo_normal + self.unet(torch.cat([pseudo_normal, mask], dim=1))
@@ -122,5 +136,6 @@ NETWORKS = {"G": Generator, "S": Segmentor, "R": Reconstructor}
 
 
 def build_networks(sizes: dict) -> dict[str, nn.Module]:
-    """sizes: {"G": {"base": 32, "depth": 4, "norm": "batch"}, "S": {...}, "R": {...}}"""
+    """sizes: {"G": {"base": 32, "depth": 4, "norm": "batch", "upsample": "bilinear"}, "S": {...}, "R": {...}}
+    ("upsample" may be absent: model files from before it existed use "transpose")."""
     return {name: cls(**sizes[name]) for name, cls in NETWORKS.items()}
