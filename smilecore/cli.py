@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--no-naive", action="store_true", help="skip the naive path (no ratios)")
     q.add_argument("--no-training", action="store_true", help="synthesis only")
+    q.add_argument("--quick", action="store_true",
+                   help="the default networks only, one timed step per phase, batch 2 (a check that it all runs)")
     q.add_argument("--no-channels-last", action="store_true", help="NCHW tensors on CUDA (for comparison)")
     q.add_argument("--device", default="auto", help="auto, cpu, cuda")
     q.add_argument("--out", default=None, help="write every number as JSON here")
@@ -325,8 +327,9 @@ def cmd_bench(args) -> int:
     from .speed import markdown, run_bench, save_report
     sample = resources_dir() / "sample"
     volume = Path(args.volume) if args.volume else next(sample.glob("*_t2.nii.gz"))
-    report = run_bench(volume, Path(args.data) if args.data else sample, args.sizes, args.device, args.steps,
-                       args.batch_size, naive=not args.no_naive, training=not args.no_training,
+    sizes, steps, batch = (("default",), 1, 2) if args.quick else (args.sizes, args.steps, args.batch_size)
+    report = run_bench(volume, Path(args.data) if args.data else sample, sizes, args.device, steps, batch,
+                       naive=not args.no_naive, training=not args.no_training,
                        channels_last=not args.no_channels_last)
     if args.out:
         save_report(report, Path(args.out))
