@@ -640,3 +640,19 @@ def test_dataset_scan_reports_problems_before_training(tmp_path):
     assert not missing.usable and "does not exist" in missing.summary()
     unlabeled = write_cohort(tmp_path / "unl", n_cases=2, seed=2, shape=(24, 24, 8), unlabeled=2)
     assert "No labelled case" in scan_dataset(unlabeled).summary() and not scan_dataset(unlabeled).usable
+
+
+def test_a_failed_png_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import errno
+    from PIL import Image
+    from smilecore.overview import save_png
+    target = tmp_path / "figure.png"
+    save_png(Image.new("RGB", (4, 4), "white"), target)
+    before = target.read_bytes()
+
+    def full_disk(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError):
+        save_png(Image.new("RGB", (4, 4), "black"), target)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["figure.png"]

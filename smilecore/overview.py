@@ -37,8 +37,12 @@ def panel_row(panels: list[tuple[str, np.ndarray]], zoom: int = 2) -> Image.Imag
 def save_png(image: Image.Image, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    try:
+        image.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():   # a failed write (full disk) leaves no temporary file behind
+            tmp.unlink()
     return path
 
 
