@@ -260,15 +260,16 @@ class Benchmark:
             images = np.stack([np.asarray(c.image[i], np.float32) for c, i in rows])
             masks = np.stack([np.asarray(c.mask[i]) > 0 for c, i in rows])
             painted = np.roll(masks, 1, axis=0) & (images > 0)
-            pn = run_net(G, images)[:, 0]
-            pab = run_net(R, pn, extra=painted)[:, 0]
+            # as the product shows them: background stays background (synthesis.py)
+            pn = np.where(images > 0, run_net(G, images)[:, 0], images)
+            pab = np.where((images > 0) | painted, run_net(R, pn, extra=painted)[:, 0], images)
             labels = [f"{c.case_id} z{int(c.z[i])}" for c, i in rows]
             written["fig3"] = str(_grid(self.out / f"fig3-{variant}.png", [images, pn, pab],
                                         ["abnormal", "pseudo-normal", "pseudo-abnormal (next row's lesion)"], labels))
         if self.transplants is not None:
             t = self.transplants
             k = slice(0, s.figure_rows)
-            pn = run_net(G, t.image[k])[:, 0]
+            pn = np.where(t.image[k] > 0, run_net(G, t.image[k])[:, 0], t.image[k])
             labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in t.source[k]]
             written["known_truth"] = str(_grid(self.out / f"known-truth-{variant}.png",
                                                [t.image[k], pn, t.truth[k], mean_fill(t.image[k], t.lesion[k])],
