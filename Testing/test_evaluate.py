@@ -48,8 +48,13 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     assert report["healthiness"] == report["healthiness"]     # not NaN: Spred found lesions in I
     assert 0 <= report["dice_S"] <= 1 and set(report["dice_S_per_case"]) == set(report["test_cases"])
     kt = report["known_truth"]
-    assert set(kt) == {"model", "model_mask_given", "untouched", "mean_fill"}
+    assert set(kt) == {"model", "model_mask_given", "model_mask_given_no_fill", "model_S_mask_fill",
+                       "untouched", "mean_fill", "smooth_fill", "best_constant"}
     assert kt["mean_fill"]["psnr"] > kt["untouched"]["psnr"]  # the baseline does remove something
+    assert kt["best_constant"]["psnr"] >= kt["mean_fill"]["psnr"]
+    # with the mask given, G never sees the lesion's own values: better than leaving it
+    assert kt["model_mask_given"]["psnr"] > kt["untouched"]["psnr"]
+    assert 0 < report["S_mask_fill"]["identity"] <= 1
     dz = report["through_plane_change"]
     assert set(dz) == {"pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy"}
     assert all(0 <= v < 1 for v in dz.values())

@@ -46,6 +46,7 @@ from .cases import find_cases, split_cases
 from .dataset import CachedCase, _boxes, cache_case
 from .evaluate import (SpredSettings, evaluate, mean_fill, run_net, segmentation_dice, train_segmentor,
                        train_spred, transplant_set)
+from .lesionfill import FILL_GROW, fill_lesion_array
 from .modelfile import load_model
 from .overview import grey, panel_row, save_png
 from .train import MODEL_NAME, Trainer, TrainConfig
@@ -269,12 +270,14 @@ class Benchmark:
         if self.transplants is not None:
             t = self.transplants
             k = slice(0, s.figure_rows)
-            pn = np.where(t.image[k] > 0, run_net(G, t.image[k])[:, 0], t.image[k])
+            image, lesion = t.image[k], t.lesion[k]
+            pn = np.where(image > 0, run_net(G, image)[:, 0], image)
+            given = np.where(lesion, run_net(G, fill_lesion_array(image, lesion, FILL_GROW))[:, 0], image)
             labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in t.source[k]]
             written["known_truth"] = str(_grid(self.out / f"known-truth-{variant}.png",
-                                               [t.image[k], pn, t.truth[k], mean_fill(t.image[k], t.lesion[k])],
-                                               ["transplanted lesion", "pseudo-normal", "healthy truth", "mean fill"],
-                                               labels))
+                                               [image, pn, given, t.truth[k], mean_fill(image, lesion)],
+                                               ["transplanted lesion", "pseudo-normal", "mask given", "healthy truth",
+                                                "mean fill"], labels))
         return written
 
     # ---- the whole benchmark ---------------------------------------------------------------
@@ -362,6 +365,11 @@ def _mean_sd(values: list[float]) -> dict:
             "n": len(values)}
 
 
+# evaluate.evaluate's known-truth entries: the model's, and the references (same for every run)
+KNOWN_TRUTH_MODEL_ROWS = ("model", "model_mask_given", "model_mask_given_no_fill", "model_S_mask_fill")
+KNOWN_TRUTH_BASELINES = ("untouched", "mean_fill", "smooth_fill", "best_constant")
+
+
 def summarise(results: dict, augmentation: dict) -> dict:
     out = {"variants": {}, "known_truth_baselines": {}, "augmentation": {}}
     for variant, by_seed in results.items():
@@ -369,12 +377,16 @@ def summarise(results: dict, augmentation: dict) -> dict:
         row = {k: _mean_sd([r[k] for r in reps]) for k in ("identity", "healthiness", "dice_S", "train_seconds")}
         for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy"):
             row[f"dz_{k}"] = _mean_sd([r["through_plane_change"][k] for r in reps if "through_plane_change" in r])
-        for name in ("model", "model_mask_given"):
+        for k in ("identity", "healthiness"):
+            row[f"S_mask_fill_{k}"] = _mean_sd([r["S_mask_fill"][k] for r in reps if "S_mask_fill" in r])
+        for name in KNOWN_TRUTH_MODEL_ROWS:
             for m in ("psnr", "ssim", "mae"):
-                row[f"kt_{name}_{m}"] = _mean_sd([r["known_truth"][name][m] for r in reps if "known_truth" in r])
+                row[f"kt_{name}_{m}"] = _mean_sd([r["known_truth"][name][m] for r in reps
+                                                  if name in r.get("known_truth", {})])
         out["variants"][variant] = row
         if reps and "known_truth" in reps[0]:
-            out["known_truth_baselines"] = {b: reps[0]["known_truth"][b] for b in ("untouched", "mean_fill")}
+            out["known_truth_baselines"] = {b: reps[0]["known_truth"][b] for b in KNOWN_TRUTH_BASELINES
+                                            if b in reps[0]["known_truth"]}
     for cond in AUG_CONDITIONS:
         out["augmentation"][cond] = _mean_sd([a[cond] for a in augmentation.values()])
     return out
@@ -417,11 +429,23 @@ def markdown(report: dict) -> str:
     for v, row in summ["variants"].items():
         lines.append(f"| {v} | {_fmt(row['dz_pseudo_normal_lesion'], 4)} | {_fmt(row['dz_input_lesion'], 4)} | "
                      f"{_fmt(row['dz_input_healthy'], 4)} |")
-    lines += ["", "Known truth with the lesion mask given (review mode: input outside the mask, G inside):", "",
-              "| method | PSNR (dB) | SSIM | MAE |", "|---|---|---|---|"]
+    lines += ["", "## Known truth: each addition and the references", "",
+              "Error inside the transplanted lesions (PSNR dB / SSIM). *No mask*: G as trained. *Mask given, "
+              "published*: review mode as the paper would do it (input outside the mask, G(I) inside). *Mask "
+              "given, lesion fill* (shipped review mode): G gets the input with the mask filled from the tissue "
+              "around it (smilecore/lesionfill.py). *S-mask fill* (tried, not shipped): the same fill with S's "
+              "own mask, no mask given; its iD and h on the real abnormal test slices are in the last columns.", "",
+              "| method | no mask | mask given, published | mask given, lesion fill | S-mask fill | "
+              "S-mask fill iD / h |", "|---|---|---|---|---|---|"]
+    kt = lambda row, name: f"{_fmt(row[f'kt_{name}_psnr'], 2)} / {_fmt(row[f'kt_{name}_ssim'])}"  # noqa: E731
     for v, row in summ["variants"].items():
-        lines.append(f"| {v} | {_fmt(row['kt_model_mask_given_psnr'], 2)} | {_fmt(row['kt_model_mask_given_ssim'])} | "
-                     f"{_fmt(row['kt_model_mask_given_mae'], 4)} |")
+        lines.append(f"| {v} | {kt(row, 'model')} | {kt(row, 'model_mask_given_no_fill')} | "
+                     f"{kt(row, 'model_mask_given')} | {kt(row, 'model_S_mask_fill')} | "
+                     f"{_fmt(row['S_mask_fill_identity'])} / {_fmt(row['S_mask_fill_healthiness'])} |")
+    names = {"untouched": "untouched (identity)", "mean_fill": "mean-of-surroundings fill",
+             "smooth_fill": "smooth fill (lesionfill.py, no G)", "best_constant": "ceiling: best constant (uses the truth)"}
+    for b, ref in summ["known_truth_baselines"].items():
+        lines.append(f"| {names[b]} | {ref['psnr']:.2f} / {ref['ssim']:.3f} | | | | |")
     if any(d["n"] for d in summ["augmentation"].values()):
         lines += ["", f"## Table 3 analogue: a segmentor trained with augmentation from {s['augment_from']}", "",
                   "| training data | Dice (test) | paper |", "|---|---|---|"]

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="SMILE model file (default: the bundled T2 model)")
     s.add_argument("--mask", default=None,
                    help="lesion mask NIfTI on the input's grid, used instead of S's (review/painting mode)")
+    s.add_argument("--lesion-fill", default="smooth", choices=["smooth", "none"],
+                   help="with --mask: what G gets, the input with the mask filled from the tissue around it "
+                        "(smooth) or the input as it is (none, the method as published)")
     s.add_argument("--out-dir", required=True, help="folder for the NIfTI outputs and the PNG overview")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda")
     s.add_argument("--batch-size", type=int, default=16,
@@ -237,7 +240,8 @@ def cmd_synthesize(args, input_path=None, model_path=None) -> int:
     notify = lambda message: print(f"smile {args.command}: note: {message}", file=sys.stderr)  # noqa: E731
     written = synthesize_file(input_path or args.input, args.out_dir, model, getattr(args, "mask", None),
                               batch_size=getattr(args, "batch_size", 16), progress=_progress("synthesis"),
-                              modality=getattr(args, "modality", None), notify=notify)
+                              modality=getattr(args, "modality", None), notify=notify,
+                              lesion_fill=getattr(args, "lesion_fill", "smooth"))
     print(f"synthesis took {time.time() - t0:.1f} s; wrote:")
     for name, path in written.items():
         print(f"  {name:20s} {path}")

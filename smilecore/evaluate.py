@@ -10,7 +10,13 @@ Which slices count:
   output inside the brain (the input outside), pooled over the test cases: inside the expert's
   lesion for the pseudo-normal and the input, and in healthy tissue;
 - known truth: lesions transplanted into normal slices of the test cases (see
-  `transplant_set`), errors inside the transplanted lesion only.
+  `transplant_set`), errors inside the transplanted lesion only, for: the model without a mask;
+  the model with the lesion mask given (review mode as synthesis runs it: G on the input with
+  the mask filled), and without the fill (the method as published: the same as without a mask
+  inside the lesion); G on the input with S's own mask filled (an addition that was tried and is
+  not used, see README); and the references: untouched, mean-of-surroundings fill, smooth fill
+  (lesionfill.smooth_fill) and the best constant (a ceiling for flat fills, uses the truth).
+  Identity and healthiness are reported for the S-mask fill too (`S_mask_fill`).
 
 Spred, the segmentor that judges healthiness, is a separate S-shaped U-Net trained with plain
 cross-entropy on the real labelled training slices of the same split (never the adversarial
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .dataset import CachedCase, EpochSampler, SliceSet
+from .lesionfill import FILL_GROW, fill_lesion_array
 from .modelfile import SmileModel, atomic_torch_save
 from .train import collate
 from .unet import Segmentor
@@ -129,6 +136,16 @@ def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesi
     return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source)
 
 
+def best_constant(image: np.ndarray, truth: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """A ceiling, not a method: each lesion filled with the mean of its own healthy truth, the
+    best any single value per lesion can do (no fill that is flat inside the lesion beats it)."""
+    out = image.copy()
+    for k in range(len(image)):
+        if lesion[k].any():
+            out[k][lesion[k]] = truth[k][lesion[k]].mean()
+    return out
+
+
 def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarray:
     """The plain baseline: each lesion filled with the mean of the brain tissue in a ring of
     `ring` pixels around it."""
@@ -170,7 +187,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     G, S = model.nets["G"].eval(), model.nets["S"].eval()
     spred = spred.eval()
     dice_all, per_case = segmentation_dice(S, test_cases, batch)
-    ids, n_pn, n_in = [], 0.0, 0.0
+    ids, n_pn, n_in, ids_fill, n_fill = [], 0.0, 0.0, [], 0.0
     stripes = {k: [0.0, 0] for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy")}
     for case in test_cases:
         images = np.asarray(case.image, np.float32)
@@ -192,19 +209,32 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
             ids.append(metrics.identity(G_I, I, M).numpy())
             n_pn += float((run_net(spred, G_I, batch).argmax(1) > 0).sum())
             n_in += float((run_net(spred, I, batch).argmax(1) > 0).sum())
+            # the tried, unshipped addition: G on the input with S's own mask filled
+            G_F = run_net(G, fill_lesion_array(I, run_net(S, I, batch).argmax(1) > 0, FILL_GROW), batch)[:, 0]
+            ids_fill.append(metrics.identity(G_F, I, M).numpy())
+            n_fill += float((run_net(spred, G_F, batch).argmax(1) > 0).sum())
     report = {"identity": float(np.concatenate(ids).mean()) if ids else float("nan"),
               "healthiness": metrics.healthiness(n_pn, n_in),
+              "S_mask_fill": {"identity": float(np.concatenate(ids_fill).mean()) if ids_fill else float("nan"),
+                              "healthiness": metrics.healthiness(n_fill, n_in)},
               "dice_S": dice_all, "dice_S_per_case": per_case,
               "abnormal_slices": int(sum(len(i) for i in ids)),
               "through_plane_change": {k: (v / n if n else float("nan")) for k, (v, n) in stripes.items()}}
     if transplants is not None:
-        pn = run_net(G, transplants.image, batch)[:, 0]
-        # with the mask given (review mode): input outside it, G inside
-        pn_given_mask = np.where(transplants.lesion, pn, transplants.image)
+        image, lesion = transplants.image, transplants.lesion
+        pn = run_net(G, image, batch)[:, 0]
+        # with the mask given (review mode, as synthesis does it): input outside the mask, inside it G
+        # on the input with the mask filled (lesion_fill "smooth"), or on the input as it is ("none")
+        pn_given_mask = np.where(lesion, run_net(G, fill_lesion_array(image, lesion, FILL_GROW), batch)[:, 0], image)
+        pn_s_fill = run_net(G, fill_lesion_array(image, run_net(S, image, batch).argmax(1) > 0, FILL_GROW), batch)[:, 0]
         report["known_truth"] = {
-            name: metrics.known_truth_errors(img, transplants.truth, transplants.lesion)
+            name: metrics.known_truth_errors(img, transplants.truth, lesion)
             for name, img in (("model", pn), ("model_mask_given", pn_given_mask),
-                              ("untouched", transplants.image),
-                              ("mean_fill", mean_fill(transplants.image, transplants.lesion)))}
+                              ("model_mask_given_no_fill", np.where(lesion, pn, image)),
+                              ("model_S_mask_fill", pn_s_fill),
+                              ("untouched", image),
+                              ("mean_fill", mean_fill(image, lesion)),
+                              ("smooth_fill", fill_lesion_array(image, lesion, 0)),
+                              ("best_constant", best_constant(image, transplants.truth, lesion)))}
         report["known_truth_slices"] = len(transplants.image)
     return report

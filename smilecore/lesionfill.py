@@ -1,0 +1,73 @@
+"""Lesion fill before G: an addition to SMILE at inference (off in the method as published).
+
+Why: G sees the whole abnormal slice and must both find the lesion and replace it. Measured
+against known truth (lesions transplanted into healthy slices of held-out cases, see
+evaluate.transplant_set), the default model's G left a dark footprint of the lesion: 15.9 dB
+inside the lesion, against 25.6 dB for filling the lesion with the mean of its surroundings.
+Giving G a slice in which the lesion (S's mask, or the reviewer's) is already replaced by a
+smooth interpolation of the tissue around it takes the lesion's signal out of G's input; G
+then only has to make the filled region fit. The numbers are in the README ("Pseudo-normal
+quality"); the method as published stays available (`lesion_fill="none"`).
+
+The fill is a normalised convolution: inside the (grown) mask, the Gaussian-weighted mean of
+the brain tissue outside it, so it follows gradients across the lesion instead of being one
+flat value; where no tissue is within reach of the kernel, the mean of the slice's brain
+tissue outside the mask. Measured on held-out transplanted lesions (default split), sigma 10
+px gave 25.8 / 18.9 dB (test / validation case) against 25.6 / 18.7 dB for the ring mean;
+sigma 3 leaves holes in large lesions (15.2 dB), sigma 20 is the ring mean again.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+FILLS = ("none", "smooth")
+FILL_SIGMA = 10.0   # pixels
+FILL_GROW = 4       # pixels the mask is grown by: S's mask misses the lesion's rim
+
+
+def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of an N x 1 x H x W mask by a (2r+1)-pixel square."""
+    mask = mask.float()
+    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius) if radius > 0 else mask
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = int(math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    # separable, zero beyond the slice (the normalisation below divides that out)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius)), k.view(1, 1, -1, 1))
+    return F.conv2d(F.pad(x, (radius, radius, 0, 0)), k.view(1, 1, 1, -1))
+
+
+def smooth_fill(image: torch.Tensor, mask: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
+    """`image` (N x 1 x H x W) with the pixels of `mask` replaced by the normalised convolution
+    of the brain tissue (image > 0) outside the mask; the rest unchanged."""
+    hole = mask > 0
+    known = ((image > 0) & ~hole).to(image.dtype)
+    num = _gaussian_blur(image * known, sigma)
+    den = _gaussian_blur(known, sigma)
+    slice_mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
+    reach = den > 1e-3
+    fill = torch.where(reach, num / den.clamp(min=1e-3), slice_mean)
+    return torch.where(hole, fill, image)
+
+
+def fill_lesion(image: torch.Tensor, mask: torch.Tensor, radius: int = FILL_GROW,
+                sigma: float = FILL_SIGMA) -> torch.Tensor:
+    """What G gets with the lesion fill: the mask grown by `radius` pixels, limited to the
+    brain, filled by `smooth_fill`. Slices without a mask pixel are returned unchanged."""
+    hole = (grow(mask, radius) > 0) & (image > 0)
+    return smooth_fill(image, hole, sigma)
+
+
+def fill_lesion_array(images, masks, radius: int = FILL_GROW, sigma: float = FILL_SIGMA):
+    """`fill_lesion` for numpy stacks of slices (N x H x W), as evaluation and figures use it."""
+    import numpy as np
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[:, None]  # noqa: E731
+    with torch.no_grad():
+        return fill_lesion(as_t(images), as_t(masks), radius, sigma)[:, 0].numpy()
