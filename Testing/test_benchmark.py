@@ -105,5 +105,6 @@ def test_a_run_is_reused_only_for_the_same_training(cohort, tmp_path):
     del saved["channels_last"]                         # a run made before that setting existed
     assert _same_training(saved, cfg)
     assert _same_training(saved, replace(cfg, device="cpu", checkpoint_every=7))   # speed, not results
+    assert _same_training(saved, replace(cfg, out_dir="relative/spelling"))       # where, not what
     assert not _same_training(saved, replace(cfg, lr=1e-4))
     assert not _same_training(saved, replace(cfg, transplant_weight=1.0))

@@ -40,10 +40,12 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     out = tmp_path / "report.json"
     r = subprocess.run([sys.executable, "-m", "smilecore.cli", "evaluate", str(trained_run / MODEL_NAME),
                         "--data", str(cohort), "--spred-steps", "20", "--spred-base", "8", "--transplants", "6",
-                        "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+                        "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                        "--figure", str(tmp_path / "kt.png")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
+    assert (tmp_path / "kt.png").stat().st_size > 1000 and report["figure"] == str(tmp_path / "kt.png")
     assert 0 < report["identity"] <= 1 and report["abnormal_slices"] > 0
     assert report["healthiness"] == report["healthiness"]     # not NaN: Spred found lesions in I
     assert 0 <= report["dice_S"] <= 1 and set(report["dice_S_per_case"]) == set(report["test_cases"])
@@ -55,6 +57,21 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     # with the mask given, G never sees the lesion's own values: better than leaving it
     assert kt["model_mask_given"]["psnr"] > kt["untouched"]["psnr"]
     assert 0 < report["S_mask_fill"]["identity"] <= 1
+    assert set(report["known_truth_through_plane"]) == {"truth", "input", "model", "model_mask_given", "mean_fill"}
+    assert report["known_truth_through_plane"]["mean_fill"] < report["known_truth_through_plane"]["input"]
     dz = report["through_plane_change"]
     assert set(dz) == {"pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy"}
     assert all(0 <= v < 1 for v in dz.values())
+
+
+def test_lesion_slabs_keep_the_volume_shape_of_the_lesion(cohort, tmp_path):
+    from smilecore.evaluate import transplant_slabs
+    cases = [cache_case(c, tmp_path) for c in find_cases(cohort) if c.labeled]
+    slabs = transplant_slabs(cases, n=2, length=3, seed=0, min_lesion=5)
+    assert slabs.image.ndim == 4 and slabs.image.shape[1] == 3
+    for img, truth, lesion, (rc, rz, dc, dz) in zip(slabs.image, slabs.truth, slabs.lesion, slabs.source):
+        assert np.array_equal(img[~lesion], truth[~lesion]) and lesion.any()
+        recipient = next(c for c in cases if c.case_id == rc)
+        start = int(np.nonzero(recipient.z == rz)[0][0])
+        assert list(recipient.z[start:start + 3]) == [rz, rz + 1, rz + 2]   # adjacent slices
+        assert not recipient.abnormal[start:start + 3].any()                 # healthy truth

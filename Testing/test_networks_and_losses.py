@@ -44,12 +44,22 @@ def test_transplant_pairs_paste_lesions_into_normal_brain_only():
     M = torch.zeros(3, 6, 6, dtype=torch.long)
     M[0, 1:4, 0:4] = 1
     labeled = torch.tensor([True, True, False])
-    I_t, truth = L.transplant_pairs(I, M, labeled)
+    I_t, truth, where = L.transplant_pairs(I, M, labeled)
     assert torch.equal(truth, I[1:2])
     pasted = (M[0] > 0) & (I[1, 0] > 0)
+    assert torch.equal(where[0, 0], pasted)
     assert torch.equal(I_t[0, 0][pasted], I[0, 0][pasted])
     assert torch.equal(I_t[0, 0][~pasted], I[1, 0][~pasted])
     assert L.transplant_pairs(I, torch.zeros_like(M), labeled) is None
+
+
+def test_mse_inside_a_region_counts_only_its_pixels():
+    x, y = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    y[..., 0, 0], y[..., 3, 3] = 2.0, 5.0
+    region = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    region[..., 0, :2] = True                      # two pixels, one of them wrong by 2
+    assert float(L.L_mse_inside(x, y, region)) == 2.0
+    assert float(L.L_mse_inside(x, y, torch.zeros_like(region))) == 0.0
 
 
 def test_bilinear_upsampling_keeps_shapes_and_the_identity_start():

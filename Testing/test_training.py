@@ -44,7 +44,18 @@ def test_gvs_runs_phase_one_only(cohort, tmp_path):
     assert {e["phase"] for e in steps} == {1} and len(steps) == 2
 
 
+def test_the_lesion_part_of_the_transplant_term_is_trained_and_recorded(cohort, tmp_path):
+    Trainer(tiny_config(cohort, tmp_path, variant="gvs", labeled_fraction=1.0, epochs=1, steps_per_epoch=6,
+                        transplant_weight=1.0, transplant_lesion_weight=2.0)).run()
+    steps = [e for e in read_events(tmp_path / "events.jsonl") if e["event"] == "step"]
+    paired = [e["losses"] for e in steps if "transplant" in e["losses"]]
+    assert paired and all("transplant_lesion" in t and t["transplant_lesion"] > 0 for t in paired)
+    assert load_model(tmp_path / MODEL_NAME).config["training"]["transplant_lesion_weight"] == 2.0
+
+
 def test_config_errors_are_clear(cohort, tmp_path):
+    with pytest.raises(ValueError, match="needs --transplant-weight"):
+        tiny_config(cohort, tmp_path, transplant_lesion_weight=1.0).check()
     with pytest.raises(ValueError, match="GVS comparison uses all labels"):
         tiny_config(cohort, tmp_path, variant="gvs", labeled_fraction=0.5).check()
     with pytest.raises(ValueError, match="3 epoch counts given for 4 phases"):

@@ -44,11 +44,10 @@ import torch
 
 from .cases import find_cases, split_cases
 from .dataset import CachedCase, _boxes, cache_case
-from .evaluate import (SpredSettings, evaluate, mean_fill, run_net, segmentation_dice, train_segmentor,
+from .evaluate import (SpredSettings, evaluate, known_truth_figure, run_net, segmentation_dice, train_segmentor,
                        train_spred, transplant_set)
-from .lesionfill import FILL_GROW, fill_lesion_array
 from .modelfile import load_model
-from .overview import grey, panel_row, save_png
+from .overview import grid_figure
 from .train import MODEL_NAME, Trainer, TrainConfig
 
 # name -> TrainConfig fields that make the variant (everything else is shared)
@@ -265,19 +264,11 @@ class Benchmark:
             pn = np.where(images > 0, run_net(G, images)[:, 0], images)
             pab = np.where((images > 0) | painted, run_net(R, pn, extra=painted)[:, 0], images)
             labels = [f"{c.case_id} z{int(c.z[i])}" for c, i in rows]
-            written["fig3"] = str(_grid(self.out / f"fig3-{variant}.png", [images, pn, pab],
+            written["fig3"] = str(grid_figure(self.out / f"fig3-{variant}.png", [images, pn, pab],
                                         ["abnormal", "pseudo-normal", "pseudo-abnormal (next row's lesion)"], labels))
         if self.transplants is not None:
-            t = self.transplants
-            k = slice(0, s.figure_rows)
-            image, lesion = t.image[k], t.lesion[k]
-            pn = np.where(image > 0, run_net(G, image)[:, 0], image)
-            given = np.where(lesion, run_net(G, fill_lesion_array(image, lesion, FILL_GROW))[:, 0], image)
-            labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in t.source[k]]
-            written["known_truth"] = str(_grid(self.out / f"known-truth-{variant}.png",
-                                               [image, pn, given, t.truth[k], mean_fill(image, lesion)],
-                                               ["transplanted lesion", "pseudo-normal", "mask given", "healthy truth",
-                                                "mean fill"], labels))
+            written["known_truth"] = str(known_truth_figure(G, self.transplants, self.out / f"known-truth-{variant}.png",
+                                                            s.figure_rows))
         return written
 
     # ---- the whole benchmark ---------------------------------------------------------------
@@ -320,7 +311,8 @@ class Benchmark:
 
 # ---- helpers ---------------------------------------------------------------------------------
 # settings that change how fast a run goes or where it writes, not what it learns
-NOT_RESULTS = {"device", "amp", "channels_last", "num_workers", "checkpoint_every", "cache_dir", "data_dir"}
+# (out_dir: the same run folder spelled relative or absolute must not count as another run)
+NOT_RESULTS = {"device", "amp", "channels_last", "num_workers", "checkpoint_every", "cache_dir", "data_dir", "out_dir"}
 
 
 def _same_training(saved: dict, cfg: TrainConfig) -> bool:
@@ -334,27 +326,6 @@ def _same_training(saved: dict, cfg: TrainConfig) -> bool:
 def _memory_case(name: str, images: np.ndarray, masks: np.ndarray) -> CachedCase:
     boxes = _boxes(masks > 0)
     return CachedCase(name, images.astype(np.float32), masks, np.arange(len(images)), _boxes(images > 0), boxes, 1.0)
-
-
-def _grid(path: Path, columns: list[np.ndarray], titles: list[str], row_labels: list[str]) -> Path:
-    """Rows of panels (one per column), all cropped to the union of the rows' brain boxes."""
-    from PIL import Image, ImageDraw
-    brain = (columns[0] > 0).any(0)
-    xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
-    box = (slice(max(xs[0] - 4, 0), xs[-1] + 5), slice(max(ys[0] - 4, 0), ys[-1] + 5)) if len(xs) else np.s_[:, :]
-    rows = []
-    for r in range(len(columns[0])):
-        panels = [(titles[c] if r == 0 else "", np.stack([grey(col[r][box].T, 1.0)] * 3, -1))
-                  for c, col in enumerate(columns)]
-        rows.append(panel_row(panels))
-    label_h = 14
-    canvas = Image.new("RGB", (rows[0].width, sum(r.height + label_h for r in rows)), "black")
-    draw, y = ImageDraw.Draw(canvas), 0
-    for row, label in zip(rows, row_labels):
-        draw.text((4, y + 1), label, fill=(200, 200, 120))
-        canvas.paste(row, (0, y + label_h))
-        y += row.height + label_h
-    return save_png(canvas, path)
 
 
 def _mean_sd(values: list[float]) -> dict:

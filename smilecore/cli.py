@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between checkpoints (besides every epoch end)")
     t.add_argument("--transplant-weight", type=float, default=d.transplant_weight,
                    help="beyond the paper: weight of the paired lesion-removal term for G (0: the paper's losses only)")
+    t.add_argument("--transplant-lesion-weight", type=float, default=d.transplant_lesion_weight,
+                   help="beyond the paper: weight of that term's error inside the pasted lesion alone "
+                        "(needs --transplant-weight > 0)")
     t.add_argument("--save-half", action="store_true", help="store model weights as float16")
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
 
@@ -123,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", default="smile-cache", help="slice cache and cached Spred")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="write the report as JSON here")
+    e.add_argument("--figure", default=None,
+                   help="write a PNG of transplanted lesions: lesion | pseudo-normal | mask given | truth | mean fill")
 
     b = sub.add_parser("benchmark", help="GVS and SMILE variants on one split: Table 2/3 analogues, figures, seeds",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -210,7 +215,8 @@ def cmd_train(args) -> int:
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
-                          save_half=args.save_half, transplant_weight=args.transplant_weight)
+                          save_half=args.save_half, transplant_weight=args.transplant_weight,
+                          transplant_lesion_weight=args.transplant_lesion_weight)
     out.mkdir(parents=True, exist_ok=True)
     import os
     from . import distributed
@@ -293,6 +299,9 @@ def cmd_evaluate(args) -> int:
     transplants = transplant_set(test, args.transplants, args.seed) if args.transplants else None
     report = evaluate(model, test, spred, transplants)
     report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train])
+    if args.figure and transplants is not None:
+        from .evaluate import known_truth_figure
+        report["figure"] = str(known_truth_figure(model.nets["G"], transplants, args.figure))
     text = json.dumps(report, indent=1)
     if args.out:
         Path(args.out).write_text(text)

@@ -17,6 +17,10 @@ Which slices count:
   not used, see README); and the references: untouched, mean-of-surroundings fill, smooth fill
   (lesionfill.smooth_fill) and the best constant (a ceiling for flat fills, uses the truth).
   Identity and healthiness are reported for the S-mask fill too (`S_mask_fill`).
+- striping against known truth: lesion volumes (8 adjacent slices) transplanted into 8
+  adjacent normal slices of the test cases (`transplant_slabs`); the through-plane change
+  inside the lesion for the truth, the input, the model with and without the mask given, and
+  the mean fill (`known_truth_through_plane`).
 
 Spred, the segmentor that judges healthiness, is a separate S-shaped U-Net trained with plain
 cross-entropy on the real labelled training slices of the same split (never the adversarial
@@ -136,6 +140,46 @@ def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesi
     return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source)
 
 
+def _runs(case: CachedCase, abnormal: bool, length: int) -> list[int]:
+    """Start indices of `length` kept slices in a row, adjacent in the volume, all abnormal or all normal."""
+    ok = case.abnormal if abnormal else ~case.abnormal
+    adjacent = np.diff(case.z) == 1
+    return [i for i in range(len(case.z) - length + 1)
+            if ok[i:i + length].all() and adjacent[i:i + length - 1].all()]
+
+
+def transplant_slabs(cases: list[CachedCase], n: int = 4, length: int = 8, seed: int = 0,
+                     min_lesion: int = 50) -> TransplantSet:
+    """The 3D version of `transplant_set`, for striping against known truth: `length` adjacent
+    abnormal slices of a donor pasted into `length` adjacent normal slices of a recipient (the
+    lesion volume keeps its through-plane shape). Arrays are n x length x H x W."""
+    rng = np.random.default_rng(seed)
+    labeled = [c for c in cases if c.labeled]
+    recipients = [(c, i) for c in labeled for i in _runs(c, False, length)]
+    donors = [(c, i) for c in labeled for i in _runs(c, True, length)]
+    if not recipients or not donors:
+        raise ValueError(f"no {length} adjacent normal and abnormal slices to build lesion slabs from")
+    images, truths, lesions, source = [], [], [], []
+    for _ in range(50 * n):
+        if len(images) == n:
+            break
+        (r, ri), (d, di) = recipients[rng.integers(len(recipients))], donors[rng.integers(len(donors))]
+        healthy = np.asarray(r.image[ri:ri + length], np.float32)
+        donor = np.asarray(d.image[di:di + length], np.float32)
+        if healthy.shape != donor.shape:
+            continue
+        lesion = (np.asarray(d.mask[di:di + length]) > 0) & (healthy > 0)
+        if lesion.sum() < min_lesion * length:
+            continue
+        images.append(np.where(lesion, donor, healthy))
+        truths.append(healthy)
+        lesions.append(lesion)
+        source.append((r.case_id, int(r.z[ri]), d.case_id, int(d.z[di])))
+    if not images:
+        raise ValueError("no lesion slab could be transplanted (lesions too small)")
+    return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source)
+
+
 def best_constant(image: np.ndarray, truth: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     """A ceiling, not a method: each lesion filled with the mean of its own healthy truth, the
     best any single value per lesion can do (no fill that is flat inside the lesion beats it)."""
@@ -156,6 +200,19 @@ def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarra
         around = grown & ~lesion[k] & (image[k] > 0)
         out[k][lesion[k]] = image[k][around].mean() if around.any() else image[k][image[k] > 0].mean()
     return out
+
+
+def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: int = 6) -> Path:
+    """The first `rows` transplanted lesions: lesion | pseudo-normal | with the mask given
+    (review mode) | healthy truth | mean fill, as PNG."""
+    from .overview import grid_figure
+    k = slice(0, rows)
+    image, lesion = transplants.image[k], transplants.lesion[k]
+    pn = np.where(image > 0, run_net(G, image)[:, 0], image)
+    given = np.where(lesion, run_net(G, fill_lesion_array(image, lesion, FILL_GROW))[:, 0], image)
+    labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in transplants.source[k]]
+    return grid_figure(Path(path), [image, pn, given, transplants.truth[k], mean_fill(image, lesion)],
+                       ["transplanted lesion", "pseudo-normal", "mask given", "healthy truth", "mean fill"], labels)
 
 
 # ---- evaluation --------------------------------------------------------------------------
@@ -237,4 +294,27 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
                               ("smooth_fill", fill_lesion_array(image, lesion, 0)),
                               ("best_constant", best_constant(image, transplants.truth, lesion)))}
         report["known_truth_slices"] = len(transplants.image)
+    slabs = None
+    for length in (8, 4, 2):  # shorter slabs for small test volumes
+        try:
+            slabs = transplant_slabs(test_cases, length=length, min_lesion=20)
+            break
+        except ValueError:
+            continue
+    if slabs is not None:
+        # striping against known truth: the through-plane change inside pasted lesion volumes
+        totals: dict[str, list[float]] = {}
+        for image, truth, lesion in zip(slabs.image, slabs.truth, slabs.lesion):
+            for name, stack in (("truth", truth), ("input", image),
+                                ("model", np.where(image > 0, run_net(G, image, batch)[:, 0], image)),
+                                ("model_mask_given", np.where(lesion, run_net(
+                                    G, fill_lesion_array(image, lesion, FILL_GROW), batch)[:, 0], image)),
+                                ("mean_fill", mean_fill(image, lesion))):
+                value, n = metrics.through_plane_change(stack, lesion)
+                totals.setdefault(name, [0.0, 0])
+                if n:
+                    totals[name][0] += value * n
+                    totals[name][1] += n
+        report["known_truth_through_plane"] = {k: (v / n if n else float("nan")) for k, (v, n) in totals.items()}
+        report["known_truth_slabs"] = [list(x) for x in slabs.source]
     return report

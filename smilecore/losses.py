@@ -71,9 +71,9 @@ def transplant_lesions(healthy: torch.Tensor, donor: torch.Tensor, donor_mask: t
 
 
 def transplant_pairs(I: torch.Tensor, M: torch.Tensor, labeled: torch.Tensor):
-    """(slices with transplanted lesions, their healthy truth) from one batch: each labelled
-    normal slice receives the lesion of a labelled abnormal slice (taken in turn); None when
-    the batch lacks either kind."""
+    """(slices with transplanted lesions, their healthy truth, where the lesion was pasted) from
+    one batch: each labelled normal slice receives the lesion of a labelled abnormal slice (taken
+    in turn); None when the batch lacks either kind."""
     has_lesion = M.flatten(1).any(1)
     normal = torch.nonzero(labeled & ~has_lesion).flatten()
     donors = torch.nonzero(labeled & has_lesion).flatten()
@@ -81,4 +81,10 @@ def transplant_pairs(I: torch.Tensor, M: torch.Tensor, labeled: torch.Tensor):
         return None
     pick = donors[torch.arange(len(normal), device=I.device) % len(donors)]
     healthy = I[normal]
-    return transplant_lesions(healthy, I[pick], M[pick]), healthy
+    return transplant_lesions(healthy, I[pick], M[pick]), healthy, (M[pick][:, None] > 0) & (healthy > 0)
+
+
+def L_mse_inside(x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels of `region` only (0 when it is empty)."""
+    region = region.to(x.dtype)
+    return (((x - y) ** 2) * region).sum() / region.sum().clamp(min=1)

@@ -72,3 +72,24 @@ def overview_image(data, affine, result, z: int | None = None) -> Image.Image:
 
 def save_overview(data, affine, result, path: str | Path, z: int | None = None) -> Path:
     return save_png(overview_image(data, affine, result, z), path)
+
+
+def grid_figure(path: Path, columns: list[np.ndarray], titles: list[str], row_labels: list[str]) -> Path:
+    """Rows of panels (one per column, slices in [0, 1]) with a label above each row, all cropped
+    to the union of the rows' brain boxes; written as PNG."""
+    brain = (columns[0] > 0).any(0)
+    xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
+    box = (slice(max(xs[0] - 4, 0), xs[-1] + 5), slice(max(ys[0] - 4, 0), ys[-1] + 5)) if len(xs) else np.s_[:, :]
+    rows = []
+    for r in range(len(columns[0])):
+        panels = [(titles[c] if r == 0 else "", np.stack([grey(col[r][box].T, 1.0)] * 3, -1))
+                  for c, col in enumerate(columns)]
+        rows.append(panel_row(panels))
+    label_h = 14
+    canvas = Image.new("RGB", (rows[0].width, sum(r.height + label_h for r in rows)), "black")
+    draw, y = ImageDraw.Draw(canvas), 0
+    for row, label in zip(rows, row_labels):
+        draw.text((4, y + 1), label, fill=(200, 200, 120))
+        canvas.paste(row, (0, y + label_h))
+        y += row.height + label_h
+    return save_png(canvas, path)

@@ -22,7 +22,10 @@ Beyond the paper (off by default, `transplant_weight` > 0): a paired lesion-remo
 G. Real lesions of the batch's abnormal labelled slices are pasted into its normal slices,
 whose healthy image is then known, and G is asked to return it:
 L_transplant = L_mse(G(I_n with lesion), I_n). DESIGN.md explains why the paper's terms alone
-let G darken a tumour instead of removing it.
+let G darken a tumour instead of removing it. The lesion is a few percent of a slice, so the
+whole-slice error mostly asks G to leave healthy tissue alone; `transplant_lesion_weight` adds
+the error inside the pasted lesion alone, w * mean over those pixels of (G - I_n)^2, which is
+what the known-truth PSNR measures.
 
 Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
 store the position inside the epoch, so `resume` on CPU continues exactly as an
@@ -85,6 +88,7 @@ class TrainConfig:
     checkpoint_every: int = 100         # steps, besides the end of every epoch
     max_val_slices: int = 64
     transplant_weight: float = 0.0      # beyond the paper: paired lesion-removal term (see below)
+    transplant_lesion_weight: float = 0.0  # the same term's error inside the pasted lesion alone
     save_half: bool = False             # model file weights in float16
 
     @property
@@ -113,8 +117,10 @@ class TrainConfig:
                 raise ValueError(f"{len(self.epochs)} epoch counts given for {len(self.phases)} phases")
         if min(self.epochs_of(p) for p in self.phases) < 1:
             raise ValueError("epochs must be at least 1")
-        if self.transplant_weight < 0:
-            raise ValueError("transplant weight must be >= 0")
+        if self.transplant_weight < 0 or self.transplant_lesion_weight < 0:
+            raise ValueError("transplant weights must be >= 0")
+        if self.transplant_lesion_weight > 0 and self.transplant_weight <= 0:
+            raise ValueError("the lesion part of the transplant term needs --transplant-weight > 0")
         if self.crop is not None and self.crop < 2 ** self.depth:
             raise ValueError(f"crop {self.crop} is smaller than the network's multiple {2 ** self.depth}")
         if not self.lr > 0:
@@ -351,8 +357,12 @@ class Trainer:
                 if self.cfg.transplant_weight > 0:
                     pair = L.transplant_pairs(I, M, labeled)
                     if pair is not None:
-                        I_t, truth = pair
-                        terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G(I_t), truth)
+                        I_t, truth, pasted = pair
+                        G_t = G(I_t)
+                        terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G_t, truth)
+                        if self.cfg.transplant_lesion_weight > 0:
+                            terms["transplant_lesion"] = (self.cfg.transplant_lesion_weight
+                                                          * L.L_mse_inside(G_t, truth, pasted))
                 names += "G"
                 G_I = G_I.detach()
             else:
@@ -551,6 +561,7 @@ class Trainer:
         training = {"variant": cfg.variant, "labeled_fraction": cfg.labeled_fraction,
                     "phases": cfg.phases, "epochs_per_phase": [cfg.epochs_of(p) for p in cfg.phases],
                     "transplant_weight": cfg.transplant_weight,
+                    "transplant_lesion_weight": cfg.transplant_lesion_weight,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
