@@ -32,9 +32,13 @@ def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
         for r in by_seed.values():
             assert 0 < r["identity"] <= 1 and 0 <= r["dice_S"] <= 1 and r["train_seconds"] > 0
             assert r["healthiness"] <= 1
-            assert {"model", "model_mask_given", "untouched", "mean_fill"} <= set(r["known_truth"])
+            assert {"model", "model_mask_given", "model_mask_given_no_fill", "model_S_mask_fill", "untouched",
+                    "mean_fill", "smooth_fill", "best_constant"} <= set(r["known_truth"])
+            assert set(r["known_truth_through_plane"]) == {"truth", "input", "model", "model_mask_given", "mean_fill"}
         row = report["summary"]["variants"][variant]
         assert row["identity"]["n"] == 2
+        assert row["kt_dz_model"]["n"] == 2 and row["kt_model_S_mask_fill_psnr"]["n"] == 2
+        assert row["S_mask_fill_identity"]["n"] == 2
         assert row["identity"]["mean"] == pytest.approx(np.mean([r["identity"] for r in by_seed.values()]))
     # different seeds are different trainings
     s0, s1 = (report["runs"]["SMILE-50"][k] for k in ("0", "1"))
@@ -43,7 +47,8 @@ def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
     assert set(aug) == {"0", "1"} and set(aug["0"]) == {"real", "real+pseudo-normal", "real+pseudo-abnormal", "real+both"}
     assert all(0 <= v <= 1 for a in aug.values() for v in a.values())
     md = (out / "benchmark.md").read_text()
-    for name in (*PAPER_VARIANTS, "mean fill", "Table 3", "real+both", report["hardware"]["cpu"]):
+    for name in (*PAPER_VARIANTS, "mean fill", "Table 3", "real+both", report["hardware"]["cpu"],
+                 "Through-plane change against known truth", "best constant", "mask given, lesion fill"):
         assert name in md
     assert md in stdout
     for figs in report["figures"].values():

@@ -348,6 +348,9 @@ def summarise(results: dict, augmentation: dict) -> dict:
         row = {k: _mean_sd([r[k] for r in reps]) for k in ("identity", "healthiness", "dice_S", "train_seconds")}
         for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy"):
             row[f"dz_{k}"] = _mean_sd([r["through_plane_change"][k] for r in reps if "through_plane_change" in r])
+        for k in ("model", "model_mask_given", "truth", "input", "mean_fill"):
+            row[f"kt_dz_{k}"] = _mean_sd([r["known_truth_through_plane"][k] for r in reps
+                                          if k in r.get("known_truth_through_plane", {})])
         for k in ("identity", "healthiness"):
             row[f"S_mask_fill_{k}"] = _mean_sd([r["S_mask_fill"][k] for r in reps if "S_mask_fill" in r])
         for name in KNOWN_TRUTH_MODEL_ROWS:
@@ -400,6 +403,12 @@ def markdown(report: dict) -> str:
     for v, row in summ["variants"].items():
         lines.append(f"| {v} | {_fmt(row['dz_pseudo_normal_lesion'], 4)} | {_fmt(row['dz_input_lesion'], 4)} | "
                      f"{_fmt(row['dz_input_healthy'], 4)} |")
+    lines += ["", "Through-plane change against known truth: lesion volumes (8 adjacent slices) transplanted into "
+              "8 adjacent normal slices of the test cases (evaluate.transplant_slabs), inside the lesion:", "",
+              "| method | no mask | mask given, lesion fill | truth | input | mean fill |", "|---|---|---|---|---|---|"]
+    for v, row in summ["variants"].items():
+        lines.append(f"| {v} | " + " | ".join(_fmt(row[f'kt_dz_{k}'], 4) for k in
+                                               ("model", "model_mask_given", "truth", "input", "mean_fill")) + " |")
     lines += ["", "## Known truth: each addition and the references", "",
               "Error inside the transplanted lesions (PSNR dB / SSIM). *No mask*: G as trained. *Mask given, "
               "published*: review mode as the paper would do it (input outside the mask, G(I) inside). *Mask "
