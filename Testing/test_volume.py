@@ -70,3 +70,25 @@ def test_save_like_keeps_geometry_and_writes_atomically(tmp_path):
     assert np.allclose(back.affine, affine) and back.shape == (6, 5, 4)
     assert np.allclose(back.get_fdata(), 2.5)
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]  # no temporary left behind
+
+
+def test_text_written_atomically_survives_a_full_disk(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from smilecore.volume import write_text_atomic
+    target = tmp_path / "report.json"
+    write_text_atomic(target, "old")
+    real_write = Path.write_text
+
+    def half_then_full(self, text, *a, **k):
+        real_write(self, text[:1])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    with pytest.raises(OSError, match=f"writing report {target} failed") as err:
+        write_text_atomic(target, "new and longer", "report")
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]

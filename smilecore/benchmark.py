@@ -49,6 +49,7 @@ from .evaluate import (SpredSettings, evaluate, known_truth_figure, run_net, seg
 from .modelfile import load_model
 from .overview import grid_figure
 from .train import MODEL_NAME, Trainer, TrainConfig
+from .volume import write_text_atomic
 
 # name -> TrainConfig fields that make the variant (everything else is shared)
 VARIANTS = {
@@ -243,7 +244,7 @@ class Benchmark:
             net = (train_spred(self.train, settings, self.cache, bar) if not added
                    else train_segmentor(self.train + [extra[a] for a in added], settings, bar))
             out[name] = segmentation_dice(net, self.test)[0]
-        _atomic_write(saved, json.dumps({"key": key, "dice": out}))
+        write_text_atomic(saved, json.dumps({"key": key, "dice": out}))
         return out
 
     # ---- figures ----------------------------------------------------------------------------
@@ -304,8 +305,8 @@ class Benchmark:
                   "summary": summarise(results, augmentation), "augmentation": {str(k): v for k, v in augmentation.items()},
                   "figures": figures,
                   "known_truth_source": self.transplants.source if self.transplants is not None else []}
-        _atomic_write(self.out / "benchmark.json", json.dumps(report, indent=1))
-        _atomic_write(self.out / "benchmark.md", markdown(report))
+        write_text_atomic(self.out / "benchmark.json", json.dumps(report, indent=1))
+        write_text_atomic(self.out / "benchmark.md", markdown(report))
         return report
 
 
@@ -447,9 +448,3 @@ def _jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
-
-
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -36,14 +36,6 @@ def register_model(model_path: str | Path, name: str | None = None) -> dict:
     entries = [e for e in registered_models() if e["path"] != entry["path"]] + [entry]
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, path)
-    except OSError as exc:
-        from .volume import write_failed
-        raise write_failed(path, exc, "model list") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from .volume import write_text_atomic
+    write_text_atomic(path, json.dumps(entries, indent=1), "model list")
     return entry

@@ -223,6 +223,22 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
 
 
+def write_text_atomic(path: str | Path, text: str, what: str = "file") -> Path:
+    """Write `text` to a temporary name beside `path`, then rename it into place: a kill or a
+    full disk leaves the earlier file whole and no temporary file behind."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc, what) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def write_temp_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path,
                     dtype=np.float32) -> Path:
     """Write `data` with the reference image's affine and header to a temporary name beside
