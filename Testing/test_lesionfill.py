@@ -89,3 +89,25 @@ def test_review_mode_gives_G_the_filled_input(cohort, model):
     assert np.array_equal(a.pseudo_normal, b.pseudo_normal)
     with pytest.raises(ValueError, match="lesion_fill"):
         synthesize(data, img.affine, model, mask=mask, lesion_fill="mean")
+
+
+def test_nothing_above_the_clipping_percentile_shows_through_the_lesion(cohort, model):
+    """A lesion core far brighter than V99.5 (a cyst) must not survive in the pseudo-normal as
+    its excess over the clipped value: inside the mask the pseudo-normal is G's image."""
+    d = cohort / "Synth_000"
+    img = nib.load(d / "Synth_000_t2.nii.gz")
+    data = img.get_fdata().astype(np.float32)
+    mask = nib.load(d / "Synth_000_seg.nii.gz").get_fdata() > 0
+    core = np.zeros_like(mask)
+    idx = np.argwhere(mask)[:: max(1, int(mask.sum()) // 20)][:20]   # a few voxels, well under 0.5 % of the brain
+    core[tuple(idx.T)] = True
+    v995 = np.percentile(data[data > 0], 99.5)
+    bright = np.where(core, 5 * v995, data).astype(np.float32)
+    for given in (mask, None):
+        r = synthesize(bright, img.affine, model, mask=given)
+        lesion = r.lesion_mask > 0
+        inside = core & lesion
+        assert inside.any()
+        assert r.pseudo_normal[inside].max() < 2 * v995
+        assert r.pseudo_abnormal[inside].max() < 2 * v995
+        assert np.array_equal(r.pseudo_normal[~lesion & (bright > 0)] > 0, bright[~lesion & (bright > 0)] > 0)

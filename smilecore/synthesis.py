@@ -2,9 +2,11 @@
 
 Outputs, all in the input's voxel order and geometry, intensities in the input's scale:
 
-- ``pseudo_normal``: G(I). It is written as ``input + V99.5 * (G(I) - I)``, i.e. G's change
-  added to the untouched input, so that voxels G leaves alone keep their exact value (also
-  those above the clipping percentile). Background (voxels <= 0) is left as it is.
+- ``pseudo_normal``: G(I). Outside the lesion mask it is written as ``input + V99.5 * (G(I) -
+  I)``, i.e. G's change added to the untouched input, so that voxels G leaves alone keep their
+  exact value (also those above the clipping percentile); inside the mask it is
+  ``V99.5 * G(I)``, so nothing of the input above the clipping percentile (a bright cyst) shows
+  through. Background (voxels <= 0) is left as it is.
   When the caller gives a lesion mask M (an edited or painted segmentation), the pseudo-normal
   is the blend the reviewer asked for: the input outside M and G's output inside M, where G
   is given the slice with M filled from the tissue around it (`lesion_fill="smooth"`, the
@@ -297,15 +299,22 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
         lesion = user_mask.astype(bool)
     scale = vol.norm.scale
     box = (bx, by, slice(int(zs[0]), int(zs[-1]) + 1))
+    # Inside the lesion the network's image replaces the input: input + scale * (net - I) would
+    # carry over whatever the input had above the clipping percentile (a bright cyst kept its
+    # excess as a blob in the pseudo-normal). Elsewhere the change is added to the exact input.
+    replaced = brain[box] & lesion[box]
+    raw = vol.raw[box]
     change = G_out[box] - vol.image[box]
     change *= scale
-    change[~(brain[box] & lesion[box]) if user_mask is not None else ~brain[box]] = 0.0
+    change[replaced] = scale * G_out[box][replaced] - raw[replaced]
+    change[~replaced if user_mask is not None else ~brain[box]] = 0.0
     pseudo_normal = vol.raw.copy()
     pseudo_normal[box] += change
     difference = np.zeros(shape, np.float32)
     difference[box] = -change
     painted = R_out[box] - vol.image[box]
     painted *= scale
+    painted[replaced] = scale * R_out[box][replaced] - raw[replaced]
     painted[~(brain[box] | lesion[box])] = 0.0
     pseudo_abnormal = vol.raw.copy()
     pseudo_abnormal[box] += painted
