@@ -202,14 +202,30 @@ def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarra
     return out
 
 
+def pseudo_normal(G, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    """G's output inside the brain, the input outside (as synthesis writes it); N x H x W."""
+    return np.where(images > 0, run_net(G, images, batch)[:, 0], images)
+
+
+def pseudo_normal_mask_given(G, images: np.ndarray, masks: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Review mode as synthesis runs it (lesion_fill "smooth"): the input outside the mask and,
+    inside it, G on the input with the mask filled."""
+    return np.where(masks, run_net(G, fill_lesion_array(images, masks, FILL_GROW), batch)[:, 0], images)
+
+
+def pseudo_normal_S_mask_fill(G, S, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    """The tried, unshipped addition: G on the input with S's own lesion mask filled (G's whole
+    output, as `identity` is computed for G alone)."""
+    return run_net(G, fill_lesion_array(images, run_net(S, images, batch).argmax(1) > 0, FILL_GROW), batch)[:, 0]
+
+
 def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: int = 6) -> Path:
     """The first `rows` transplanted lesions: lesion | pseudo-normal | with the mask given
     (review mode) | healthy truth | mean fill, as PNG."""
     from .overview import grid_figure
     k = slice(0, rows)
     image, lesion = transplants.image[k], transplants.lesion[k]
-    pn = np.where(image > 0, run_net(G, image)[:, 0], image)
-    given = np.where(lesion, run_net(G, fill_lesion_array(image, lesion, FILL_GROW))[:, 0], image)
+    pn, given = pseudo_normal(G, image), pseudo_normal_mask_given(G, image, lesion)
     labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in transplants.source[k]]
     return grid_figure(Path(path), [image, pn, given, transplants.truth[k], mean_fill(image, lesion)],
                        ["transplanted lesion", "pseudo-normal", "mask given", "healthy truth", "mean fill"], labels)
@@ -266,8 +282,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
             ids.append(metrics.identity(G_I, I, M).numpy())
             n_pn += float((run_net(spred, G_I, batch).argmax(1) > 0).sum())
             n_in += float((run_net(spred, I, batch).argmax(1) > 0).sum())
-            # the tried, unshipped addition: G on the input with S's own mask filled
-            G_F = run_net(G, fill_lesion_array(I, run_net(S, I, batch).argmax(1) > 0, FILL_GROW), batch)[:, 0]
+            G_F = pseudo_normal_S_mask_fill(G, S, I, batch)
             ids_fill.append(metrics.identity(G_F, I, M).numpy())
             n_fill += float((run_net(spred, G_F, batch).argmax(1) > 0).sum())
     report = {"identity": float(np.concatenate(ids).mean()) if ids else float("nan"),
@@ -279,42 +294,41 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
               "through_plane_change": {k: (v / n if n else float("nan")) for k, (v, n) in stripes.items()}}
     if transplants is not None:
         image, lesion = transplants.image, transplants.lesion
-        pn = run_net(G, image, batch)[:, 0]
-        # with the mask given (review mode, as synthesis does it): input outside the mask, inside it G
-        # on the input with the mask filled (lesion_fill "smooth"), or on the input as it is ("none")
-        pn_given_mask = np.where(lesion, run_net(G, fill_lesion_array(image, lesion, FILL_GROW), batch)[:, 0], image)
-        pn_s_fill = run_net(G, fill_lesion_array(image, run_net(S, image, batch).argmax(1) > 0, FILL_GROW), batch)[:, 0]
+        pn = pseudo_normal(G, image, batch)
         report["known_truth"] = {
             name: metrics.known_truth_errors(img, transplants.truth, lesion)
-            for name, img in (("model", pn), ("model_mask_given", pn_given_mask),
-                              ("model_mask_given_no_fill", np.where(lesion, pn, image)),
-                              ("model_S_mask_fill", pn_s_fill),
+            for name, img in (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, image, lesion, batch)),
+                              ("model_mask_given_no_fill", np.where(lesion, pn, image)),  # lesion_fill "none"
+                              ("model_S_mask_fill", pseudo_normal_S_mask_fill(G, S, image, batch)),
                               ("untouched", image),
                               ("mean_fill", mean_fill(image, lesion)),
                               ("smooth_fill", fill_lesion_array(image, lesion, 0)),
                               ("best_constant", best_constant(image, transplants.truth, lesion)))}
         report["known_truth_slices"] = len(transplants.image)
-    slabs = None
+    report.update(_through_plane_against_truth(G, test_cases, batch))
+    return report
+
+
+def _through_plane_against_truth(G, test_cases: list[CachedCase], batch: int) -> dict:
+    """Striping against known truth: the through-plane change inside lesion volumes pasted into
+    adjacent normal slices (`transplant_slabs`), pooled over the slabs; {} when the test cases
+    have no such slices."""
     for length in (8, 4, 2):  # shorter slabs for small test volumes
         try:
             slabs = transplant_slabs(test_cases, length=length, min_lesion=20)
             break
         except ValueError:
             continue
-    if slabs is not None:
-        # striping against known truth: the through-plane change inside pasted lesion volumes
-        totals: dict[str, list[float]] = {}
-        for image, truth, lesion in zip(slabs.image, slabs.truth, slabs.lesion):
-            for name, stack in (("truth", truth), ("input", image),
-                                ("model", np.where(image > 0, run_net(G, image, batch)[:, 0], image)),
-                                ("model_mask_given", np.where(lesion, run_net(
-                                    G, fill_lesion_array(image, lesion, FILL_GROW), batch)[:, 0], image)),
-                                ("mean_fill", mean_fill(image, lesion))):
-                value, n = metrics.through_plane_change(stack, lesion)
-                totals.setdefault(name, [0.0, 0])
-                if n:
-                    totals[name][0] += value * n
-                    totals[name][1] += n
-        report["known_truth_through_plane"] = {k: (v / n if n else float("nan")) for k, (v, n) in totals.items()}
-        report["known_truth_slabs"] = [list(x) for x in slabs.source]
-    return report
+    else:
+        return {}
+    totals = {name: [0.0, 0] for name in ("truth", "input", "model", "model_mask_given", "mean_fill")}
+    for image, truth, lesion in zip(slabs.image, slabs.truth, slabs.lesion):
+        for name, stack in (("truth", truth), ("input", image), ("model", pseudo_normal(G, image, batch)),
+                            ("model_mask_given", pseudo_normal_mask_given(G, image, lesion, batch)),
+                            ("mean_fill", mean_fill(image, lesion))):
+            value, n = metrics.through_plane_change(stack, lesion)
+            if n:
+                totals[name][0] += value * n
+                totals[name][1] += n
+    return {"known_truth_through_plane": {k: (v / n if n else float("nan")) for k, (v, n) in totals.items()},
+            "known_truth_slabs": [list(x) for x in slabs.source]}
