@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .dataset import CachedCase, EpochSampler, SliceSet
-from .lesionfill import FILL_GROW, fill_lesion_array
+from .lesionfill import FILL_GROW, fill_lesion_array, grow
 from .modelfile import SmileModel, atomic_torch_save
 from .train import collate
 from .unet import Segmentor
@@ -196,7 +196,7 @@ def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarra
     out = image.copy()
     for k in range(len(image)):
         m = torch.from_numpy(lesion[k].astype(np.float32))[None, None]
-        grown = F.max_pool2d(m, 2 * ring + 1, stride=1, padding=ring)[0, 0].numpy() > 0
+        grown = grow(m, ring)[0, 0].numpy() > 0
         around = grown & ~lesion[k] & (image[k] > 0)
         out[k][lesion[k]] = image[k][around].mean() if around.any() else image[k][image[k] > 0].mean()
     return out
@@ -266,7 +266,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
         images = np.asarray(case.image, np.float32)
         truth = np.asarray(case.mask) > 0
         pn_all = np.where(images > 0, run_net(G, images, batch)[:, 0], images)
-        near = F.max_pool2d(torch.from_numpy(truth.astype(np.float32))[:, None], 11, stride=1, padding=5)[:, 0].numpy() > 0
+        near = grow(torch.from_numpy(truth)[:, None], 5)[:, 0].numpy() > 0
         healthy = (images > 0) & ~near
         neighbours = np.diff(case.z) == 1
         for key, stack, region in (("pseudo_normal_lesion", pn_all, truth), ("input_lesion", images, truth),

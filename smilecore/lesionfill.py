@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -67,7 +68,6 @@ def fill_lesion(image: torch.Tensor, mask: torch.Tensor, radius: int = FILL_GROW
 
 def fill_lesion_array(images, masks, radius: int = FILL_GROW, sigma: float = FILL_SIGMA):
     """`fill_lesion` for numpy stacks of slices (N x H x W), as evaluation and figures use it."""
-    import numpy as np
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[:, None]  # noqa: E731
     with torch.no_grad():
         return fill_lesion(as_t(images), as_t(masks), radius, sigma)[:, 0].numpy()

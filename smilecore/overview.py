@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .volume import reorient, to_canonical
+from .volume import reorient, temp_name, to_canonical
 
 
 def _display(slice_lp: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ def panel_row(panels: list[tuple[str, np.ndarray]], zoom: int = 2) -> Image.Imag
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    tmp = temp_name(path)
     try:
         image.save(tmp)
         os.replace(tmp, path)
