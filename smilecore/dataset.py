@@ -25,7 +25,7 @@ import torch
 from .cases import Case
 from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: brain above the background noise (volume.find_brain), voxel size recorded
 DEFAULT_MIN_BRAIN_FRACTION = 0.01
 
 
@@ -43,6 +43,7 @@ class CachedCase:
     brain_box: np.ndarray        # (N, 4) x0, x1, y0, y1 of brain per slice
     lesion_box: np.ndarray       # (N, 4), all -1 where the slice has no lesion
     scale: float                 # V99.5 of the volume
+    spacing: tuple = (1.0, 1.0, 1.0)  # voxel size (mm) along the canonical axes
 
     @property
     def labeled(self) -> bool:
@@ -100,7 +101,7 @@ def cache_case(case: Case, cache_dir: str | Path, modality: str = "t2",
             masks = np.moveaxis(label[:, :, keep], 2, 0).astype(np.uint8)
             np.save(tmp / "mask.npy", masks)
             lesion_box = _boxes(masks)
-        meta = {"settings": settings, "z": keep.tolist(), "scale": vol.norm.scale,
+        meta = {"settings": settings, "z": keep.tolist(), "scale": vol.norm.scale, "spacing": vol.spacing,
                 "brain_box": brain_box.tolist(), "lesion_box": lesion_box.tolist(),
                 "labeled": seg_path is not None}
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -118,7 +119,8 @@ def _open_entry(case_id: str, entry: Path, meta: dict) -> CachedCase:
     if image.shape[0] != len(z) or (mask is not None and mask.shape != image.shape):
         raise ValueError(f"cache entry {entry} is inconsistent")
     return CachedCase(case_id, image, mask, z, np.asarray(meta["brain_box"], np.int32).reshape(-1, 4),
-                      np.asarray(meta["lesion_box"], np.int32).reshape(-1, 4), float(meta["scale"]))
+                      np.asarray(meta["lesion_box"], np.int32).reshape(-1, 4), float(meta["scale"]),
+                      tuple(meta["spacing"]))
 
 
 class SliceSet(torch.utils.data.Dataset):

@@ -48,7 +48,9 @@ class SmileModel:
 
 
 def model_config(sizes: dict, modality: str, training: dict | None = None,
-                 clip_percentile: float = 99.5) -> dict:
+                 clip_percentile: float = 99.5, spacing_mm=(1.0, 1.0, 1.0)) -> dict:
+    """`spacing_mm`: the voxel size (canonical L, P, S) of the training data; synthesis resamples
+    slices to its in-plane part. Files without it were trained on BraTS's 1 mm."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -56,7 +58,9 @@ def model_config(sizes: dict, modality: str, training: dict | None = None,
         "networks": sizes,
         "modality": modality,
         "normalisation": {"method": "clip-percentile", "clip_percentile": clip_percentile,
-                          "range": [0.0, 1.0], "brain": "voxels > 0 (skull-stripped input)"},
+                          "range": [0.0, 1.0], "offset": "background level",
+                          "brain": "above the background noise, largest connected part (volume.find_brain)"},
+        "spacing_mm": [float(v) for v in spacing_mm],
         "orientation": {"canonical": "LPS", "slice_axis": 2, "slices": "axial"},
         "lesion_threshold": 0.5,
         "training": training or {},

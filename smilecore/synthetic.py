@@ -87,3 +87,58 @@ def write_cohort(out_dir: str | Path, n_cases: int = 6, seed: int = 0, shape=(48
         if k < n_cases - unlabeled:
             nib.save(nib.Nifti1Image(np.ascontiguousarray(label), affine), d / f"{cid}_seg.nii.gz")
     return out_dir
+
+
+# --- A real case made to look like what users bring (the clinical-input checks and tests) ---
+
+def brain_scale(data: np.ndarray) -> float:
+    """V99.5 of the voxels > 0 (the paper's scale of a skull-stripped image)."""
+    return float(np.percentile(data[data > 0], 99.5))
+
+
+def with_noise(data: np.ndarray, sigma_share: float = 0.02, everywhere: bool = False,
+               seed: int = 0) -> np.ndarray:
+    """Gaussian noise of SD `sigma_share` x V99.5 added to the background (or to every voxel)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, sigma_share * brain_scale(data), data.shape).astype(np.float32)
+    return (data + (noise if everywhere else noise * (data <= 0))).astype(np.float32)
+
+
+def with_scalp(data: np.ndarray, spacing=(1.0, 1.0, 1.0), gap_mm: float = 4.0, thickness_mm: float = 6.0,
+               brightness: float = 0.8, joined_slices: int = 0, seed: int = 0) -> np.ndarray:
+    """A head that was not skull-stripped, roughly: a dark skull `gap_mm` thick around the brain
+    (0: none), then a bright textured scalp `thickness_mm` thick at `brightness` x V99.5; over the
+    lowest `joined_slices` slices with brain, tissue fills the skull's place (as at the neck)."""
+    from scipy import ndimage
+    distance = ndimage.distance_transform_edt(data <= 0, sampling=spacing)
+    scale = brain_scale(data)
+    scalp = (distance > gap_mm) & (distance <= gap_mm + thickness_mm)
+    texture = 1 + 0.1 * np.random.default_rng(seed).standard_normal(data.shape)
+    out = np.where(scalp, brightness * scale * texture, data).astype(np.float32)
+    if joined_slices:
+        z0 = int(np.nonzero((data > 0).any(axis=(0, 1)))[0][0])
+        neck = np.zeros(data.shape, bool)
+        neck[:, :, z0:z0 + joined_slices] = True
+        out[neck & (distance > 0) & (distance <= gap_mm)] = 0.4 * scale
+    return out
+
+
+def resample_case(data: np.ndarray, label: np.ndarray, affine: np.ndarray, in_plane_mm: float = 1.0,
+                  slice_mm: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1 mm LPS case as a scanner would give it at `in_plane_mm` (axes 0, 1; linear
+    interpolation, label nearest) with `slice_mm`-thick slices (axis 2: the mean of `slice_mm`
+    1 mm slices, as thick slices average; label where more than half of them is lesion)."""
+    from scipy import ndimage
+    z = data.shape[2] // slice_mm * slice_mm
+    thick = data[:, :, :z].reshape(data.shape[0], data.shape[1], -1, slice_mm).mean(axis=3)
+    lab = (label[:, :, :z] > 0).reshape(label.shape[0], label.shape[1], -1, slice_mm).mean(axis=3) > 0.5
+    size = [int(round(n / in_plane_mm)) for n in data.shape[:2]]
+    zoom = (size[0] / data.shape[0], size[1] / data.shape[1], 1.0)
+    image = ndimage.zoom(thick, zoom, order=1, grid_mode=True, mode="grid-constant")
+    lab = ndimage.zoom(lab.astype(np.uint8), zoom, order=0, grid_mode=True, mode="grid-constant")
+    out = np.array(affine, float)
+    out[:3, :3] = out[:3, :3] @ np.diag([data.shape[0] / size[0], data.shape[1] / size[1], slice_mm])
+    # the first voxel's centre moves with the voxel size (grid_mode: the volume's edges stay put)
+    out[:3, 3] = affine[:3, :3] @ (np.array([data.shape[0] / size[0], data.shape[1] / size[1], slice_mm]) / 2 - 0.5) \
+        + affine[:3, 3]
+    return image.astype(np.float32), lab.astype(np.uint8), out

@@ -227,6 +227,9 @@ class Trainer:
             cached.append(cache_case(case, cache_dir, cfg.modality, use_label, cfg.min_brain_fraction))
             self.events.emit("prepare", done=k + 1, total=len(todo), case=case.case_id)
         n_train = len(self.split.train)
+        # The model file records the training voxel size; synthesis resamples slices to it. Cases
+        # are not resampled here: a set of mixed in-plane sizes trains on their median.
+        self.spacing = tuple(float(v) for v in np.median([c.spacing for c in cached[:n_train]], axis=0))
         self.train_set = SliceSet(cached[:n_train], cfg.crop)
         self.val_set = SliceSet(cached[n_train:], None)
         if len(self.train_set) == 0:
@@ -566,5 +569,5 @@ class Trainer:
                     "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
                     "data_dir": str(cfg.data_dir)}
-        config = model_config(self.sizes, cfg.modality, training)
+        config = model_config(self.sizes, cfg.modality, training, spacing_mm=self.spacing)
         return save_model(self.out / MODEL_NAME, self.nets, config, half=cfg.save_half)

@@ -6,9 +6,26 @@ axial slice. Any input is brought there by flips and axis permutations only (the
 axes for an oblique acquisition), so no voxel is resampled and the transform is exactly
 invertible: outputs go back to the input's own voxel order and header.
 
-Normalisation (the paper's): intensities clipped to [0, V99.5], V99.5 the 99.5th percentile
-over brain voxels (voxels > 0 in a skull-stripped image), then divided by V99.5 so that the
-networks see [0, 1].
+Brain and background (`find_brain`): the paper's "voxels > 0" holds only for a skull-stripped
+image with an exactly zero background. Scans users bring have noise in the background, an
+intercept (background at 1), or skull and scalp. The background's level and noise are read off
+the volume's outer shell of voxels (air around the head), brain is what is brighter than that
+level by 5 noise SDs, kept as its largest connected part with holes filled. A head that was not
+skull-stripped is refused with the fix named (unless the caller gives a brain mask): a foreground
+larger than a brain, bright tissue apart from it (a scalp), or a dark layer enclosed near its
+surface (a skull between brain and scalp). Small specks apart from the brain are left unchanged.
+
+Normalisation (the paper's): intensities, less the background level, clipped to [0, V99.5],
+V99.5 the 99.5th percentile over brain voxels, then divided by V99.5 so that the networks see
+[0, 1]. On BraTS data (background exactly 0) this is exactly the paper's.
+
+Voxel size: `CanonicalVolume.spacing` gives the voxel size along the canonical axes (mm);
+synthesis resamples axial slices to the model's training spacing (see synthesis.py).
+
+Masks (`load_mask`): a lesion or brain mask is accepted on the image's physical grid in any
+voxel order (voxel centres within `grid_tolerance_mm`); a label map counts where > 0, a
+probability map (values in [0, 1], not all 0/1) where >= 0.5; anything else (an image given
+as a mask, negative values) is refused.
 
 Inputs that cannot be used raise `VolumeError` naming the file (or volume) and the problem:
 unreadable or truncated files, images that are not 3D, complex or non-finite voxels, values
@@ -32,6 +49,19 @@ CLIP_PERCENTILE = 99.5
 # Above this angle between the voxel axes and the anatomical axes, front ends tell the user
 # that the "axial" slices are tilted (the volume is still processed, without resampling).
 OBLIQUE_WARNING_DEG = 25.0
+# A brain with its CSF, as a skull-stripped image holds it, is 1.0-2.0 litres; a head with skull,
+# scalp, face and neck 3-5 litres. Foreground above this volume is not a skull-stripped brain.
+MAX_BRAIN_ML = 2500.0
+# Bright tissue apart from the brain (a scalp shell) or a dark layer enclosed within SURFACE_MM of
+# its surface (a skull) above these volumes: not skull-stripped. Noise specks stay far below.
+MAX_OUTSIDE_ML = 50.0
+MAX_ENCLOSED_DARK_ML = 20.0
+SURFACE_MM = 12.0
+# Background: the voxels in this many outer layers of each face; brain: above level + k * noise.
+SHELL_VOXELS = 2
+BACKGROUND_NOISE_SDS = 5.0
+# A label map has a few values; more distinct values than this is an image given as a mask.
+MAX_LABEL_VALUES = 64
 
 
 class VolumeError(ValueError):
@@ -124,36 +154,133 @@ def restore_orientation(data: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Normalisation:
-    """Per-volume scaling to [0, 1]: x -> clip(x, 0, scale) / scale."""
+    """Per-volume scaling to [0, 1]: x -> clip(x - offset, 0, scale) / scale, where offset is the
+    background level (0 for BraTS) and scale the clip percentile of brain voxels above it."""
     scale: float
     clip_percentile: float = CLIP_PERCENTILE
+    offset: float = 0.0
 
     @classmethod
     def fit(cls, data: np.ndarray, brain: np.ndarray, where: str = "volume",
-            clip_percentile: float = CLIP_PERCENTILE) -> "Normalisation":
+            clip_percentile: float = CLIP_PERCENTILE, offset: float = 0.0) -> "Normalisation":
         if not brain.any():
             raise VolumeError(f"{where}: no brain voxels (the volume is empty or all <= 0)")
-        values = data[brain]
+        values = data[brain] - offset
         lo, hi = float(values.min()), float(values.max())
         if lo == hi:
-            raise VolumeError(f"{where}: every brain voxel (> 0) has the same value {hi:g}; a constant "
-                              "image holds no anatomy (is this a mask rather than an MRI?)")
+            raise VolumeError(f"{where}: every brain voxel (> 0) has the same value {hi + offset:g}; a "
+                              "constant image holds no anatomy (is this a mask rather than an MRI?)")
         scale = float(np.percentile(values, clip_percentile))
         if not scale > 0:
             raise VolumeError(f"{where}: the {clip_percentile}th intensity percentile is {scale}; "
                               "the image is constant or not a positive-valued MRI")
-        return cls(scale, clip_percentile)
+        return cls(scale, clip_percentile, offset)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
-        return (np.clip(data, 0.0, self.scale) / self.scale).astype(np.float32)
+        return (np.clip(data - self.offset, 0.0, self.scale) / self.scale).astype(np.float32)
 
     def invert(self, data: np.ndarray) -> np.ndarray:
-        return data * self.scale
+        return data * self.scale + self.offset
 
 
-def brain_mask(data: np.ndarray) -> np.ndarray:
-    """Brain voxels of a skull-stripped image: everything above zero."""
-    return data > 0
+def _outer_shell(data: np.ndarray) -> np.ndarray | None:
+    """The outer SHELL_VOXELS layers of the three darkest faces (by median) among the faces of the
+    axes wide enough to have an inside: a slab or a scan down to the neck has tissue on some faces,
+    air on the others."""
+    k = SHELL_VOXELS
+    faces = [np.take(data, idx, axis=a).ravel() for a in range(3) if data.shape[a] > 4 * k
+             for idx in (list(range(k)), list(range(-k, 0)))]
+    if not faces:
+        return None
+    faces.sort(key=np.median)
+    return np.concatenate(faces[:max(1, len(faces) // 2)])
+
+
+def background_level(data: np.ndarray) -> tuple[float, float]:
+    """(level, noise SD) of the air around the head, from the volume's outer shell (median and
+    MAD). Where the shell is not dark (a volume cropped to the brain, or too small to have a
+    shell), the background is 0 without noise: the paper's "> 0" for a skull-stripped image."""
+    shell = _outer_shell(data)
+    if shell is None:
+        return 0.0, 0.0
+    level = float(np.median(shell))
+    if level > 0.1 * float(np.percentile(data, CLIP_PERCENTILE)):  # tissue at the border, not air
+        return 0.0, 0.0
+    return level, 1.4826 * float(np.median(np.abs(shell - level)))
+
+
+@dataclass
+class Brain:
+    """Where the brain is, and what was found around it (`find_brain`)."""
+    mask: np.ndarray           # bool, same voxel order as the data
+    level: float               # background level (the normalisation's offset)
+    noise: float               # background noise SD (0: an exactly constant background)
+    brain_ml: float
+    outside_ml: float = 0.0    # bright voxels apart from the brain (noise specks), left unchanged
+    given: bool = False        # the caller's mask
+
+
+def _not_skull_stripped(where: str, evidence: str) -> VolumeError:
+    return VolumeError(
+        f"{where}: {evidence}: the image seems not to be skull-stripped (or its background is not dark). "
+        "Skull-strip it first (in Slicer: the HD Brain Extraction or Swiss Skull Stripper extension; on the "
+        "command line: a skull-stripping tool such as HD-BET or FSL bet), or give a brain mask "
+        "(smile synthesize --brain-mask)")
+
+
+def find_brain(data: np.ndarray, spacing=(1.0, 1.0, 1.0), where: str = "volume",
+               given: np.ndarray | None = None) -> Brain:
+    """Brain voxels of `data` (voxel size `spacing`, mm): above the background by
+    BACKGROUND_NOISE_SDS noise SDs (and > 0), the largest connected part, holes filled; or the
+    caller's mask (`given`). Refused as not skull-stripped: a foreground larger than any brain
+    (MAX_BRAIN_ML), bright tissue apart from it (a scalp shell, MAX_OUTSIDE_ML), or a dark layer
+    enclosed near its surface (a skull between brain and scalp, MAX_ENCLOSED_DARK_ML)."""
+    from scipy import ndimage
+
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    level, noise = background_level(data)
+    if given is not None:
+        mask = np.asarray(given, bool)
+        return Brain(mask, level, noise, float(mask.sum()) * voxel_ml, given=True)
+    if float(data.max()) == float(data.min()) > 0:
+        raise VolumeError(f"{where}: every brain voxel (> 0), indeed every voxel, has the same value "
+                          f"{float(data.max()):g}; a constant image holds no anatomy (is this a mask rather "
+                          "than an MRI?)")
+    foreground = data > max(level + BACKGROUND_NOISE_SDS * noise, 0.0)  # a magnitude image is > 0
+    labels, n = ndimage.label(foreground)
+    if n == 0:
+        return Brain(foreground, level, noise, 0.0)
+    sizes = np.bincount(labels.ravel())[1:]
+    largest = labels == int(np.argmax(sizes)) + 1
+    mask = ndimage.binary_fill_holes(largest)
+    brain_ml = float(mask.sum()) * voxel_ml
+    outside_ml = float(sizes.sum() - sizes.max()) * voxel_ml
+    if brain_ml > MAX_BRAIN_ML:
+        raise _not_skull_stripped(where, f"the foreground is {brain_ml / 1000:.1f} litres, more than a brain "
+                                         "(1.0-2.0 litres)")
+    if outside_ml > MAX_OUTSIDE_ML:
+        raise _not_skull_stripped(where, f"{outside_ml:.0f} mL of bright tissue lie apart from the brain "
+                                         "(a scalp, or a noisy background)")
+    # A skull is a dark layer between brain and scalp: enclosed within each axial slice (a slab, or
+    # a scalp joined to the brain at the neck, leaves it open in 3D) and near the surface
+    # (ventricles and a dark necrosis lie deeper). Skull-stripped BraTS cases: 0.4-2.3 mL.
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    slices_filled = ndimage.binary_fill_holes(largest, structure=in_plane)
+    enclosed = slices_filled & ~largest
+    if float(enclosed.sum()) * voxel_ml > MAX_ENCLOSED_DARK_ML:
+        depth = ndimage.distance_transform_edt(slices_filled, sampling=spacing)
+        skull_ml = float((enclosed & (depth < SURFACE_MM)).sum()) * voxel_ml
+        if skull_ml > MAX_ENCLOSED_DARK_ML:
+            raise _not_skull_stripped(where, f"{skull_ml:.0f} mL of dark voxels lie within {SURFACE_MM:.0f} mm "
+                                             "of the surface, between the brain and a bright outer layer "
+                                             "(a skull between brain and scalp)")
+    return Brain(mask, level, noise, brain_ml, outside_ml)
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each voxel axis of `affine`."""
+    return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
 
 
 @dataclass
@@ -165,10 +292,13 @@ class CanonicalVolume:
     norm: Normalisation
     transform: np.ndarray      # orientation transform input -> LPS
     obliquity_deg: float = 0.0  # angle between the voxel axes and the anatomical axes
+    spacing: tuple = (1.0, 1.0, 1.0)  # voxel size (mm) along the canonical axes L, P, S
+    found: Brain | None = None  # how the brain was found (background level, noise, outside parts)
 
     @classmethod
     def from_array(cls, data: np.ndarray, affine: np.ndarray, where: str = "volume",
-                   clip_percentile: float = CLIP_PERCENTILE) -> "CanonicalVolume":
+                   clip_percentile: float = CLIP_PERCENTILE, brain: np.ndarray | None = None) -> "CanonicalVolume":
+        """`brain`: the caller's brain mask in the voxel order of `data` (else it is found)."""
         data = np.asarray(data)
         if data.dtype.kind == "c":
             raise VolumeError(f"{where}: complex-valued voxels ({data.dtype}); expected a magnitude image")
@@ -183,15 +313,82 @@ class CanonicalVolume:
         affine = check_affine(affine, where)
         transform = to_canonical(affine)
         raw = reorient(data, transform)
-        brain = brain_mask(raw)
-        norm = Normalisation.fit(raw, brain, where, clip_percentile)
-        return cls(norm.apply(raw), brain, raw, norm, transform, obliquity_deg(affine))
+        sizes = voxel_sizes(affine)
+        spacing = tuple(float(sizes[int(np.flatnonzero(transform[:, 0] == axis)[0])]) for axis in range(3))
+        if brain is not None and np.shape(brain) != data.shape:
+            raise VolumeError(f"{where}: brain mask shape {np.shape(brain)} differs from the image's {data.shape}")
+        found = find_brain(raw, spacing, where, None if brain is None else reorient(np.asarray(brain, bool), transform))
+        norm = Normalisation.fit(raw, found.mask, where, clip_percentile, offset=found.level)
+        # the networks see nothing outside the brain, as in training (BraTS: background 0)
+        image = norm.apply(raw) * found.mask
+        return cls(image, found.mask, raw, norm, transform, obliquity_deg(affine), spacing, found)
 
     def to_input_order(self, data: np.ndarray) -> np.ndarray:
         return restore_orientation(data, self.transform)
 
     def to_canonical_order(self, data: np.ndarray) -> np.ndarray:
         return reorient(data, self.transform)
+
+
+def grid_tolerance_mm(affine: np.ndarray) -> float:
+    """How far two grids' voxel centres may be apart and still be one grid: 1 % of the smallest
+    voxel size (a header re-saved in float32 moves them by micrometres), at least 1e-3 mm."""
+    return max(1e-3, 0.01 * float(voxel_sizes(affine).min()))
+
+
+def _corners(shape) -> np.ndarray:
+    return np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                     for k in (0, shape[2] - 1)]).T
+
+
+def on_image_grid(data: np.ndarray, affine: np.ndarray, image_shape: tuple, image_affine: np.ndarray,
+                  what: str, image_name: str = "the image") -> np.ndarray:
+    """`data` brought to the image's voxel order when it lies on the image's grid (the same voxel
+    centres within `grid_tolerance_mm`, in any voxel order); else VolumeError naming `what`."""
+    image_affine = check_affine(image_affine, "image")
+    affine = check_affine(affine, what)
+    t_data, t_image = to_canonical(affine), to_canonical(image_affine)
+    canon = reorient(data, t_data)
+    canon_shape = reorient(np.empty(image_shape, bool), t_image).shape
+    if canon.shape != canon_shape:
+        raise VolumeError(f"{what}: not on the grid of {image_name} (shape {data.shape} against "
+                          f"{tuple(image_shape)})")
+    # the canonical voxel -> world matrices must place every corner voxel at the same point
+    a = affine @ nio.inv_ornt_aff(t_data, data.shape)
+    b = image_affine @ nio.inv_ornt_aff(t_image, image_shape)
+    gap = float(np.abs((a - b) @ _corners(canon.shape)).max())
+    tol = grid_tolerance_mm(image_affine)
+    if gap > tol:
+        raise VolumeError(f"{what}: not on the grid of {image_name} (voxel centres up to {gap:.3g} mm apart, more than "
+                          f"the {tol:.3g} mm tolerance); resample it onto the image first")
+    return restore_orientation(canon, t_image)
+
+
+def binary_from_mask_values(data: np.ndarray, what: str) -> np.ndarray:
+    """A label map counts where > 0; a probability map (values in [0, 1], not only 0 and 1) where
+    >= 0.5. Negative values, or many distinct or non-integer values above 1, are an image given as
+    a mask: refused."""
+    if (data < 0).any():
+        raise VolumeError(f"{what}: has negative values (down to {float(data.min()):g}); a mask holds labels "
+                          "(0, 1, 2, ...) or probabilities (0-1)")
+    if float(data.max()) <= 1.0 and not np.isin(data, (0.0, 1.0)).all():
+        return data >= 0.5
+    values = np.unique(data)
+    if (values != np.round(values)).any() or len(values) > MAX_LABEL_VALUES:
+        raise VolumeError(f"{what}: {len(values)} distinct values from {float(values[0]):g} to "
+                          f"{float(values[-1]):g} are neither a label map (a few whole numbers) nor a "
+                          "probability map (0-1): is this an image rather than a mask?")
+    return data > 0
+
+
+def load_mask(path: str | Path, image_shape: tuple, image_affine: np.ndarray,
+              what: str = "mask", image_name: str = "the image") -> np.ndarray:
+    """A lesion or brain mask file as a boolean array in the image's voxel order (see
+    `on_image_grid` and `binary_from_mask_values`)."""
+    data, affine, _ = load_nifti(path, what=what)
+    where = f"{what} {path}"
+    return binary_from_mask_values(on_image_grid(data, affine, image_shape, image_affine, where, image_name),
+                                   where)
 
 
 def load_label(path: str | Path, image_shape: tuple, image_affine: np.ndarray) -> np.ndarray:
