@@ -386,7 +386,8 @@ def assemble(scene=None, testing=False):
     import slicer.parameterNodeWrapper  # noqa: F401
     import slicer.ScriptedLoadableModule  # noqa: F401
     assert Path(slicer.util.__file__).is_relative_to(SLICER_PYTHON)
-    slicer.modules = types.SimpleNamespace(plots=types.SimpleNamespace(logic=PlotsLogic))
+    plots_logic = PlotsLogic()
+    slicer.modules = types.SimpleNamespace(plots=types.SimpleNamespace(logic=lambda: plots_logic))
     slicer.mrmlScene = scene if scene is not None else slicer.vtkMRMLScene()
     sys.path[:0] = [str(ROOT / m) for m in MODULES] + [str(SLICER_PYTHON / "SampleData"),
                                                       str(SLICER_PYTHON / "PyTorchUtils")]
