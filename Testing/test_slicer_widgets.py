@@ -305,7 +305,14 @@ def test_stop_without_psutil_kills_the_group_or_calls_taskkill(monkeypatch, tmp_
         from SMILETrainerLib import process
     finally:
         sys.path.remove(str(ROOT / "SMILETrainer"))
-    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil -> ImportError
+    import builtins
+    real_import = builtins.__import__
+
+    def import_without_psutil(name, *args, **kwargs):  # for process.stop() only: psutil uses itself
+        if name == "psutil" and sys._getframe(1).f_globals.get("__name__") == process.__name__:
+            raise ImportError("psutil hidden by the test")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", import_without_psutil)
     script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     run = process.TrainingProcess([], python=sys.executable)
     run.command = [sys.executable, "-c", script]
@@ -316,7 +323,8 @@ def test_stop_without_psutil_kills_the_group_or_calls_taskkill(monkeypatch, tmp_
     assert _alive(tree) == []
 
     calls = []
-    monkeypatch.setattr(process.os, "name", "nt")
+    windows_os = type("WindowsOs", (), {"name": "nt", "__getattr__": lambda self, a: getattr(os, a)})()
+    monkeypatch.setattr(process, "os", windows_os)  # os.name for process.py only (pathlib reads it too)
     monkeypatch.setattr(process.subprocess, "run", lambda args, **kw: calls.append(args))
     fake = process.TrainingProcess([], python=sys.executable)
     fake.proc = type("P", (), {"pid": 4321, "poll": lambda self: None, "wait": lambda self, t: 0})()
