@@ -14,12 +14,12 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-# A checkout used through "Additional module paths" has the engine one folder up; an installed
-# extension has it beside the modules (already on sys.path).
+# A checkout used through "Additional module paths" has the engine one folder up; an installed extension
+# has it beside the modules. SMILESynthesisLib.logic finds its files without importing it (torch, nibabel).
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
-from SMILESynthesisLib.logic import bundled_model_path  # noqa: E402 (finds the engine without importing it)
+from SMILESynthesisLib.logic import bundled_model_path, model_choices, sample_data_source  # noqa: E402
 
 
 class SMILESynthesis(ScriptedLoadableModule):
@@ -43,7 +43,6 @@ class SMILESynthesis(ScriptedLoadableModule):
 def registerSampleData():
     """Runs at every start-up: finds the sample files without importing the engine (torch, nibabel)."""
     import SampleData
-    from SMILESynthesisLib.logic import sample_data_source
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="SMILE", **sample_data_source(),
         thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "SMILESynthesis.png"))
@@ -128,14 +127,12 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _fillModelChoices(self):
-        from SMILESynthesisLib.logic import model_choices
-        choices = model_choices()
+        choices = model_choices() + [(_("Model file below"), "")]
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
-        try:
+        try:  # signals are unblocked whatever happens
             self.ui.modelComboBox.clear()
             for label, path in choices:
                 self.ui.modelComboBox.addItem(label, str(path))
-            self.ui.modelComboBox.addItem(_("Model file below"), "")
         finally:
             self.ui.modelComboBox.blockSignals(wasBlocked)
 

@@ -30,9 +30,10 @@ MODULES = ("SMILESynthesis", "SMILETrainer")
 # PythonQt, not PyQt, binds Qt in Slicer. Its rules that Slicer's and the modules' code rely on:
 # a Qt property reads and writes as an attribute (`button.enabled = False`, `spinBox.value`), also
 # where a method of the same name exists; `name` is the objectName; `obj.connect("clicked(bool)", f)`
-# connects by signature; a Qt object is true while it exists. Not checked: PythonQt's argument conversions (QVariant, enums, vtk object
-# pointers in signals), its error messages, its rule of calling a slot with fewer arguments (PyQt
-# has a similar one), its handling of slot exceptions (printed; here recorded in `slot_errors`).
+# connects by signature; a Qt object is true while it exists (PyQt: an empty combo box is false).
+# Not checked: PythonQt's argument conversions (QVariant, enums, vtk object pointers in signals),
+# its error messages, its rule of calling a slot with fewer arguments (PyQt has a similar one), its
+# handling of slot exceptions (printed; here recorded in `slot_errors`).
 _getattribute, _setattr = QtCore.QObject.__getattribute__, QtCore.QObject.__setattr__
 _qt_properties: dict[type, frozenset] = {}
 _pythonqt = [True]  # off while PyQt5.uic builds a .ui: uic expects PyQt's rules
@@ -83,7 +84,7 @@ def _record_slot_error(kind, value, tb):
 def install_pythonqt_rules():
     QtCore.QObject.__getattribute__ = _get
     QtCore.QObject.__setattr__ = _set
-    QtCore.QObject.__bool__ = lambda self: not sip.isdeleted(self)  # PyQt: an empty combo box is false
+    QtCore.QObject.__bool__ = lambda self: not sip.isdeleted(self)
     QtCore.QObject.connect = lambda self, signature, slot: _signal(self, signature).connect(slot)
     QtCore.QObject.disconnect = lambda self, signature, slot: _signal(self, signature).disconnect(slot)
     sys.excepthook = _record_slot_error  # PyQt aborts on a slot's exception without an excepthook
@@ -113,6 +114,14 @@ class _Overloads:
 
     def connect(self, slot):
         self._signal.connect(slot)
+
+
+def _hold(outer, inner):
+    """A stand-in shows its state in a real Qt widget that fills it."""
+    outer.setLayout(QtWidgets.QHBoxLayout())
+    outer.layout().setContentsMargins(0, 0, 0, 0)
+    outer.layout().addWidget(inner)
+    return inner
 
 
 class qMRMLWidget(QtWidgets.QWidget):
@@ -146,10 +155,7 @@ class qMRMLNodeComboBox(qMRMLWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.nodeTypes, self._node = [], None
-        self.setLayout(QtWidgets.QHBoxLayout())
-        self.layout().setContentsMargins(0, 0, 0, 0)
-        self._label = QtWidgets.QComboBox()  # what the user sees: the current node's name
-        self.layout().addWidget(self._label)
+        self._label = _hold(self, QtWidgets.QComboBox())  # what the user sees: the current node's name
         for option in ("NoneEnabled", "AddEnabled", "RemoveEnabled", "RenameEnabled", "ShowChildNodeTypes"):
             setattr(self, "set" + option, lambda value, o=option: setattr(self, o[0].lower() + o[1:], value))
 
@@ -179,10 +185,7 @@ class ctkPathLineEdit(QtWidgets.QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setLayout(QtWidgets.QHBoxLayout())
-        self.layout().setContentsMargins(0, 0, 0, 0)
-        self._edit = QtWidgets.QLineEdit()
-        self.layout().addWidget(self._edit)
+        self._edit = _hold(self, QtWidgets.QLineEdit())
         self.filters, self.nameFilters = 0, []
 
     def setFilters(self, value):
@@ -212,10 +215,7 @@ class ctkSliderWidget(QtWidgets.QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setLayout(QtWidgets.QHBoxLayout())
-        self.layout().setContentsMargins(0, 0, 0, 0)
-        self._spin = QtWidgets.QDoubleSpinBox()
-        self.layout().addWidget(self._spin)
+        self._spin = _hold(self, QtWidgets.QDoubleSpinBox())
         self._spin.valueChanged[float].connect(self.valueChanged)
 
     def _forward(name):  # noqa: N805 (a class-body helper)

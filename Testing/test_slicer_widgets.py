@@ -313,7 +313,8 @@ def test_stop_without_psutil_kills_the_group_or_calls_taskkill(monkeypatch, tmp_
             raise ImportError("psutil hidden by the test")
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", import_without_psutil)
-    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
     run = process.TrainingProcess([], python=sys.executable)
     run.command = [sys.executable, "-c", script]
     run.start()
