@@ -1,6 +1,7 @@
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import qt
 import slicer
@@ -8,16 +9,17 @@ import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-# A checkout used through "Additional module paths" has the engine one folder up; an installed
-# extension has it beside the modules (already on sys.path).
+# A checkout used through "Additional module paths" has the engine one folder up; an installed extension
+# has it beside the modules. SMILESynthesisLib.logic finds its files without importing it (torch, nibabel).
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
+from SMILESynthesisLib.logic import bundled_model_path, model_choices, sample_data_source  # noqa: E402
 
 
 class SMILESynthesis(ScriptedLoadableModule):
@@ -39,20 +41,18 @@ class SMILESynthesis(ScriptedLoadableModule):
 
 
 def registerSampleData():
+    """Runs at every start-up: finds the sample files without importing the engine (torch, nibabel)."""
     import SampleData
-    from SMILESynthesisLib.logic import sample_data_source
-    source = sample_data_source()
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="SMILE", sampleName=source["name"], uris=source["uris"], fileNames=source["fileNames"],
-        nodeNames=source["nodeNames"], checksums=source["checksums"], loadFileType=source["loadFileTypes"],
+        category="SMILE", **sample_data_source(),
         thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "SMILESynthesis.png"))
 
 
 @parameterNodeWrapper
 class SMILESynthesisParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
-    modelPath: Path                      # empty: the bundled default model
-    device: str = "auto"
+    modelPath: Path = bundled_model_path()
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     makePseudoNormal: bool = True
     makeLesion: bool = True
     makeDifference: bool = False
@@ -90,8 +90,8 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
+        self._disconnect()  # before removeObservers: _disconnect removes its own observer
         self.removeObservers()
-        self._disconnect()
 
     def enter(self):
         self.initializeParameterNode()
@@ -127,13 +127,14 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _fillModelChoices(self):
-        from SMILESynthesisLib.logic import model_choices
-        self.ui.modelComboBox.blockSignals(True)
-        self.ui.modelComboBox.clear()
-        for label, path in model_choices():
-            self.ui.modelComboBox.addItem(label, str(path))
-        self.ui.modelComboBox.addItem(_("Model file below"), "")
-        self.ui.modelComboBox.blockSignals(False)
+        choices = model_choices() + [(_("Model file below"), "")]
+        wasBlocked = self.ui.modelComboBox.blockSignals(True)
+        try:  # signals are unblocked whatever happens
+            self.ui.modelComboBox.clear()
+            for label, path in choices:
+                self.ui.modelComboBox.addItem(label, str(path))
+        finally:
+            self.ui.modelComboBox.blockSignals(wasBlocked)
 
     def onModelChoice(self, index):
         path = self.ui.modelComboBox.itemData(index)
@@ -182,9 +183,6 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
     """Application-level logic: parameter node, dependencies, views. The MRML work is done by
     SMILESynthesisLib.SynthesisLogic, which is tested outside the application."""
-
-    def __init__(self):
-        ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):
         return SMILESynthesisParameterNode(super().getParameterNode())
@@ -245,9 +243,11 @@ class SMILESynthesisTest(ScriptedLoadableModuleTest):
         self.test_sample_case_synthesis_and_review()
 
     def test_sample_case_synthesis_and_review(self):
+        from SMILESynthesisLib.dependencies import skip_test_without_engine
+        skip_test_without_engine(self, slicer.app.testingEnabled())
+        SMILESynthesisLogic().ensureDependencies()
         import numpy as np
-        from SMILESynthesisLib import NEW, Outputs, SynthesisLogic, bundled_sample_paths
-        from SMILESynthesisLib import nodes
+        from SMILESynthesisLib import NEW, Outputs, SynthesisLogic, bundled_sample_paths, nodes
         self.delayDisplay("Loading the bundled sample case")
         image_path, _seg_path = bundled_sample_paths()
         volume = slicer.util.loadVolume(str(image_path))

@@ -8,7 +8,7 @@ import slicer
 import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -33,16 +33,17 @@ class SMILETrainer(ScriptedLoadableModule):
         self.parent.acknowledgementText = _("SMILE: semi-supervised pseudo-normality synthesis.")
 
 
+# Ranges as in the .ui: without them connectGui widens the spin boxes to the whole int/float range.
 @parameterNodeWrapper
 class SMILETrainerParameterNode:
-    dataDir: Path
-    modality: str = "t2"
+    dataDir: Path = Path.home() / "SMILE" / "data"
+    modality: Annotated[str, Choice(["t2", "flair", "t1", "t1ce"])] = "t2"
     labeledFraction: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
-    epochs: int = 10
-    batchSize: int = 8
-    learningRate: float = 1e-4
-    device: str = "auto"
-    outputDir: Path
+    epochs: Annotated[int, WithinRange(1, 1000)] = 10
+    batchSize: Annotated[int, WithinRange(1, 512)] = 8
+    learningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-4
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    outputDir: Path = Path.home() / "SMILE" / "run"
 
 
 class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -66,14 +67,15 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.startButton.connect("clicked(bool)", lambda: self.onStart(resume=False))
         self.ui.resumeButton.connect("clicked(bool)", lambda: self.onStart(resume=True))
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
-        self.ui.dataDirLineEdit.connect("currentPathChanged(QString)", self.onDataDirChanged)
-        self.ui.modalityComboBox.connect("currentIndexChanged(int)", lambda i: self.onDataDirChanged())
         self.initializeParameterNode()
         self._updateButtons()
 
     def cleanup(self):
+        """Also when Slicer closes: a training left running would go on without a window."""
         self._timer.stop()
+        self.logic.lib.stop()
         self._disconnect()
+        self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
@@ -85,13 +87,18 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnect()
         self._parameterNode = self.logic.getParameterNode()
         self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+        # The summary follows the parameter node, which the GUI has updated by then (a slot on the
+        # path or combo box could run before connectGui's and read the previous folder or modality).
+        self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParametersChanged)
+        self.onParametersChanged()
 
     def _disconnect(self):
         if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParametersChanged)
 
-    def onDataDirChanged(self, *args):
+    def onParametersChanged(self, caller=None, event=None):
         self.ui.datasetInfoLabel.text = self.logic.describeDataset(self._parameterNode)
 
     def onStart(self, resume):
@@ -140,6 +147,7 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
         from SMILETrainerLib import TrainerLogic
         self.lib = TrainerLogic(slicer.mrmlScene)
         self.shownLogLines = 0
+        self._described = (None, "")
 
     def getParameterNode(self):
         return SMILETrainerParameterNode(super().getParameterNode())
@@ -159,14 +167,18 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
                                 device=params.device)
 
     def describeDataset(self, params):
-        from SMILETrainerLib import scan_dataset
+        """Summary of the chosen folder; scanned again only when the folder or modality changes."""
         folder = str(params.dataDir)
         if folder in ("", ".") or not os.path.isdir(folder):
             return _("Choose a folder of BraTS cases.")
-        try:
-            return scan_dataset(folder, params.modality).summary()
-        except Exception as exc:
-            return str(exc)
+        if self._described[0] != (folder, params.modality):
+            from SMILETrainerLib import scan_dataset
+            try:
+                text = scan_dataset(folder, params.modality).summary()
+            except Exception as exc:
+                text = str(exc)
+            self._described = ((folder, params.modality), text)
+        return self._described[1]
 
     def start(self, params, resume=False):
         self.shownLogLines = 0
@@ -202,12 +214,25 @@ class SMILETrainerTest(ScriptedLoadableModuleTest):
         self.test_tiny_training()
 
     def test_tiny_training(self):
+        from SMILESynthesisLib.dependencies import skip_test_without_engine
+        skip_test_without_engine(self, slicer.app.testingEnabled())
+        SMILETrainerLogic().ensureDependencies()
+        savedHome = os.environ.get("SMILE_HOME")
+        try:
+            self._tinyTraining()
+        finally:  # the user's model list stays untouched, whatever happened
+            if savedHome is None:
+                os.environ.pop("SMILE_HOME", None)
+            else:
+                os.environ["SMILE_HOME"] = savedHome
+
+    def _tinyTraining(self):
         import tempfile
         import time
         from SMILETrainerLib import TrainerLogic, TrainingSettings
         from smilecore.synthetic import write_cohort
         folder = Path(tempfile.mkdtemp())
-        os.environ["SMILE_HOME"] = str(folder / "home")  # keep the user's model list untouched
+        os.environ["SMILE_HOME"] = str(folder / "home")
         write_cohort(folder / "data", n_cases=5, shape=(32, 32, 12), unlabeled=1)
         self.delayDisplay("Training a tiny model in a background process")
         lib = TrainerLogic(slicer.mrmlScene)
@@ -222,5 +247,4 @@ class SMILETrainerTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(lib.finished, "training did not finish in time")
         self.assertEqual(lib.finished["event"], "done", "\n".join(lib.log))
         self.assertEqual(lib.table.GetTable().GetNumberOfRows(), 4)
-        del os.environ["SMILE_HOME"]
         self.delayDisplay("SMILE trainer test passed")

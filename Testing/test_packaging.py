@@ -51,6 +51,15 @@ def test_top_level_cmake_names_existing_files_and_every_engine_file():
     assert on_disk == set(sets["SMILECORE_PYTHON_FILES"]), "engine .py files and CMake disagree"
     resources = {str(p.relative_to(ROOT)) for p in (ROOT / "smilecore" / "resources").rglob("*") if p.is_file()}
     assert resources == set(sets["SMILECORE_RESOURCES"])
+    # the engine is copied beside the modules in the build tree (ctest, build-tree launcher) and installed there
+    call = re.search(r"ctkMacroCompilePythonScript\((.*?)\)", re.sub(r"#[^\n]*", "", text), re.S)
+    assert call, "the engine is not copied into the build tree"
+    args = call[1].split()
+    for key, value in (("SCRIPTS", '"${SMILECORE_PYTHON_FILES}"'), ("RESOURCES", '"${SMILECORE_RESOURCES}"'),
+                       ("DESTINATION_DIR", "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}"),
+                       ("INSTALL_DIR", "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}")):
+        assert args[args.index(key) + 1] == value, key
+    assert "NO_INSTALL_SUBDIR" in args  # else the files would land in a SMILEcore/ subfolder, off sys.path
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert sets.get(key), key
@@ -88,6 +97,12 @@ def test_description_files_agree_with_cmake():
     assert s4["iconurl"] == sets["EXTENSION_ICONURL"][0]
     assert s4["description"] == sets["EXTENSION_DESCRIPTION"][0]
     assert s4["screenshoturls"].split() == sets["EXTENSION_SCREENSHOTURLS"]
+    # the index fetches these: each must name a file of this repository, in the icon's raw form
+    raw = sets["EXTENSION_ICONURL"][0].split("/SMILESynthesis/")[0] + "/"
+    for url in sets["EXTENSION_SCREENSHOTURLS"] + sets["EXTENSION_ICONURL"]:
+        assert url.startswith(raw) and (ROOT / url[len(raw):]).is_file(), f"{url} names no file of the repository"
+        with Image.open(ROOT / url[len(raw):]) as picture:
+            assert picture.size[0] >= 128
     entry = json.loads((ROOT / "SMILE.json").read_text())
     assert "slicer-extension-catalog-entry-schema-v1.0." in entry["$schema"]
     assert entry["scm_url"] == s4["scmurl"] and entry["scm_revision"] == s4["scmrevision"]

@@ -1,7 +1,8 @@
 """Python packages the engine needs inside Slicer, installed on first use with the user's consent.
 
 torch comes from the PyTorch extension (PyTorchUtils picks the CUDA build that matches the
-driver); nibabel, tqdm and Pillow through pip. Never called at import time, so loading the
+driver); nibabel, tqdm, Pillow and psutil (Stop kills the training's whole process tree with it)
+through pip. Never called at import time, so loading the
 module never installs anything. `confirm(message) -> bool` is supplied by the caller (the widget
 passes `slicer.util.confirmOkCancelDisplay`), which keeps this file free of GUI code.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-PIP_PACKAGES = {"nibabel": "nibabel>=5.0", "tqdm": "tqdm>=4.60", "PIL": "pillow>=9.0"}
+PIP_PACKAGES = {"nibabel": "nibabel>=5.0", "tqdm": "tqdm>=4.60", "PIL": "pillow>=9.0", "psutil": "psutil>=5"}
 TORCH_REQUIREMENT = ">=2.1"
 
 
@@ -19,6 +20,20 @@ class DependencyError(RuntimeError):
 
 def missing_pip_packages() -> list[str]:
     return [req for module, req in PIP_PACKAGES.items() if importlib.util.find_spec(module) is None]
+
+
+def missing_engine_modules() -> list[str]:
+    """The engine's imports that are not installed (the self-tests skip in testing mode if any)."""
+    return [m for m in ("torch", "nibabel") if importlib.util.find_spec(m) is None]
+
+
+def skip_test_without_engine(test_case, testing: bool) -> None:
+    """A module self-test in testing mode (ctest) installs nothing: a missing engine import is a skip
+    that says why, not a failure."""
+    missing = missing_engine_modules()
+    if missing and testing:
+        test_case.skipTest(f"{', '.join(missing)} not installed; testing mode installs nothing "
+                           "(install the PyTorch extension and nibabel to run this test)")
 
 
 def ensure_dependencies(confirm, testing: bool = False) -> None:

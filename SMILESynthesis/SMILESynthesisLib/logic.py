@@ -5,6 +5,7 @@ MRML level only (no qt), so that it runs under pytest with the `slicer-core` whe
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +32,21 @@ def plan_outputs(wanted: dict[str, bool], chosen: dict[str, object]) -> Outputs:
     return Outputs(**{role: (chosen.get(role) or NEW) if wanted.get(role) else None for role in OUTPUT_ROLES})
 
 
+def engine_resources() -> Path:
+    """The engine's resources folder, found without importing the engine: importing it imports torch
+    and nibabel, which Slicer does not bundle, and module start-up must not need them."""
+    spec = importlib.util.find_spec("smilecore")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the SMILE engine (smilecore) is missing from this installation")
+    return Path(spec.origin).parent / "resources"
+
+
 def bundled_model_path() -> Path:
-    from smilecore.modelfile import default_model_path
-    return default_model_path()
+    return engine_resources() / "smile-default-t2.pt"  # smilecore.modelfile.default_model_path()
 
 
 def bundled_sample_paths() -> tuple[Path, Path]:
-    from smilecore.modelfile import resources_dir
-    sample = resources_dir() / "sample"
+    sample = engine_resources() / "sample"
     return next(sample.glob("*_t2.nii.gz")), next(sample.glob("*_seg.nii.gz"))
 
 
@@ -118,10 +126,11 @@ def model_choices() -> list[tuple[str, Path]]:
 
 
 def sample_data_source() -> dict:
-    """The bundled sample case as a Sample Data entry: local file URIs with SHA256 checksums."""
+    """The bundled sample case as keyword arguments of SampleDataLogic.registerCustomSampleDataSource
+    (Slicer 5.10 names): local file URIs with SHA256 checksums."""
     import hashlib
     image, seg = bundled_sample_paths()
-    return {"name": "SMILE brain tumour T2 (BraTS 2018)",
+    return {"sampleName": "SMILE brain tumour T2 (BraTS 2018)",
             "uris": [image.as_uri(), seg.as_uri()],
             "fileNames": [image.name, seg.name],
             "nodeNames": ["SMILE sample T2", "SMILE sample expert lesion"],

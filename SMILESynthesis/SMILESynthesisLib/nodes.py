@@ -14,8 +14,10 @@ from slicer import util as su
 
 LESION_SEGMENT_NAME = "Lesion"
 LESION_COLOR = (0.85, 0.2, 0.2)
-# DICOM/SNOMED terminology entry for "Neoplasm" in Slicer's default terminology context.
-LESION_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list"
+# "Neoplasm" (SCT 108369006, category Morphologically Altered Structure) is listed in Slicer's
+# "DICOM master list" context (Terminologies/Resources/SegmentationCategoryTypeModifier-DICOM-Master.json),
+# not in the General Anatomy list, which would show it as an unknown entry.
+LESION_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
                       "~SCT^49755003^Morphologically Altered Structure"
                       "~SCT^108369006^Neoplasm~^^~Anatomic codes - DICOM master list~^^~^^")
 

@@ -3,11 +3,15 @@
 Training runs as ``<python> -m smilecore.cli train ...`` in its own process (inside Slicer the
 python is Slicer's own, ``PythonSlicer``), so the application stays responsive. Its console
 output is read on a thread into a queue; its progress comes from the run's events.jsonl, read
-incrementally. Stop kills the whole process tree: the process is started in a new process
-group/session, and on Windows (or wherever psutil is available) children are killed first.
+incrementally. Stop kills the whole process tree: with psutil (installed with the other
+dependencies) children first, then the process; without it the process group on POSIX (the process
+starts a new session) and `taskkill /T /F` on Windows, where PythonSlicer.exe is a launcher that starts
+the real interpreter as a child. A process still running when Python exits (Slicer closing) is stopped.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import queue
@@ -15,7 +19,10 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
+
+_RUNNING: weakref.WeakSet = weakref.WeakSet()  # started and not yet stopped, stopped at exit
 
 
 def smilecore_parent() -> Path:
@@ -75,6 +82,7 @@ class TrainingProcess:
         self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1, **kwargs)
         threading.Thread(target=self._pump, daemon=True).start()
+        _RUNNING.add(self)
         return self
 
     def _pump(self):
@@ -100,19 +108,28 @@ class TrainingProcess:
 
     def stop(self, timeout: float = 10.0):
         """Kill the process and every process it started."""
+        _RUNNING.discard(self)
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
             import psutil
-            parent = psutil.Process(self.proc.pid)
-            for child in parent.children(recursive=True):
-                child.kill()
-            parent.kill()
         except ImportError:
-            if os.name == "nt":
-                self.proc.kill()
-            else:
+            psutil = None
+        if psutil is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):  # each may end meanwhile
+                parent = psutil.Process(self.proc.pid)
+                for process in parent.children(recursive=True) + [parent]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
+        elif os.name == "nt":
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.proc.pid)], capture_output=True)
+        else:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-        except Exception:  # already gone
-            pass
         self.proc.wait(timeout)
+
+
+@atexit.register
+def _stop_all():
+    for process in list(_RUNNING):
+        process.stop()
