@@ -444,14 +444,15 @@ def _note_warnings(command: str):
     import warnings
     from .cases import DataFolderWarning
     from .synthesis import SynthesisWarning
-    shown = warnings.showwarning
+    shown, told = warnings.showwarning, set()
 
     def show(message, category, *args, **kwargs):
-        if issubclass(category, (DataFolderWarning, SynthesisWarning)):
+        if not issubclass(category, (DataFolderWarning, SynthesisWarning)):
+            shown(message, category, *args, **kwargs)
+        elif str(message) not in told:  # the data folder is searched more than once per command
+            told.add(str(message))
             _close_bars()
             print(f"smile {command}: note: {message}", file=sys.stderr)
-        else:
-            shown(message, category, *args, **kwargs)
     warnings.showwarning = show
 
 
