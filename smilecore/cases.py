@@ -10,8 +10,8 @@ Three naming schemes are recognised (the file extension is `.nii.gz` or `.nii`):
 A case is a folder holding at least one image or segmentation file (a case with no image of
 the chosen modality is reported, not skipped); a case without a segmentation file is
 unlabelled. Cases are found at any depth (``DATA/<case>/``, the release layout
-``DATA/HGG/<case>/``, or flat files), keyed by their file prefix; hidden files (macOS ``._*``),
-files that are not NIfTI and NIfTI files without a BraTS suffix are skipped with one warning.
+``DATA/HGG/<case>/``, or flat files), keyed by their file prefix; hidden files (macOS ``._*``)
+and files that are not NIfTI are skipped with one warning.
 """
 from __future__ import annotations
 
@@ -96,8 +96,8 @@ def find_cases(data_dir: str | Path, require: bool = False) -> list[Case]:
     release layout ``DATA/HGG/<case>/`` work), sorted by id.
 
     Skipped, and named in one `DataFolderWarning`: hidden files and folders (``.*``, among them
-    macOS's ``._*`` AppleDouble files, which carry a NIfTI name but no image), files that are
-    not NIfTI, and NIfTI files without a BraTS suffix. The same case file found twice (a copy of
+    macOS's ``._*`` AppleDouble files, which carry a NIfTI name but no image) and files that are
+    not NIfTI; NIfTI files without a BraTS suffix are skipped silently. The same case file found twice (a copy of
     the data inside the folder) is an error naming both. `require`: raise `NoCasesFound`, saying
     where and how deep it looked, when there is no case."""
     data_dir = Path(data_dir)
@@ -105,7 +105,7 @@ def find_cases(data_dir: str | Path, require: bool = False) -> list[Case]:
         raise FileNotFoundError(f"data folder {data_dir} does not exist or is not a folder")
     cases: dict[str, Case] = {}
     seen: dict[tuple[str, str], Path] = {}
-    hidden, not_nifti, unnamed = [], [], []
+    hidden, not_nifti = [], []
     n_folders, depth = 0, 0
     for root, dirs, files in os.walk(data_dir):  # does not follow folder links: no loops
         n_folders += 1
@@ -119,9 +119,7 @@ def find_cases(data_dir: str | Path, require: bool = False) -> list[Case]:
                 hidden.append(name)
             elif not _is_nifti_name(name):
                 not_nifti.append(name)
-            elif not m or m["suffix"].lower() not in (*SEG_SUFFIXES, *_SUFFIX_TO_MODALITY):
-                unnamed.append(name)
-            else:
+            elif m and m["suffix"].lower() in (*SEG_SUFFIXES, *_SUFFIX_TO_MODALITY):
                 suffix = m["suffix"].lower()
                 key = (m["case"], suffix if suffix in SEG_SUFFIXES else _SUFFIX_TO_MODALITY[suffix])
                 if key in seen:
@@ -133,7 +131,7 @@ def find_cases(data_dir: str | Path, require: bool = False) -> list[Case]:
                     case.seg = path
                 else:
                     case.images[key[1]] = path
-    skipped = [(hidden, "hidden"), (not_nifti, "not NIfTI"), (unnamed, "NIfTI without a BraTS modality or seg suffix")]
+    skipped = [(hidden, "hidden"), (not_nifti, "not NIfTI")]  # other NIfTI files (a brain mask, ...) are no news
     if any(names for names, _ in skipped):
         parts = [f"{len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
                  for names, kind in skipped if names]

@@ -324,13 +324,13 @@ def folder_lock(folder: Path, what: str = "output folder"):
     else:
         raise FolderInUse(f"{what} {folder}: its lock {lock} cannot be taken; another run may have "
                           "started at the same moment")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
     try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
         yield lock
     finally:
         try:
-            if lock.read_text().split()[:1] == [str(os.getpid())]:  # still ours
+            if lock.read_text().split()[:1] in ([str(os.getpid())], []):  # still ours (empty: cut short)
                 lock.unlink()
         except OSError:
             pass
