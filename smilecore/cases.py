@@ -106,8 +106,13 @@ def find_cases(data_dir: str | Path, require: bool = False) -> list[Case]:
     cases: dict[str, Case] = {}
     seen: dict[tuple[str, str], Path] = {}
     hidden, not_nifti = [], []
-    n_folders, depth = 0, 0
-    for root, dirs, files in os.walk(data_dir):  # does not follow folder links: no loops
+    n_folders, depth, visited = 0, 0, set()
+    for root, dirs, files in os.walk(data_dir, followlinks=True):  # linked case folders count ...
+        real = os.path.realpath(root)
+        if real in visited:  # ... but a link back up the tree is walked once
+            dirs[:] = []
+            continue
+        visited.add(real)
         n_folders += 1
         depth = max(depth, len(Path(root).relative_to(data_dir).parts))
         hidden += [d + "/" for d in dirs if d.startswith(".")]
