@@ -23,6 +23,7 @@ def quick_benchmark(cohort, tmp_path_factory):
     return out, cmd, r.stdout
 
 
+@pytest.mark.slow
 def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
     out, _, stdout = quick_benchmark
     report = json.loads((out / "benchmark.json").read_text())
@@ -57,6 +58,7 @@ def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
                 assert im.width > 100 and im.height > 50
 
 
+@pytest.mark.slow
 def test_all_runs_share_one_split_and_budget(quick_benchmark):
     out, _, _ = quick_benchmark
     report = json.loads((out / "benchmark.json").read_text())
@@ -70,6 +72,7 @@ def test_all_runs_share_one_split_and_budget(quick_benchmark):
     assert not set(report["split"]["test"]) & set(report["split"]["train"])
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_runs(quick_benchmark):
     out, cmd, _ = quick_benchmark
     models = {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{MODEL_NAME}")}

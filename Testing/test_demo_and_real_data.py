@@ -28,6 +28,7 @@ def test_default_model_file_is_small_and_described():
     assert "Brats18_TCIA02_370_1" not in split["train"] + split["val"]
 
 
+@pytest.mark.slow
 def test_demo_runs_on_the_bundled_case(tmp_path):
     r = subprocess.run([sys.executable, "-m", "smilecore.cli", "demo", "--out-dir", str(tmp_path), "--device", "cpu"],
                        capture_output=True, text=True, timeout=600)

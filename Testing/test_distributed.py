@@ -15,6 +15,8 @@ from smilecore.synthetic import write_cohort
 from smilecore.unet import build_networks
 from smilecore.train import CHECKPOINT_NAME, MODEL_NAME
 
+pytestmark = pytest.mark.slow  # torchrun processes training end to end
+
 # BatchNorm normalises each process's share of the batch on its own, and terms that average
 # over a subset of the batch (labelled slices only, unlabelled only, paired slices) are averaged
 # per process (see distributed.py), so the one-process comparison uses U-Nets without

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from smilecore.cases import find_cases
 from smilecore.dataset import cache_case
@@ -36,6 +37,7 @@ def test_spred_is_trained_once_and_cached(cohort, tmp_path):
         assert np.array_equal(v.numpy(), w.numpy()), k
 
 
+@pytest.mark.slow
 def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     out = tmp_path / "report.json"
     r = subprocess.run([sys.executable, "-m", "smilecore.cli", "evaluate", str(trained_run / MODEL_NAME),

@@ -9,6 +9,7 @@ from smilecore.modelfile import default_model_path, load_model
 from smilecore.speed import bench_synthesis, forward_flops
 
 
+@pytest.mark.slow
 def test_bench_quick_reports_ratios_and_flops(cohort, tmp_path):
     out = tmp_path / "speed.json"
     volume = next(cohort.glob("*/*_t2.nii.gz"))

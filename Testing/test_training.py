@@ -68,6 +68,7 @@ def _weights(path):
     return {n: net.state_dict() for n, net in load_model(path).nets.items()}
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_result(cohort, trained_run, tmp_path):
     """A real training process is killed with SIGKILL after a few checkpoints; `--resume`
     finishes the run and, on CPU with the same seed, ends with exactly the weights of the

@@ -141,9 +141,7 @@ class Benchmark:
     # ---- data ----------------------------------------------------------------------------
     def prepare(self):
         s = self.s
-        cases = find_cases(s.data_dir)
-        if not cases:
-            raise FileNotFoundError(f"data folder {s.data_dir}: no BraTS cases found")
+        cases = find_cases(s.data_dir, require=True)
         self.split = split_cases(cases, s.split_seed, s.split, 1.0, s.val_cases, s.test_cases)
         if not self.split.test:
             raise ValueError(f"data folder {s.data_dir}: the split leaves no test case")

@@ -9,12 +9,15 @@ Three naming schemes are recognised (the file extension is `.nii.gz` or `.nii`):
 
 A case is a folder holding at least one image or segmentation file (a case with no image of
 the chosen modality is reported, not skipped); a case without a segmentation file is
-unlabelled. Folders may also lie directly in DATA_DIR as flat files (all files of a case in
-one folder), which is handled the same way because cases are keyed by their file prefix.
+unlabelled. Cases are found at any depth (``DATA/<case>/``, the release layout
+``DATA/HGG/<case>/``, or flat files), keyed by their file prefix; hidden files (macOS ``._*``)
+and files that are not NIfTI are skipped with one warning.
 """
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,26 +79,74 @@ class Case:
         return self.images[modality]
 
 
-def find_cases(data_dir: str | Path) -> list[Case]:
-    """All BraTS-named cases under `data_dir` (searched two folder levels deep), sorted by id."""
+class DataFolderWarning(UserWarning):
+    """Files in a data folder that were skipped (the CLI prints it once as a note)."""
+
+
+class NoCasesFound(FileNotFoundError):
+    """A data folder without any BraTS-named case at any depth."""
+
+
+def _is_nifti_name(name: str) -> bool:
+    return name.lower().endswith((".nii.gz", ".nii"))
+
+
+def find_cases(data_dir: str | Path, require: bool = False) -> list[Case]:
+    """All BraTS-named cases under `data_dir`, at any depth (so both ``DATA/<case>/`` and the
+    release layout ``DATA/HGG/<case>/`` work), sorted by id.
+
+    Skipped, and named in one `DataFolderWarning`: hidden files and folders (``.*``, among them
+    macOS's ``._*`` AppleDouble files, which carry a NIfTI name but no image) and files that are
+    not NIfTI; NIfTI files without a BraTS suffix are skipped silently. The same case file found twice (a copy of
+    the data inside the folder) is an error naming both. `require`: raise `NoCasesFound`, saying
+    where and how deep it looked, when there is no case."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder {data_dir} does not exist or is not a folder")
     cases: dict[str, Case] = {}
-    files = sorted(p for pattern in ("*.nii*", "*/*.nii*") for p in data_dir.glob(pattern))
-    for path in files:
-        m = _FILE_RE.match(path.name)
-        if not m:
+    seen: dict[tuple[str, str], Path] = {}
+    hidden, not_nifti = [], []
+    n_folders, depth, visited = 0, 0, set()
+    for root, dirs, files in os.walk(data_dir, followlinks=True):  # linked case folders count ...
+        real = os.path.realpath(root)
+        if real in visited:  # ... but a link back up the tree is walked once
+            dirs[:] = []
             continue
-        suffix = m["suffix"].lower()
-        case = cases.setdefault(m["case"], Case(m["case"]))
-        if suffix in SEG_SUFFIXES:
-            case.seg = path
-        elif suffix in _SUFFIX_TO_MODALITY:
-            case.images[_SUFFIX_TO_MODALITY[suffix]] = path
-    # a case with a segmentation but no image file is kept, so that it is reported as missing
-    # the modality instead of silently dropped
-    found = [c for _, c in sorted(cases.items()) if c.images or c.seg is not None]
+        visited.add(real)
+        n_folders += 1
+        depth = max(depth, len(Path(root).relative_to(data_dir).parts))
+        hidden += [d + "/" for d in dirs if d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            m = _FILE_RE.match(name)
+            if name.startswith("."):
+                hidden.append(name)
+            elif not _is_nifti_name(name):
+                not_nifti.append(name)
+            elif m and m["suffix"].lower() in (*SEG_SUFFIXES, *_SUFFIX_TO_MODALITY):
+                suffix = m["suffix"].lower()
+                key = (m["case"], suffix if suffix in SEG_SUFFIXES else _SUFFIX_TO_MODALITY[suffix])
+                if key in seen:
+                    raise FileExistsError(f"data folder {data_dir}: case {key[0]} has two {key[1]} files, "
+                                          f"{seen[key]} and {path}; keep one")
+                seen[key] = path
+                case = cases.setdefault(m["case"], Case(m["case"]))
+                if suffix in SEG_SUFFIXES:
+                    case.seg = path
+                else:
+                    case.images[key[1]] = path
+    skipped = [(hidden, "hidden"), (not_nifti, "not NIfTI")]  # other NIfTI files (a brain mask, ...) are no news
+    if any(names for names, _ in skipped):
+        parts = [f"{len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                 for names, kind in skipped if names]
+        warnings.warn(f"data folder {data_dir}: skipped {'; '.join(parts)}", DataFolderWarning, stacklevel=2)
+    found = [c for _, c in sorted(cases.items())]
+    if require and not found:
+        raise NoCasesFound(
+            f"data folder {data_dir}: no BraTS cases found in it or in the {n_folders - 1} folders below it "
+            f"(searched every depth, {depth} level{'s' if depth != 1 else ''} here; expected files like "
+            "<case>_t2.nii.gz or <case>-t2w.nii.gz)")
     return found
 
 

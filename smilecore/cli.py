@@ -34,16 +34,31 @@ def _ids(text: str) -> tuple:
     return tuple(p for p in text.split(",") if p)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Appends an option's default to its help once: not when the help already names a default,
+    not for flags, required options or None; tuples as "4,1,1,2"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or action.required or default is None or default is argparse.SUPPRESS
+                or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction))
+                or action.nargs == 0 or default == ()):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
     d = TrainConfig(data_dir="", out_dir="")
     p = argparse.ArgumentParser(prog="smile", description="SMILE: pseudo-normal synthesis, lesion "
                                 "segmentation and lesion painting for brain MRI.",
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EXAMPLES, formatter_class=_Formatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="phased semi-supervised training on a folder of BraTS cases",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     t.add_argument("data_dir", help="folder of BraTS cases (2018-2020, 2021 or 2023+ naming)")
     t.add_argument("--out", required=True, help="run folder: checkpoint, events.jsonl, smile-model.pt, cache")
     t.add_argument("--resume", action="store_true",
@@ -62,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs per phase: one number for all, or one per phase (e.g. 4,1,1,2)")
     t.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimisation steps per epoch (default: one pass over the training slices)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help="slices per optimisation step")
     t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     t.add_argument("--base", type=int, default=d.base, help="U-Net width of the first level (G, S, R)")
     t.add_argument("--depth", type=int, default=d.depth, help="number of U-Net down-samplings")
@@ -91,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
 
     s = sub.add_parser("synthesize", help="pseudo-normal, lesion, pseudo-abnormal and difference for one volume",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     s.add_argument("input", help="NIfTI image of the model's modality (skull-stripped)")
     s.add_argument("--model", default=None, help="SMILE model file (default: the bundled T2 model)")
     s.add_argument("--mask", default=None,
@@ -100,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --mask: what G gets, the input with the mask filled from the tissue around it "
                         "(smooth) or the input as it is (none, the method as published)")
     s.add_argument("--out-dir", required=True, help="folder for the NIfTI outputs and the PNG overview")
+    s.add_argument("--brain-mask", default=None,
+                   help="a brain mask (NIfTI on the image's grid): voxels outside it are background and left unchanged")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda")
     s.add_argument("--batch-size", type=int, default=16,
                    help="slices per forward pass (halved automatically when memory runs out)")
@@ -108,12 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "file name. Synthesis is refused when it is not the model's")
 
     m = sub.add_parser("demo", help="run the bundled default model on the bundled sample case",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     m.add_argument("--out-dir", default="smile-demo", help="where to write the outputs")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
     e = sub.add_parser("evaluate", help="identity, healthiness, Dice and known-truth errors on test cases",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     e.add_argument("model", help="SMILE model file")
     e.add_argument("--data", required=True, help="folder of BraTS cases")
     e.add_argument("--test-cases", type=_ids, default=None,
@@ -123,14 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--spred-steps", type=int, default=600, help="training steps of the reference segmentor Spred")
     e.add_argument("--spred-base", type=int, default=16, help="width of Spred")
     e.add_argument("--transplants", type=int, default=32, help="lesions transplanted for the known-truth errors")
-    e.add_argument("--cache-dir", default="smile-cache", help="slice cache and cached Spred")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", default=None, help="write the report as JSON here")
+    e.add_argument("--cache-dir", default=None,
+                   help="slice cache and cached Spred (default: $SMILE_CACHE, else $XDG_CACHE_HOME/smile, "
+                        "else ~/.cache/smile)")
+    e.add_argument("--seed", type=int, default=0, help="seed of Spred's training and of the transplanted lesions")
+    e.add_argument("--report", "--out", dest="report", default=None, help="write the full report as JSON here")
+    e.add_argument("--json", action="store_true", help="print the full report as JSON instead of the summary table")
     e.add_argument("--figure", default=None,
                    help="write a PNG of transplanted lesions: lesion | pseudo-normal | mask given | truth | mean fill")
 
     b = sub.add_parser("benchmark", help="GVS and SMILE variants on one split: Table 2/3 analogues, figures, seeds",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     b.add_argument("data_dir", help="folder of BraTS cases")
     b.add_argument("--out", required=True, help="benchmark folder: runs, cache, benchmark.json/.md, PNG figures")
     b.add_argument("--quick", action="store_true",
@@ -143,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--split", type=_fractions, default="0.7,0.1,0.2", help="train,val,test proportions")
     b.add_argument("--val-cases", type=_ids, default=(), help="comma-separated case ids forced into val")
     b.add_argument("--test-cases", type=_ids, default=(), help="comma-separated case ids held out for test")
-    b.add_argument("--modality", default="t2")
+    b.add_argument("--modality", default="t2", help="t2 (t2w), t1 (t1n), t1ce (t1c), flair (t2f)")
     for name, kind, help_text in (("epochs", _ints, "epochs per phase (default 2,1,1,1)"),
                                   ("steps-per-epoch", int, "steps per epoch (default 60)"),
                                   ("batch-size", int, "batch size (default 8)"), ("lr", float, "learning rate (default 1e-3)"),
@@ -157,13 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
     q = sub.add_parser("bench", help="speed of synthesis, training and preprocessing against the naive path",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     q.add_argument("--volume", default=None, help="NIfTI volume to synthesise (default: the bundled sample case)")
     q.add_argument("--data", default=None,
                    help="folder of BraTS cases for training and preprocessing (default: the bundled sample case's folder)")
     q.add_argument("--sizes", type=_ids, default=("default", "paper"), help="network sizes: default, paper")
     q.add_argument("--steps", type=int, default=3, help="timed training steps per phase")
-    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--batch-size", type=int, default=8, help="slices per timed synthesis and training step")
     q.add_argument("--no-naive", action="store_true", help="skip the naive path (no ratios)")
     q.add_argument("--no-training", action="store_true", help="synthesis only")
     q.add_argument("--quick", action="store_true",
@@ -172,22 +192,41 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help="auto, cpu, cuda")
     q.add_argument("--out", default=None, help="write every number as JSON here")
 
-    i = sub.add_parser("info", help="print a model file's configuration")
+    i = sub.add_parser("info", help="print a model file's configuration", formatter_class=_Formatter)
     i.add_argument("model", nargs="?", default=None, help="model file (default: the bundled one)")
 
     c = sub.add_parser("make-cohort", help="write a small procedural BraTS-named cohort (for tests and trials)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("out_dir")
-    c.add_argument("--cases", type=int, default=6)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--size", type=int, nargs=3, default=(48, 48, 24), metavar=("X", "Y", "Z"))
+                       formatter_class=_Formatter)
+    c.add_argument("out_dir", help="folder to write the cases into (one sub-folder per case)")
+    c.add_argument("--cases", type=int, default=6, help="number of cases")
+    c.add_argument("--seed", type=int, default=0, help="seed of the procedural anatomy and lesions")
+    c.add_argument("--size", type=int, nargs=3, default=(48, 48, 24), metavar=("X", "Y", "Z"),
+                   help="volume size in voxels")
     c.add_argument("--unlabeled", type=int, default=0, help="how many of the cases get no segmentation")
     return p
 
 
+_bars: list = []  # open progress bars, closed before an error is printed
+
+
 def _progress(desc: str, unit: str = "slice"):
-    from .events import progress_callback
-    return progress_callback(desc, unit)
+    """A (done, total) callback drawing a tqdm bar from its first update on (so an error found
+    before any work is not printed after an empty bar)."""
+    from tqdm import tqdm
+
+    def update(done, total):
+        if not _bars:
+            _bars.append(tqdm(desc=desc, unit=unit, total=total, dynamic_ncols=True))
+        bar = _bars[-1]
+        bar.update(done - bar.n)
+        if done >= total:
+            _close_bars()
+    return update
+
+
+def _close_bars():
+    while _bars:
+        _bars.pop().close()   # ends the bar's line, so what follows starts on its own
 
 
 def cmd_train(args) -> int:
@@ -217,6 +256,8 @@ def cmd_train(args) -> int:
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
                           save_half=args.save_half, transplant_weight=args.transplant_weight,
                           transplant_lesion_weight=args.transplant_lesion_weight)
+    from .cases import find_cases
+    find_cases(cfg.data_dir, require=True)   # before the run folder is made: says where it looked
     out.mkdir(parents=True, exist_ok=True)
     import os
     from . import distributed
@@ -247,7 +288,8 @@ def cmd_synthesize(args, input_path=None, model_path=None) -> int:
     written = synthesize_file(input_path or args.input, args.out_dir, model, getattr(args, "mask", None),
                               batch_size=getattr(args, "batch_size", 16), progress=_progress("synthesis"),
                               modality=getattr(args, "modality", None), notify=notify,
-                              lesion_fill=getattr(args, "lesion_fill", "smooth"))
+                              lesion_fill=getattr(args, "lesion_fill", "smooth"),
+                              brain_mask=getattr(args, "brain_mask", None))
     print(f"synthesis took {time.time() - t0:.1f} s; wrote:")
     for name, path in written.items():
         print(f"  {name:20s} {path}")
@@ -277,25 +319,27 @@ def cmd_demo(args) -> int:
 def cmd_evaluate(args) -> int:
     from .cases import find_cases
     from .dataset import cache_case
-    from .evaluate import SpredSettings, evaluate, train_spred, transplant_set
+    from .evaluate import SpredSettings, default_cache_dir, evaluate, train_spred, transplant_set
     from .modelfile import load_model
+    from .volume import write_text_atomic
     model = load_model(args.model)
     split = model.config.get("training", {}).get("split", {})
     test_ids = args.test_cases or tuple(split.get("test", ()))
     train_ids = args.train_cases or tuple(split.get("train", ()))
     if not test_ids or not train_ids:
         raise ValueError("name --test-cases and --train-cases (the model file records no split)")
-    cases = {c.case_id: c for c in find_cases(args.data)}
+    cases = {c.case_id: c for c in find_cases(args.data, require=True)}
     missing = [c for c in (*test_ids, *train_ids) if c not in cases]
     if missing:
         raise ValueError(f"cases not found in {args.data}: {', '.join(missing)}")
     modality = model.modality
-    test = [cache_case(cases[c], args.cache_dir, modality) for c in test_ids]
+    cache_dir = args.cache_dir or default_cache_dir()
+    test = [cache_case(cases[c], cache_dir, modality) for c in test_ids]
     if any(not c.labeled for c in test):
         raise ValueError("every test case needs a segmentation")
-    train = [cache_case(cases[c], args.cache_dir, modality) for c in train_ids if cases[c].labeled]
+    train = [cache_case(cases[c], cache_dir, modality) for c in train_ids if cases[c].labeled]
     spred = train_spred(train, SpredSettings(base=args.spred_base, steps=args.spred_steps, seed=args.seed),
-                        args.cache_dir, progress=_progress("Spred training", "step"))
+                        cache_dir, progress=_progress("Spred training", "step"))
     transplants = transplant_set(test, args.transplants, args.seed) if args.transplants else None
     report = evaluate(model, test, spred, transplants)
     report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train])
@@ -303,10 +347,32 @@ def cmd_evaluate(args) -> int:
         from .evaluate import known_truth_figure
         report["figure"] = str(known_truth_figure(model.nets["G"], transplants, args.figure))
     text = json.dumps(report, indent=1)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    if args.report:
+        write_text_atomic(args.report, text, "report")
+    print(text if args.json else _evaluation_table(report))
+    if args.report and not args.json:
+        print(f"full report: {args.report}")
     return 0
+
+
+def _evaluation_table(report: dict) -> str:
+    """The report's headline numbers in a few lines (the JSON has them all)."""
+    f = lambda x: "  n/a" if x is None or x != x else f"{x:5.3f}"  # noqa: E731  (NaN: no lesion seen)
+    lines = [f"{'case':24s} {'iD':>6s} {'h':>6s} {'Dice S':>7s}"]
+    for case in report["test_cases"][:20]:
+        ih = report.get("per_case", {}).get(case, {})
+        lines.append(f"{case[:24]:24s} {f(ih.get('identity')):>6s} {f(ih.get('healthiness')):>6s} "
+                     f"{f(report['dice_S_per_case'].get(case)):>7s}")
+    if len(report["test_cases"]) > 20:
+        lines.append(f"... {len(report['test_cases']) - 20} more cases in the JSON report")
+    lines.append(f"{'pooled':24s} {f(report['identity']):>6s} {f(report['healthiness']):>6s} "
+                 f"{f(report['dice_S']):>7s}   ({report['abnormal_slices']} abnormal slices)")
+    kt = report.get("known_truth")
+    if kt:
+        lines.append(f"known truth inside {report['known_truth_slices']} transplanted lesions:  PSNR dB   SSIM")
+        for name in ("model", "model_mask_given", "untouched", "mean_fill", "smooth_fill", "best_constant"):
+            lines.append(f"  {name:36s} {kt[name]['psnr']:7.2f}  {f(kt[name]['ssim'])}")
+    return "\n".join(lines)
 
 
 def cmd_benchmark(args) -> int:
@@ -364,22 +430,68 @@ def cmd_make_cohort(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` runs (temporary files and locks are
+    removed); the default action would end the process on the spot."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("SIGTERM")
+
+
+def _note_warnings(command: str):
+    """SMILE's own warnings (skipped files, ...) as one `smile <command>: note:` line each."""
+    import warnings
+    from .cases import DataFolderWarning
+    from .synthesis import SynthesisWarning
+    shown, told = warnings.showwarning, set()
+
+    def show(message, category, *args, **kwargs):
+        if not issubclass(category, (DataFolderWarning, SynthesisWarning)):
+            shown(message, category, *args, **kwargs)
+        elif str(message) not in told:  # the data folder is searched more than once per command
+            told.add(str(message))
+            _close_bars()
+            print(f"smile {command}: note: {message}", file=sys.stderr)
+    warnings.showwarning = show
+
+
 def main(argv=None) -> int:
+    import os
+    import signal
+    import threading
+    import warnings
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "synthesize": cmd_synthesize, "demo": cmd_demo, "info": cmd_info,
                 "evaluate": cmd_evaluate, "benchmark": cmd_benchmark, "bench": cmd_bench,
                 "make-cohort": cmd_make_cohort}
     from .modelfile import ModelFileError
     from .volume import VolumeError
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    old_showwarning = warnings.showwarning
+    _note_warnings(args.command)
     try:
         return handlers[args.command](args)
+    except BrokenPipeError:
+        # the reader went away (`smile info | head`): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (VolumeError, ModelFileError, FileNotFoundError, ValueError, FloatingPointError,
             RuntimeError, OSError) as exc:
-        print(f"smile {args.command}: error: {exc}", file=sys.stderr)
+        _close_bars()
+        print(f"smile {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"smile {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _close_bars()
+        term = isinstance(exc, Terminated)
+        print(f"smile {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130
+    finally:  # main() may run inside another program (tests): leave its settings as they were
+        warnings.showwarning = old_showwarning
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_sigterm)
 
 
 if __name__ == "__main__":

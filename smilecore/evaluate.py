@@ -45,6 +45,16 @@ from .train import collate
 from .unet import Segmentor
 
 
+def default_cache_dir() -> Path:
+    """Where evaluation caches slices and Spred unless told otherwise: $SMILE_CACHE, else
+    $XDG_CACHE_HOME/smile, else ~/.cache/smile (never the current folder: it grows to hundreds of MB)."""
+    import os
+    if os.environ.get("SMILE_CACHE"):
+        return Path(os.environ["SMILE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "smile"
+
+
 # ---- Spred ---------------------------------------------------------------------------------
 @dataclass
 class SpredSettings:
@@ -261,6 +271,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     spred = spred.eval()
     dice_all, per_case = segmentation_dice(S, test_cases, batch)
     ids, n_pn, n_in, ids_fill, n_fill = [], 0.0, 0.0, [], 0.0
+    per_case_ih = {}  # case -> identity and healthiness over its abnormal slices
     stripes = {k: [0.0, 0] for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy")}
     for case in test_cases:
         images = np.asarray(case.image, np.float32)
@@ -280,8 +291,11 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
             I, M = images[ab], truth[ab].astype(np.float32)
             G_I = run_net(G, I, batch)[:, 0]
             ids.append(metrics.identity(G_I, I, M).numpy())
-            n_pn += float((run_net(spred, G_I, batch).argmax(1) > 0).sum())
-            n_in += float((run_net(spred, I, batch).argmax(1) > 0).sum())
+            case_pn = float((run_net(spred, G_I, batch).argmax(1) > 0).sum())
+            case_in = float((run_net(spred, I, batch).argmax(1) > 0).sum())
+            n_pn, n_in = n_pn + case_pn, n_in + case_in
+            per_case_ih[case.case_id] = {"identity": float(ids[-1].mean()),
+                                         "healthiness": metrics.healthiness(case_pn, case_in)}
             G_F = pseudo_normal_S_mask_fill(G, S, I, batch)
             ids_fill.append(metrics.identity(G_F, I, M).numpy())
             n_fill += float((run_net(spred, G_F, batch).argmax(1) > 0).sum())
@@ -289,7 +303,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
               "healthiness": metrics.healthiness(n_pn, n_in),
               "S_mask_fill": {"identity": float(np.concatenate(ids_fill).mean()) if ids_fill else float("nan"),
                               "healthiness": metrics.healthiness(n_fill, n_in)},
-              "dice_S": dice_all, "dice_S_per_case": per_case,
+              "dice_S": dice_all, "dice_S_per_case": per_case, "per_case": per_case_ih,
               "abnormal_slices": int(sum(len(i) for i in ids)),
               "through_plane_change": {k: (v / n if n else float("nan")) for k, (v, n) in stripes.items()}}
     if transplants is not None:

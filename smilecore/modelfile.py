@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import torch
 
 from . import __version__
 from .unet import build_networks
-from .volume import write_failed
+from .volume import temporary_beside, write_failed
 
 FORMAT = "smile-model"
 FORMAT_VERSION = 1
@@ -69,17 +71,15 @@ def model_config(sizes: dict, modality: str, training: dict | None = None,
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
     """torch.save to a temporary name in the same folder, then rename: a kill or a full disk
-    never leaves a damaged file under the real name."""
+    never leaves a damaged file under the real name, and no temporary file is left (see
+    volume.temporary_beside)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
-        raise write_failed(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with temporary_beside(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+            raise write_failed(path, exc) from exc
     return path
 
 
@@ -94,17 +94,32 @@ def save_model(path: str | Path, nets: dict[str, torch.nn.Module], config: dict,
     return atomic_torch_save(blob, path)
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why torch.load refused a file, in a few words instead of PyTorch's paragraph."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip format nor a pickle
+        return "not a PyTorch file"
+    text = str(exc)
+    if "Weights only load failed" in text:  # the unpickler's own reason follows "error:"
+        reason = " ".join(text.split("WeightsUnpickler error:", 1)[-1].split())
+        return ("it holds objects other than weights, refused without running them: "
+                + reason.split(" was not an allowed")[0].split(". ")[0][:100])
+    if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+        return "a truncated or damaged PyTorch file"
+    return f"{type(exc).__name__}: {' '.join(text.split('. ')[0].split())[:100]}"
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> SmileModel:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path}: " + ("is a folder, not a file" if path.is_dir() else "not found"))
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for the user
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle payload, a zip of something else, a truncated file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(
-            f"model file {path}: not a SMILE model file, or it holds objects other than weights "
-            f"(refused without running them): {first}") from None
+        raise ModelFileError(f"model file {path}: not a SMILE model file ({_load_failure(path, exc)})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ModelFileError(f"model file {path}: not a SMILE model file (no '{FORMAT}' format tag)")
     version = blob.get("format_version")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .volume import reorient, temp_name, to_canonical
+from .volume import reorient, temporary_beside, to_canonical
 
 
 def _display(slice_lp: np.ndarray) -> np.ndarray:
@@ -36,13 +36,9 @@ def panel_row(panels: list[tuple[str, np.ndarray]], zoom: int = 2) -> Image.Imag
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     path = Path(path)
-    tmp = temp_name(path)
-    try:
+    with temporary_beside(path) as tmp:   # a failed write (full disk) leaves no temporary file
         image.save(tmp)
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():   # a failed write (full disk) leaves no temporary file behind
-            tmp.unlink()
     return path
 
 

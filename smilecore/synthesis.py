@@ -46,9 +46,11 @@ Robustness (docs/BAD_INPUTS.md):
   its device afterwards). Each step is reported through `notify` and kept in
   ``SynthesisResult.notes``. The results equal those of an uninterrupted run (slices are
   independent: BatchNorm runs in eval mode).
-- Files: the output folder is checked for writing before any work; all outputs are written
-  to temporary names and renamed into place only when every one was written, so a full disk
-  or a failure leaves the files of an earlier run whole and no temporary file behind.
+- Files: the output folder is checked for writing before any work and locked for the run (a
+  second run into it is refused); all outputs are written to temporary names and renamed into
+  place only when every one was written, so a full disk, a failure, Ctrl-C or SIGTERM (turned
+  into an exception by the CLI) leaves the files of an earlier run whole and no temporary file
+  behind; those of a SIGKILLed run are removed by the next run into the folder.
 """
 from __future__ import annotations
 
@@ -64,8 +66,8 @@ import torch
 from .cases import canonical_modality, modality_from_name
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
-from .volume import (OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, load_mask, load_nifti, temp_name,
-                     write_failed, write_temp_like)
+from .volume import (OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, folder_lock, load_mask, load_nifti,
+                     remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like)
 
 OUTPUT_NAMES = ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference")
 
@@ -431,44 +433,60 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     `modality`: the input's modality, if the user states it; else the file name's BraTS suffix
     is used (see `check_modality`). `mask_path`, `brain_mask`: a lesion mask and a brain mask on the
     image's grid (volume.load_mask). Outputs appear together: each is written to a temporary
-    name first, and all are renamed into place once every one has been written."""
+    name first, and all are renamed into place once every one has been written. The output
+    folder is locked for the run (volume.folder_lock: a second run into it is refused), stale
+    temporary files of killed runs are removed, and `notify` says when earlier outputs are replaced."""
     from .overview import overview_image
+
+    def tell(message: str):
+        if notify is not None:
+            notify(message)
+        else:
+            warnings.warn(message, SynthesisWarning, stacklevel=3)
 
     input_path = Path(input_path)
     model = model or load_model(default_model_path())
     where = f"image {input_path}"
     check_modality(model, stated=modality, name=input_path, where=where)
     data, affine, img = load_nifti(input_path)
+
     def grid_mask(path, what):
         return None if path is None else load_mask(path, data.shape, affine, what, image_name=str(input_path))
     mask, brain = grid_mask(mask_path, "mask"), grid_mask(brain_mask, "brain mask")
     out_dir = check_output_folder(out_dir)
-    result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify,
-                        lesion_fill=lesion_fill, brain=brain)
-    stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
-    pending: list[tuple[Path, Path]] = []  # (temporary, final)
-    try:
-        for name, arr in result.arrays().items():
-            dtype = np.uint8 if name == "lesion_mask" else np.float32
-            final = out_dir / f"{stem}_{name}.nii.gz"
-            pending.append((write_temp_like(arr, img, final, dtype=dtype), final))
-        if overview:
-            final = out_dir / f"{stem}_overview.png"
-            tmp = temp_name(final)
-            pending.append((tmp, final))
-            try:
-                overview_image(data, affine, result).save(tmp, format="PNG")
-            except OSError as exc:
-                raise write_failed(final, exc, "PNG overview") from exc
-        written = {}
-        for (tmp, final), name in zip(pending, [*result.arrays(), "overview"]):
-            try:
-                os.replace(tmp, final)
-            except OSError as exc:
-                raise write_failed(final, exc) from exc
-            written[name] = final
-    finally:
-        for tmp, _ in pending:
-            if tmp.exists():
-                tmp.unlink()
+    with folder_lock(out_dir):
+        remove_stale_temps(out_dir)
+        result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify,
+                            lesion_fill=lesion_fill, brain=brain)
+        stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
+        pending: list[tuple[Path, Path]] = []  # (temporary, final)
+        try:
+            for name, arr in result.arrays().items():
+                dtype = np.uint8 if name == "lesion_mask" else np.float32
+                final = out_dir / f"{stem}_{name}.nii.gz"
+                pending.append((write_temp_like(arr, img, final, dtype=dtype), final))
+            if overview:
+                final = out_dir / f"{stem}_overview.png"
+                tmp = temp_name(final)
+                pending.append((tmp, final))
+                try:
+                    overview_image(data, affine, result).save(tmp, format="PNG")
+                except OSError as exc:
+                    raise write_failed(final, exc, "PNG overview") from exc
+            replaced = [final.name for _, final in pending if final.exists()]
+            written = {}
+            with signals_deferred():  # all renamed or none: a signal waits for the last rename
+                for (tmp, final), name in zip(pending, [*result.arrays(), "overview"]):
+                    try:
+                        os.replace(tmp, final)
+                    except OSError as exc:
+                        raise write_failed(final, exc) from exc
+                    written[name] = final
+        finally:
+            for tmp, _ in pending:
+                if tmp.exists():
+                    tmp.unlink()
+    if replaced:
+        tell(f"replaced {len(replaced)} earlier output{'s' if len(replaced) > 1 else ''} in {out_dir} "
+             f"({', '.join(replaced[:2])}{', ...' if len(replaced) > 2 else ''})")
     return written
