@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -45,3 +47,18 @@ def test_epoch_order_and_crops_are_a_function_of_seed_phase_epoch(tmp_path):
     assert EpochSampler(slices, 0, 1, 0, start=5).items == a[5:]
     item = slices[a[0]]
     assert item["image"].shape == (1, 16, 16) and item["mask"].shape == (16, 16)
+
+
+def test_a_half_built_entry_of_a_killed_run_is_removed_by_the_next(tmp_path):
+    data = write_cohort(tmp_path / "data", n_cases=1, shape=(32, 32, 12))
+    case = find_cases(data)[0]
+    cache_case(case, tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").iterdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                           # a pid that no longer runs
+    stale = entry.with_name(f"{entry.name}.tmp{dead.pid}")
+    stale.mkdir()
+    (stale / "image.npy").write_bytes(b"half")
+    (entry / "meta.json").unlink()                        # the entry must be rebuilt
+    cache_case(case, tmp_path / "cache")
+    assert not stale.exists() and entry.is_dir()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .cases import Case
-from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti
+from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti, pid_alive
 
 CACHE_FORMAT = 2  # 2: brain above the background noise (volume.find_brain), voxel size recorded
 DEFAULT_MIN_BRAIN_FRACTION = 0.01
@@ -81,6 +81,10 @@ def cache_case(case: Case, cache_dir: str | Path, modality: str = "t2",
             return _open_entry(case.case_id, entry, json.loads(meta_path.read_text()))
         except (OSError, ValueError, KeyError):
             pass  # damaged entry: rebuild below
+    for stale in entry.parent.glob(f"{entry.name}.tmp*"):  # half-built by a killed run
+        pid = stale.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -209,10 +209,7 @@ class Trainer:
 
     def _prepare_data(self):
         cfg = self.cfg
-        cases = find_cases(cfg.data_dir)
-        if not cases:
-            raise FileNotFoundError(f"data folder {cfg.data_dir}: no BraTS cases found "
-                                    "(expected files like <case>_t2.nii.gz or <case>-t2w.nii.gz)")
+        cases = find_cases(cfg.data_dir, require=True)  # NoCasesFound says where and how deep it looked
         missing = [c.case_id for c in cases if cfg.modality not in c.images]
         if missing:
             raise FileNotFoundError(f"data folder {cfg.data_dir}: cases without a {cfg.modality} image: "
