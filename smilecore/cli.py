@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(smooth) or the input as it is (none, the method as published)")
     s.add_argument("--out-dir", required=True, help="folder for the NIfTI outputs and the PNG overview")
     s.add_argument("--brain-mask", default=None,
-                   help="a brain mask (NIfTI on the image's grid): voxels outside it are background and left unchanged")
+                   help="brain mask (NIfTI on the image's grid) for an image that is not skull-stripped: "
+                        "the brain is taken from it, and voxels outside it are left unchanged")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda")
     s.add_argument("--batch-size", type=int, default=16,
                    help="slices per forward pass (halved automatically when memory runs out)")

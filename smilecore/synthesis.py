@@ -26,7 +26,7 @@ acquisition is processed along the voxel axis nearest to axial, without resampli
 
 Voxel size: the networks see slices at the model's training spacing (``spacing_mm`` in the model
 file; 1 mm for files that predate it). Where the input's in-plane voxel size differs by more than
-`SPACING_TOLERANCE`, each axial slice is resampled to it (bilinear, antialiased) before the
+`SPACING_TOLERANCE`, each axial slice is resampled to it (`resample_slices`) before the
 networks and the networks' *change* is resampled back, so tissue the generator leaves alone
 keeps its exact input values at the input's resolution. Through-plane nothing is resampled
 (each slice is processed as it is); slices thicker than `THICK_SLICE_FACTOR` x the training
@@ -153,11 +153,16 @@ def model_spacing(model: SmileModel) -> tuple[float, float, float]:
 
 
 def resample_slices(volume: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Each axial slice of an (X, Y, Z) array resampled to `size` in-plane: bilinear, antialiased
-    when shrinking; pixel centres keep their physical place (align_corners=False)."""
+    """Each axial slice of an (X, Y, Z) array resampled to `size` in-plane, pixel centres kept in
+    their physical place: shrinking averages the area of each new pixel (what a scanner's larger
+    voxel records; torch's antialiased bilinear blurred more and cost the default model another
+    0.02 Dice at 0.5 mm, Fourier cropping rang at the brain's edge), enlarging is bilinear."""
     t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume.astype(np.float32, copy=False), 2, 0)))[:, None]
-    out = torch.nn.functional.interpolate(t, size=tuple(int(n) for n in size), mode="bilinear",
-                                          align_corners=False, antialias=True)
+    size = tuple(int(n) for n in size)
+    if size[0] <= volume.shape[0] and size[1] <= volume.shape[1]:
+        out = torch.nn.functional.interpolate(t, size=size, mode="area")
+    else:
+        out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
     return np.ascontiguousarray(np.moveaxis(out[:, 0].numpy(), 0, 2))
 
 
