@@ -4,6 +4,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from smilecore.modelfile import load_model
 from smilecore.synthesis import SynthesisCancelled, synthesize, synthesize_file
@@ -117,3 +118,13 @@ def test_help_explains_every_command():
     assert r.returncode == 0 and all(c in r.stdout for c in ("train", "synthesize", "demo"))
     r = subprocess.run([sys.executable, "-m", "smilecore.cli", "train", "--help"], capture_output=True, text=True)
     assert "--labeled-fraction" in r.stdout and "--resume" in r.stdout and "--crop" in r.stdout
+
+
+def test_a_model_can_be_trained_after_a_synthesis(cohort, model):
+    """Synthesis re-lays the weights (channels-last) outside inference mode, so they stay trainable."""
+    img = nib.load(cohort / "Synth_000" / "Synth_000_t2.nii.gz")
+    synthesize(img.get_fdata().astype(np.float32), img.affine, model, channels_last=True)
+    S = model.nets["S"]
+    S(torch.rand(2, 1, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in S.parameters())
+    S.zero_grad()

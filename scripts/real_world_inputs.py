@@ -2,7 +2,7 @@
 intensity intercept, a head that was not skull-stripped, clinical voxel sizes. Prints, per
 variant, the Dice of S against the expert label at that resolution, or the refusal, and the notes.
 
-    python scripts/real_world_inputs.py [IMAGE_t2.nii.gz SEG.nii.gz] [--slab N]
+    python scripts/real_world_inputs.py [IMAGE_t2.nii.gz SEG.nii.gz] [--slab N] [--model M]
 
 Default: the bundled sample case (held out from the default model's training). `--slab N` uses
 the N axial slices around the tumour's centre only (what the tests do, to be quick).
@@ -48,6 +48,7 @@ def main(argv=None):
     ap.add_argument("image", nargs="?")
     ap.add_argument("seg", nargs="?")
     ap.add_argument("--slab", type=int, default=0, help="use this many slices around the tumour (0: all)")
+    ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
     args = ap.parse_args(argv)
     sample = resources_dir() / "sample"
     image_path = Path(args.image) if args.image else next(sample.glob("*_t2.nii.gz"))
@@ -56,8 +57,8 @@ def main(argv=None):
     label = load_label(seg_path, data.shape, affine)
     if args.slab:
         data, label = slab(data, label, args.slab)
-    model = load_model(default_model_path())
-    print(f"{image_path.name}{f', {args.slab} slices' if args.slab else ''}; default model")
+    model = load_model(args.model or default_model_path())
+    print(f"{image_path.name}{f', {args.slab} slices' if args.slab else ''}; model {model.path}")
     for name, image, lab, aff, brain in variants(data, label, affine):
         notes = []
         t = time.time()

@@ -117,8 +117,17 @@ def _is_accelerator(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
+# Weights are moved or re-laid outside inference mode: re-made inside it they would become
+# inference tensors, and the model could no longer be trained after a synthesis.
 def _move(model: SmileModel, device: torch.device):
-    model.to(device)
+    with torch.inference_mode(False), torch.no_grad():
+        model.to(device)
+
+
+def _channels_last(model: SmileModel):
+    with torch.inference_mode(False), torch.no_grad():
+        for net in model.nets.values():
+            net.to(memory_format=torch.channels_last)
 
 
 def _release(device: torch.device):
@@ -320,8 +329,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
                 try:
                     nhwc = channels_last   # faster convolutions on CUDA and on CPUs (oneDNN) alike
                     if nhwc:
-                        for net in nets:
-                            net.to(memory_format=torch.channels_last)
+                        _channels_last(model)
                     out = _run_batch(nets, image, m, threshold, device, nhwc, lesion_fill)
                 except (RuntimeError, MemoryError) as exc:
                     if not _is_out_of_memory(exc):
