@@ -291,8 +291,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     resampled = bool(np.any(np.abs(factor - 1) > SPACING_TOLERANCE))
     if vol.spacing[2] > THICK_SLICE_FACTOR * trained[2]:
         tell(f"{where}: slices are {vol.spacing[2]:.1f} mm thick, the model was trained on {trained[2]:.1f} mm; "
-             "thick slices blur small lesions and lesion edges, so expect a less precise lesion mask (on the "
-             "bundled sample case: Dice 0.71 at 5 mm against 0.78 at 1 mm)")
+             "thick slices blur small lesions and lesion edges, so the lesion mask may be less precise")
     if resampled:
         size = tuple(max(1, int(round(n * f))) for n, f in zip(vol.image.shape[:2], factor))
         tell(f"{where}: in-plane voxels {vol.spacing[0]:.2f} x {vol.spacing[1]:.2f} mm; slices are resampled "
