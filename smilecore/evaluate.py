@@ -9,8 +9,10 @@ Which slices count:
 - through-plane change (metrics.through_plane_change): every kept slice of each test case, G's
   output inside the brain (the input outside), pooled over the test cases: inside the expert's
   lesion for the pseudo-normal and the input, and in healthy tissue;
-- known truth: lesions transplanted into normal slices of the test cases (see
-  `transplant_set`), errors inside the transplanted lesion only, for: the model without a mask;
+- known truth: lesions transplanted into normal slices of host cases (`smile evaluate`: the test
+  cases and any --known-truth-cases; lesions by default from other labelled cases, see
+  `transplant_set`), errors inside the transplanted lesion only, pooled (`known_truth`) and per
+  host case (`known_truth_per_case`), for: the model without a mask;
   the model with the lesion mask given (review mode as synthesis runs it: G on the input with
   the mask filled), and without the fill (the method as published: the same as without a mask
   inside the lesion); G on the input with S's own mask filled (an addition that was tried and is
@@ -21,6 +23,8 @@ Which slices count:
   adjacent normal slices of the test cases (`transplant_slabs`); the through-plane change
   inside the lesion for the truth, the input, the model with and without the mask given, and
   the mean fill (`known_truth_through_plane`).
+- healthy brain (`healthy_brain`): each test case's tumour replaced by the mirrored healthy side
+  (`mirrored_healthy`); how much of it S calls lesion and how much G changes it (`healthy_brain`).
 
 Spred, the segmentor that judges healthiness, is a separate S-shaped U-Net trained with plain
 cross-entropy on the real labelled training slices of the same split (never the adversarial
@@ -117,37 +121,142 @@ class TransplantSet:
     source: list[tuple[str, int, str, int]]  # (recipient case, slice, donor case, slice)
 
 
-def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesion: int = 50) -> TransplantSet:
+PAIRINGS = ("other", "same", "both")
+
+
+def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesion: int = 50,
+                   donors: list[CachedCase] | None = None, pairing: str = "other") -> TransplantSet:
     """Real lesions (shape from the label, intensities from the image) of abnormal slices pasted
-    into normal slices of other cases, at the same in-plane position (all cases are
-    co-registered BraTS volumes), kept where the recipient has brain. Seeded, so the set is fixed."""
+    into normal slices of the host `cases`, at the same in-plane position (all cases are
+    co-registered BraTS volumes), kept where the host has brain. Seeded, so the set is fixed.
+
+    `donors` (default: the hosts themselves) are the cases lesions come from; they may include
+    the model's training cases: the lesion's shape and intensities are then the donor's, but the
+    healthy truth the error is measured against is always the host's, a slice the model has not
+    been trained on when the host is a test or validation case. `pairing`: "other" takes a lesion
+    of a case other than the host (falls back to the host's own lesions when the donors hold
+    lesions of one case only; `source` shows it), "same" only the host's own, "both" either.
+    The host slice is drawn uniformly among all normal slices of the hosts, so a host with more
+    normal slices gets more transplants."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}")
     rng = np.random.default_rng(seed)
-    normal = [(ci, si) for ci, c in enumerate(cases) if c.labeled for si in np.nonzero(~c.abnormal)[0]]
-    abnormal = [(ci, si) for ci, c in enumerate(cases) if c.labeled for si in np.nonzero(c.abnormal)[0]]
+    donors = cases if donors is None else donors
+    normal = [(c, si) for c in cases if c.labeled for si in np.nonzero(~c.abnormal)[0]]
+    abnormal = [(c, si) for c in donors if c.labeled for si in np.nonzero(c.abnormal)[0]]
+    if pairing == "same":
+        hosts = {c.case_id for c, _ in normal}
+        abnormal = [(c, si) for c, si in abnormal if c.case_id in hosts]
     if not normal or not abnormal:
         raise ValueError("a transplant set needs labelled cases with both normal and abnormal slices")
+    other_exists = len({c.case_id for c, _ in abnormal}) > 1
     images, truths, lesions, source = [], [], [], []
     tries = 0
     while len(images) < n and tries < 50 * n:
         tries += 1
-        rci, rsi = normal[rng.integers(len(normal))]
-        dci, dsi = abnormal[rng.integers(len(abnormal))]
-        if dci == rci and len(cases) > 1:
+        (r, rsi), (d, dsi) = normal[rng.integers(len(normal))], abnormal[rng.integers(len(abnormal))]
+        same = d.case_id == r.case_id
+        if (pairing == "other" and same and other_exists) or (pairing == "same" and not same):
             continue
-        healthy = np.asarray(cases[rci].image[rsi], np.float32)
-        donor = np.asarray(cases[dci].image[dsi], np.float32)
+        healthy = np.asarray(r.image[rsi], np.float32)
+        donor = np.asarray(d.image[dsi], np.float32)
         if healthy.shape != donor.shape:
             continue
-        lesion = (np.asarray(cases[dci].mask[dsi]) > 0) & (healthy > 0)
+        lesion = (np.asarray(d.mask[dsi]) > 0) & (healthy > 0)
         if lesion.sum() < min_lesion:
             continue
         images.append(np.where(lesion, donor, healthy))
         truths.append(healthy)
         lesions.append(lesion)
-        source.append((cases[rci].case_id, int(cases[rci].z[rsi]), cases[dci].case_id, int(cases[dci].z[dsi])))
+        source.append((r.case_id, int(r.z[rsi]), d.case_id, int(d.z[dsi])))
     if not images:
         raise ValueError("no lesion could be transplanted (lesions too small or no matching slices)")
     return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source)
+
+
+# ---- nearly healthy brains -------------------------------------------------------------------
+HEALTHY_GROW = 3           # voxels the expert's whole-tumour label is grown by before it is replaced
+HEALTHY_MIN_REPLACED = 0.9  # a slice counts only when this share of its grown lesion could be replaced
+HEALTHY_CHANGE = 0.01      # |G(I) - I| above this (normalised units, data range 1) counts as a change
+
+
+@dataclass
+class MirroredBrain:
+    image: np.ndarray     # K x H x W, the kept slices with the tumour replaced by mirrored tissue
+    measured: np.ndarray  # K x H x W bool, brain voxels the figures count (unreplaced lesion left out)
+    replaced: np.ndarray  # K x H x W bool, voxels taken from the mirrored side
+    slices: np.ndarray    # indices (into the case's kept slices) of the K slices
+    lesion_voxels: int    # grown-lesion voxels over all abnormal slices of the case
+    replaced_voxels: int  # of which replaceable by lesion-free mirrored brain
+
+
+def mirror_axis(brain: np.ndarray) -> int:
+    """Twice the mid-sagittal coordinate: voxel x mirrors to `mirror_axis - x` along axis 1 of an
+    N x X x Y stack (canonical LPS, X left-right). The plane goes through the brain's centre of
+    mass over the whole case rather than the volume centre, so a volume that is not centred (a
+    cropped scan, the generated cohort) still mirrors onto itself; the tumour hardly moves it
+    (it lies inside the brain)."""
+    xs = np.nonzero(brain)[1]
+    return int(round(2 * xs.mean())) if len(xs) else brain.shape[1] - 1
+
+
+def mirrored_healthy(case: CachedCase, grow_by: int = HEALTHY_GROW,
+                     min_replaced: float = HEALTHY_MIN_REPLACED) -> MirroredBrain:
+    """A nearly healthy brain from a labelled case: on each abnormal slice the expert's whole-tumour
+    label, grown by `grow_by` voxels in-plane (the label's edge is not exact) and kept inside the
+    brain, is replaced by the left-right mirrored tissue, only where that tissue is itself brain
+    and away from the (grown) lesion. Slices where less than `min_replaced` of the grown lesion
+    could be replaced are left out; in the slices kept, the few voxels not replaced are left out
+    of `measured`."""
+    images = np.asarray(case.image, np.float32)
+    brain = images > 0
+    k = mirror_axis(brain)
+    grown = grow(torch.from_numpy(np.asarray(case.mask) > 0)[:, None], grow_by)[:, 0].numpy() > 0
+    grown &= brain
+    # mirrored[x] = original[k - x]; outside the volume there is no tissue to take
+    src = k - np.arange(images.shape[1])
+    valid = (src >= 0) & (src < images.shape[1])
+    src = np.clip(src, 0, images.shape[1] - 1)
+    mirrored, m_brain, m_lesion = (np.where(valid[None, :, None], a[:, src], 0) for a in (images, brain, grown))
+    replaced = grown & (m_brain > 0) & ~(m_lesion > 0)
+    per_slice = grown.sum(axis=(1, 2))
+    share = replaced.sum(axis=(1, 2)) / np.maximum(per_slice, 1)
+    keep = np.nonzero((per_slice > 0) & (share >= min_replaced))[0]
+    image = np.where(replaced, mirrored, images)[keep]
+    return MirroredBrain(image, (brain & ~(grown & ~replaced))[keep], replaced[keep], keep,
+                         int(per_slice.sum()), int(replaced.sum()))
+
+
+def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: int = 16) -> dict:
+    """The model on nearly healthy brains (`mirrored_healthy` of each case, no mask given): the
+    share of measured brain voxels S calls lesion (p > `threshold`), and how much the
+    pseudo-normal (G inside the brain) changes that healthy tissue: the share of voxels with
+    |G(I) - I| > HEALTHY_CHANGE and the mean |G(I) - I|. Per case, and pooled: voxel-pooled
+    changes, and the lesion share's mean over cases and its worst case."""
+    per_case, tot = {}, np.zeros(4)  # measured voxels, lesion calls, changed voxels, sum |G(I) - I|
+    for case in cases:
+        mb = mirrored_healthy(case)
+        entry = {"slices": int(len(mb.slices)), "abnormal_slices": int(case.abnormal.sum()),
+                 "lesion_replaced": mb.replaced_voxels / mb.lesion_voxels if mb.lesion_voxels else float("nan")}
+        if len(mb.slices):
+            p = torch.softmax(torch.from_numpy(run_net(S, mb.image, batch)), dim=1)[:, 1].numpy()
+            change = np.abs(pseudo_normal(G, mb.image, batch) - mb.image)[mb.measured]
+            counts = np.array([mb.measured.sum(), (p > threshold)[mb.measured].sum(),
+                               (change > HEALTHY_CHANGE).sum(), change.sum()], np.float64)
+            tot += counts
+            entry.update(lesion_share=counts[1] / counts[0], changed_share=counts[2] / counts[0],
+                         mean_abs_change=counts[3] / counts[0])
+        per_case[case.case_id] = entry
+    shares = [e["lesion_share"] for e in per_case.values() if "lesion_share" in e]
+    nan = float("nan")
+    pooled = {"slices": sum(e["slices"] for e in per_case.values()),
+              "lesion_share_mean": float(np.mean(shares)) if shares else nan,
+              "lesion_share_worst": float(np.max(shares)) if shares else nan,
+              "changed_share": tot[2] / tot[0] if tot[0] else nan,
+              "mean_abs_change": tot[3] / tot[0] if tot[0] else nan}
+    return {"pooled": {k: float(v) for k, v in pooled.items()},
+            "per_case": {c: {k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in e.items()}
+                         for c, e in per_case.items()}}
 
 
 def _runs(case: CachedCase, abnormal: bool, length: int) -> list[int]:
@@ -309,17 +418,26 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     if transplants is not None:
         image, lesion = transplants.image, transplants.lesion
         pn = pseudo_normal(G, image, batch)
-        report["known_truth"] = {
-            name: metrics.known_truth_errors(img, transplants.truth, lesion)
-            for name, img in (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, image, lesion, batch)),
-                              ("model_mask_given_no_fill", np.where(lesion, pn, image)),  # lesion_fill "none"
-                              ("model_S_mask_fill", pseudo_normal_S_mask_fill(G, S, image, batch)),
-                              ("untouched", image),
-                              ("mean_fill", mean_fill(image, lesion)),
-                              ("smooth_fill", fill_lesion_array(image, lesion, 0)),
-                              ("best_constant", best_constant(image, transplants.truth, lesion)))}
+        outputs = (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, image, lesion, batch)),
+                   ("model_mask_given_no_fill", np.where(lesion, pn, image)),  # lesion_fill "none"
+                   ("model_S_mask_fill", pseudo_normal_S_mask_fill(G, S, image, batch)),
+                   ("untouched", image),
+                   ("mean_fill", mean_fill(image, lesion)),
+                   ("smooth_fill", fill_lesion_array(image, lesion, 0)),
+                   ("best_constant", best_constant(image, transplants.truth, lesion)))
+        report["known_truth"] = {name: metrics.known_truth_errors(img, transplants.truth, lesion)
+                                 for name, img in outputs}
         report["known_truth_slices"] = len(transplants.image)
+        hosts = np.array([host for host, _, _, _ in transplants.source])
+        report["known_truth_per_case"] = {
+            host: {"transplants": int((hosts == host).sum()),
+                   "same_case": sum(h == host and d == host for h, _, d, _ in transplants.source),
+                   "donor_cases": sorted({d for h, _, d, _ in transplants.source if h == host}),
+                   **{name: metrics.known_truth_errors(img[hosts == host], transplants.truth[hosts == host],
+                                                       lesion[hosts == host]) for name, img in outputs}}
+            for host in sorted(set(hosts.tolist()))}
     report.update(_through_plane_against_truth(G, test_cases, batch))
+    report["healthy_brain"] = healthy_brain(G, S, test_cases, float(model.config.get("lesion_threshold", 0.5)), batch)
     return report
 
 
