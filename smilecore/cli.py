@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--spred-steps", type=int, default=600, help="training steps of the reference segmentor Spred")
     e.add_argument("--spred-base", type=int, default=16, help="width of Spred")
     e.add_argument("--transplants", type=int, default=32, help="lesions transplanted for the known-truth errors")
+    e.add_argument("--transplants-from", choices=["other", "same", "both"], default="other",
+                   help="where transplanted lesions come from: other labelled cases the evaluation loads (test, "
+                        "--known-truth-cases, Spred's training cases, the split's validation cases), the host "
+                        "case itself, or both")
+    e.add_argument("--known-truth-cases", type=_ids, default=(),
+                   help="comma-separated labelled cases that host transplanted lesions besides the test cases "
+                        "(e.g. the validation cases)")
     e.add_argument("--cache-dir", default=None,
                    help="slice cache and cached Spred (default: $SMILE_CACHE, else $XDG_CACHE_HOME/smile, "
                         "else ~/.cache/smile)")
@@ -330,7 +337,7 @@ def cmd_evaluate(args) -> int:
     if not test_ids or not train_ids:
         raise ValueError("name --test-cases and --train-cases (the model file records no split)")
     cases = {c.case_id: c for c in find_cases(args.data, require=True)}
-    missing = [c for c in (*test_ids, *train_ids) if c not in cases]
+    missing = [c for c in (*test_ids, *train_ids, *args.known_truth_cases) if c not in cases]
     if missing:
         raise ValueError(f"cases not found in {args.data}: {', '.join(missing)}")
     modality = model.modality
@@ -341,9 +348,18 @@ def cmd_evaluate(args) -> int:
     train = [cache_case(cases[c], cache_dir, modality) for c in train_ids if cases[c].labeled]
     spred = train_spred(train, SpredSettings(base=args.spred_base, steps=args.spred_steps, seed=args.seed),
                         cache_dir, progress=_progress("Spred training", "step"))
-    transplants = transplant_set(test, args.transplants, args.seed) if args.transplants else None
+    # hosts: cases whose healthy slices are the truth; donors: every labelled case already loaded
+    hosts = test + [cache_case(cases[c], cache_dir, modality) for c in args.known_truth_cases if c not in test_ids]
+    if any(not c.labeled for c in hosts):
+        raise ValueError("every --known-truth-cases case needs a segmentation")
+    loaded = {c.case_id for c in hosts + train}
+    val = [cache_case(cases[c], cache_dir, modality) for c in split.get("val", ())
+           if c in cases and cases[c].labeled and c not in loaded]
+    transplants = transplant_set(hosts, args.transplants, args.seed, donors=hosts + train + val,
+                                 pairing=args.transplants_from) if args.transplants else None
     report = evaluate(model, test, spred, transplants)
-    report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train])
+    report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train],
+                  transplants_from=args.transplants_from)
     if args.figure and transplants is not None:
         from .evaluate import known_truth_figure
         report["figure"] = str(known_truth_figure(model.nets["G"], transplants, args.figure))
@@ -356,23 +372,40 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+_LESIONS_FROM = {"other": "lesions of other cases", "same": "each host's own lesions",
+                 "both": "lesions of any case"}
+
+
 def _evaluation_table(report: dict) -> str:
-    """The report's headline numbers in a few lines (the JSON has them all)."""
+    """The report's headline numbers in at most 29 lines (the JSON has them all)."""
     f = lambda x: "  n/a" if x is None or x != x else f"{x:5.3f}"  # noqa: E731  (NaN: no lesion seen)
+    pct = lambda x: "n/a" if x is None or x != x else f"{100 * x:.1f} %"  # noqa: E731
     lines = [f"{'case':24s} {'iD':>6s} {'h':>6s} {'Dice S':>7s}"]
-    for case in report["test_cases"][:20]:
+    shown = 16  # leaves room for the known-truth and healthy-brain lines within 30
+    for case in report["test_cases"][:shown]:
         ih = report.get("per_case", {}).get(case, {})
         lines.append(f"{case[:24]:24s} {f(ih.get('identity')):>6s} {f(ih.get('healthiness')):>6s} "
                      f"{f(report['dice_S_per_case'].get(case)):>7s}")
-    if len(report["test_cases"]) > 20:
-        lines.append(f"... {len(report['test_cases']) - 20} more cases in the JSON report")
+    if len(report["test_cases"]) > shown:
+        lines.append(f"... {len(report['test_cases']) - shown} more cases in the JSON report")
     lines.append(f"{'pooled':24s} {f(report['identity']):>6s} {f(report['healthiness']):>6s} "
                  f"{f(report['dice_S']):>7s}   ({report['abnormal_slices']} abnormal slices)")
     kt = report.get("known_truth")
     if kt:
-        lines.append(f"known truth inside {report['known_truth_slices']} transplanted lesions:  PSNR dB   SSIM")
+        hosts = list(report.get("known_truth_per_case", {}))[:3]  # per-host PSNR columns, the JSON has all
+        per = report.get("known_truth_per_case", {})
+        lines.append(f"known truth inside {report['known_truth_slices']} transplanted lesions "
+                     f"({_LESIONS_FROM[report.get('transplants_from', 'other')]}):  PSNR dB   SSIM"
+                     + "".join(f" {h[-12:]:>12s}" for h in hosts))
         for name in ("model", "model_mask_given", "untouched", "mean_fill", "smooth_fill", "best_constant"):
-            lines.append(f"  {name:36s} {kt[name]['psnr']:7.2f}  {f(kt[name]['ssim'])}")
+            lines.append(f"  {name:36s} {kt[name]['psnr']:7.2f}  {f(kt[name]['ssim'])}"
+                         + "".join(f" {per[h][name]['psnr']:12.2f}" for h in hosts))
+    hb = report.get("healthy_brain", {}).get("pooled")
+    if hb:
+        lines.append(f"healthy brain (tumour replaced by the mirrored side, {hb['slices']} slices): S calls "
+                     f"{pct(hb['lesion_share_mean'])} of it lesion (worst case {pct(hb['lesion_share_worst'])})")
+        lines.append(f"  G changes {pct(hb['changed_share'])} of its voxels by more than 0.01, "
+                     f"mean |G(I) - I| {hb['mean_abs_change']:.4f}")
     return "\n".join(lines)
 
 
