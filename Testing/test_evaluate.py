@@ -59,6 +59,12 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     # with the mask given, G never sees the lesion's own values: better than leaving it
     assert kt["model_mask_given"]["psnr"] > kt["untouched"]["psnr"]
     assert 0 < report["S_mask_fill"]["identity"] <= 1
+    per_host = report["known_truth_per_case"]                  # default: lesions of other cases only
+    assert set(per_host) <= set(report["test_cases"]) and sum(e["transplants"] for e in per_host.values()) == 6
+    assert all(e["same_case"] == 0 and host not in e["donor_cases"] for host, e in per_host.items())
+    hb = report["healthy_brain"]
+    assert set(hb["per_case"]) == set(report["test_cases"])
+    assert all(0 <= hb["pooled"][k] <= 1 for k in ("changed_share", "mean_abs_change"))
     assert set(report["known_truth_through_plane"]) == {"truth", "input", "model", "model_mask_given", "mean_fill"}
     assert report["known_truth_through_plane"]["mean_fill"] < report["known_truth_through_plane"]["input"]
     dz = report["through_plane_change"]
