@@ -97,8 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 2 on GPU, 0 on CPU)")
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints (besides every epoch end)")
-    t.add_argument("--transplant-weight", type=float, default=d.transplant_weight,
-                   help="beyond the paper: weight of the paired lesion-removal term for G (0: the paper's losses only)")
+    t.add_argument("--generator", default=d.generator, choices=["unet", "gated"],
+                   help="G's design: the paper's residual U-Net, or the gated G(I) = (1 - A) I + A C that changes "
+                        "only where its gate A opens (smilecore/gated.py)")
+    t.add_argument("--transplant-weight", type=float, default=None,
+                   help="beyond the paper: weight of the paired lesion-removal term for G (0: the paper's losses "
+                        "only; default: 1 with --generator gated, which also trains its gate with it, else 0)")
     t.add_argument("--transplant-lesion-weight", type=float, default=d.transplant_lesion_weight,
                    help="beyond the paper: weight of that term's error inside the pasted lesion alone "
                         "(needs --transplant-weight > 0)")
@@ -258,11 +262,13 @@ def cmd_train(args) -> int:
                           split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                           batch_size=args.batch_size, lr=args.lr, base=args.base, depth=args.depth, norm=args.norm,
-                          upsample=args.upsample,
+                          upsample=args.upsample, generator=args.generator,
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
                           num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
-                          save_half=args.save_half, transplant_weight=args.transplant_weight,
+                          save_half=args.save_half,
+                          transplant_weight=(args.transplant_weight if args.transplant_weight is not None
+                                             else float(args.generator == "gated")),
                           transplant_lesion_weight=args.transplant_lesion_weight)
     from .cases import find_cases
     find_cases(cfg.data_dir, require=True)   # before the run folder is made: says where it looked

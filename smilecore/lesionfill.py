@@ -35,7 +35,7 @@ def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius) if radius > 0 else mask
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = int(math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -50,8 +50,8 @@ def smooth_fill(image: torch.Tensor, mask: torch.Tensor, sigma: float = FILL_SIG
     of the brain tissue (image > 0) outside the mask; the rest unchanged."""
     hole = mask > 0
     known = ((image > 0) & ~hole).to(image.dtype)
-    num = _gaussian_blur(image * known, sigma)
-    den = _gaussian_blur(known, sigma)
+    num = gaussian_blur(image * known, sigma)
+    den = gaussian_blur(known, sigma)
     slice_mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
     reach = den > 1e-3
     fill = torch.where(reach, num / den.clamp(min=1e-3), slice_mean)

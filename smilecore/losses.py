@@ -88,3 +88,13 @@ def L_mse_inside(x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torc
     """Mean squared error over the pixels of `region` only (0 when it is empty)."""
     region = region.to(x.dtype)
     return (((x - y) ** 2) * region).sum() / region.sum().clamp(min=1)
+
+
+def L_gate(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The gated G's where-to-change map against where a lesion was pasted: binary cross-entropy,
+    averaged inside and outside the region separately (a lesion is a few percent of a slice)."""
+    target = region.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    inside = (bce * target).sum() / target.sum().clamp(min=1)
+    outside = (bce * (1 - target)).sum() / (1 - target).sum().clamp(min=1)
+    return 0.5 * (inside + outside)

@@ -25,7 +25,8 @@ L_transplant = L_mse(G(I_n with lesion), I_n). DESIGN.md explains why the paper'
 let G darken a tumour instead of removing it. The lesion is a few percent of a slice, so the
 whole-slice error mostly asks G to leave healthy tissue alone; `transplant_lesion_weight` adds
 the error inside the pasted lesion alone, w * mean over those pixels of (G - I_n)^2, which is
-what the known-truth PSNR measures.
+what the known-truth PSNR measures. With the gated generator (`generator="gated"`, gated.py) the
+same pairs also supervise its gate A with the pasted mask (losses.L_gate).
 
 Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
 store the position inside the epoch, so `resume` on CPU continues exactly as an
@@ -50,7 +51,7 @@ from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
 from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
 from .events import PHASE_NAMES, EventLog
 from .modelfile import atomic_torch_save, model_config, save_model
-from .unet import build_networks
+from .unet import GENERATORS, build_networks
 
 CHECKPOINT_FORMAT = "smile-checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -77,6 +78,7 @@ class TrainConfig:
     depth: int = 4
     norm: str = "batch"                 # U-Net normalisation: "batch" or "none" (see unet.py)
     upsample: str = "transpose"         # U-Net up-sampling: "transpose" (the paper's U-Net) or "bilinear"
+    generator: str = "unet"             # "unet": the paper's residual G; "gated": gated.GatedGenerator
     crop: int | None = None             # train on random crops of this size (full resolution)
     eps0: float = 0.9
     min_brain_fraction: float = DEFAULT_MIN_BRAIN_FRACTION
@@ -104,6 +106,8 @@ class TrainConfig:
         self.modality = canonical_modality(self.modality)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {VARIANTS}")
+        if self.generator not in GENERATORS:
+            raise ValueError(f"unknown generator {self.generator!r}; choose from {GENERATORS}")
         if self.variant == "gvs" and self.labeled_fraction != 1.0:
             raise ValueError("the GVS comparison uses all labels (labeled fraction 1)")
         for name in ("batch_size", "base", "depth", "checkpoint_every"):
@@ -181,6 +185,8 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm, "upsample": cfg.upsample} for n in "GSR"}
+        if cfg.generator != "unet":
+            sizes["G"]["kind"] = cfg.generator
         self.sizes = sizes
         self.nets = build_networks(sizes)
         self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"
@@ -358,7 +364,12 @@ class Trainer:
                     pair = L.transplant_pairs(I, M, labeled)
                     if pair is not None:
                         I_t, truth, pasted = pair
-                        G_t = G(I_t)
+                        if hasattr(G, "parts"):  # the gated G: the pasted mask also teaches its gate
+                            logits, A, C = G.parts(I_t)
+                            G_t = G.compose(I_t, A, C)
+                            terms["transplant_gate"] = self.cfg.transplant_weight * L.L_gate(logits, pasted)
+                        else:
+                            G_t = G(I_t)
                         terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G_t, truth)
                         if self.cfg.transplant_lesion_weight > 0:
                             terms["transplant_lesion"] = (self.cfg.transplant_lesion_weight

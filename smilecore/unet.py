@@ -133,9 +133,19 @@ class Reconstructor(nn.Module):
 
 
 NETWORKS = {"G": Generator, "S": Segmentor, "R": Reconstructor}
+GENERATORS = ("unet", "gated")
 
 
 def build_networks(sizes: dict) -> dict[str, nn.Module]:
-    """sizes: {"G": {"base": 32, "depth": 4, "norm": "batch", "upsample": "bilinear"}, "S": {...}, "R": {...}}
-    ("upsample" may be absent: model files from before it existed use "transpose")."""
-    return {name: cls(**sizes[name]) for name, cls in NETWORKS.items()}
+    """sizes: {"G": {"base": 32, "depth": 4, "norm": "batch", "upsample": "bilinear", "kind": "gated"},
+    "S": {...}, "R": {...}} ("upsample" may be absent: model files from before it existed use
+    "transpose"; G's "kind" likewise, "unet": the paper's residual G; "gated": gated.GatedGenerator)."""
+    from .gated import GatedGenerator
+    nets = {}
+    for name, cls in NETWORKS.items():
+        settings = dict(sizes[name])
+        kind = settings.pop("kind", "unet")
+        if kind not in GENERATORS or (kind != "unet" and name != "G"):
+            raise ValueError(f"unknown {name} kind {kind!r}; G is one of {GENERATORS}")
+        nets[name] = (GatedGenerator if kind == "gated" else cls)(**settings)
+    return nets

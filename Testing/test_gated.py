@@ -1,0 +1,95 @@
+"""The gated generator (smilecore/gated.py): G(I) = (1 - A) I + A C."""
+import numpy as np
+import torch
+
+from conftest import tiny_config
+from smilecore.cases import find_cases
+from smilecore.dataset import cache_case
+from smilecore.gated import GATE_FLOOR, GatedGenerator, soft_fill
+from smilecore.lesionfill import smooth_fill
+from smilecore.modelfile import load_model, model_config, save_model
+from smilecore.synthetic import make_case
+from smilecore.train import MODEL_NAME, Trainer
+from smilecore.unet import build_networks
+
+
+def _slices(n=4, size=32, seed=0):
+    image, _, label = make_case(np.random.default_rng(seed), (size, size, n), n_lesions=1)
+    I = torch.from_numpy(np.moveaxis(image / image.max(), 2, 0).astype(np.float32))[:, None]
+    M = torch.from_numpy(np.moveaxis(label > 0, 2, 0))[:, None]
+    return I, M
+
+
+def test_where_the_gate_is_zero_g_returns_the_input_exactly():
+    torch.manual_seed(0)
+    G = GatedGenerator(base=4, depth=2, norm="batch")
+    I, M = _slices()
+    for mode in (G.train, G.eval):
+        mode()
+        assert torch.equal(G(I), I)                          # untrained: every A below the floor
+    C = torch.rand_like(I)
+    out = G.compose(I, M.float(), C)                         # known answer with a binary gate
+    assert torch.equal(out[~M], I[~M]) and torch.equal(out[M], C[M])
+
+
+def test_c_starts_as_the_smooth_fill():
+    I, M = _slices()
+    # with a binary gate the weighted fill is lesionfill's smooth fill of that mask
+    assert torch.allclose(soft_fill(I, 1 - M.float())[M], smooth_fill(I, M)[M], atol=1e-6)
+    G = GatedGenerator(base=4, depth=2, norm="batch").eval()
+    _, A, C = G.parts(I)
+    assert torch.equal(C, soft_fill(I, 1 - A))                # the learned residual starts at zero
+
+
+def test_the_gate_gets_gradients_below_its_floor():
+    G = GatedGenerator(base=4, depth=2)
+    I, M = _slices()
+    logits, A, C = G.parts(I)
+    assert not A.any()
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, M.float()).backward()
+    assert G.unet.head.bias.grad[0] != 0
+
+
+def test_model_files_carry_the_generator_kind(tmp_path):
+    sizes = {n: {"base": 4, "depth": 2, "norm": "batch"} for n in "GSR"}
+    sizes["G"]["kind"] = "gated"
+    path = save_model(tmp_path / "m.pt", build_networks(sizes), model_config(sizes, "t2"))
+    assert isinstance(load_model(path).nets["G"], GatedGenerator)
+
+
+def _mean_gate(G, cases):
+    """Mean A inside and outside the expert lesion over the abnormal slices of `cases`."""
+    inside, outside = [], []
+    with torch.no_grad():
+        for case in cases:
+            ab = case.abnormal
+            I = torch.from_numpy(np.asarray(case.image[ab], np.float32))[:, None]
+            M = torch.from_numpy(np.asarray(case.mask[ab]) > 0)[:, None]
+            A = torch.sigmoid(G.parts(I)[0])
+            inside.append(A[M].mean())
+            outside.append(A[~M & (I > 0)].mean())
+    return float(torch.stack(inside).mean()), float(torch.stack(outside).mean())
+
+
+def test_a_tiny_training_moves_the_gate_onto_the_lesion(cohort, tmp_path):
+    cfg = tiny_config(cohort, tmp_path / "run", generator="gated", variant="gvs", labeled_fraction=1.0,
+                      epochs=(20,), transplant_weight=1.0)
+    Trainer(cfg).run()
+    G = load_model(tmp_path / "run" / MODEL_NAME).nets["G"]
+    cases = [cache_case(c, tmp_path / "cache") for c in find_cases(cohort) if c.labeled]
+    before = _mean_gate(GatedGenerator(base=8, depth=3, norm="batch").eval(), cases)
+    inside, outside = _mean_gate(G, cases)
+    assert max(before) < GATE_FLOOR                       # shut everywhere before training
+    assert inside > 0.3 and inside > 5 * outside, (inside, outside)
+    # and in synthesis: healthy tissue away from the lesion is left exactly as it was, nearly everywhere
+    import nibabel as nib
+    from scipy import ndimage
+    from smilecore.synthesis import synthesize
+    case = cohort / "Synth_000"
+    img = nib.load(case / "Synth_000_t2.nii.gz")
+    data = img.get_fdata().astype(np.float32)
+    lesion = ndimage.binary_dilation(nib.load(case / "Synth_000_seg.nii.gz").get_fdata() > 0, iterations=4)
+    result = synthesize(data, img.affine, load_model(tmp_path / "run" / MODEL_NAME), notify=lambda m: None)
+    healthy = (data > 0) & ~lesion
+    changed = np.abs(result.pseudo_normal - data)[healthy] > 0.01 * np.percentile(data[data > 0], 99.5)
+    assert changed.mean() < 0.05, changed.mean()
