@@ -402,7 +402,7 @@ def _evaluation_table(report: dict) -> str:
         per = report.get("known_truth_per_case", {})
         lines.append(f"known truth inside {report['known_truth_slices']} transplanted lesions "
                      f"({_LESIONS_FROM[report.get('transplants_from', 'other')]}):  PSNR dB   SSIM"
-                     + "".join(f" {h[-12:]:>12s}" for h in hosts))
+                     + "".join(f" {h.split('_', 1)[-1][-12:]:>12s}" for h in hosts))  # without a "Brats18_" prefix
         for name in ("model", "model_mask_given", "untouched", "mean_fill", "smooth_fill", "best_constant"):
             lines.append(f"  {name:36s} {kt[name]['psnr']:7.2f}  {f(kt[name]['ssim'])}"
                          + "".join(f" {per[h][name]['psnr']:12.2f}" for h in hosts))

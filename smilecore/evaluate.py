@@ -254,7 +254,7 @@ def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: 
               "lesion_share_worst": float(np.max(shares)) if shares else nan,
               "changed_share": tot[2] / tot[0] if tot[0] else nan,
               "mean_abs_change": tot[3] / tot[0] if tot[0] else nan}
-    return {"pooled": {k: float(v) for k, v in pooled.items()},
+    return {"pooled": {k: v if k == "slices" else float(v) for k, v in pooled.items()},
             "per_case": {c: {k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in e.items()}
                          for c, e in per_case.items()}}
 
