@@ -89,3 +89,33 @@ def test_healthy_brain_report_of_an_identity_and_a_shifting_model(cases):
     assert shifted["mean_abs_change"] == pytest.approx(0.05, abs=1e-6)
     for entry in ident["per_case"].values():
         assert 0 < entry["lesion_replaced"] <= 1 and entry["slices"] <= entry["abnormal_slices"]
+
+
+def test_change_away_from_the_lesion_is_zero_for_the_identity_and_one_for_a_shift(cases):
+    from types import SimpleNamespace
+    from smilecore.evaluate import evaluate
+    for add, expected in ((0.0, 0.0), (0.05, 1.0)):
+        model = SimpleNamespace(nets={"G": _Identity(add), "S": _NeverLesion()}, config={})
+        report = evaluate(model, cases, _NeverLesion(), None)
+        away = report["outside_lesion_changed"]
+        assert away["pooled"] == expected and set(away["per_case"].values()) == {expected}
+        assert away["grow"] == 4 and away["limit"] == 0.01
+
+
+def test_the_healthy_brain_is_scaled_again_as_synthesis_would_scale_it(cases):
+    from smilecore.volume import Normalisation
+    case = cases[0]
+    plain = mirrored_healthy(case)
+    again = mirrored_healthy(case, normalisation="clip-percentile")
+    full = mirrored_healthy(case, min_replaced=0.0)
+    assert plain.rescaled_by == 1.0 and np.array_equal(again.slices, plain.slices)
+    # the factor is the reciprocal of the healthy brain's own 99.5th percentile (in cached units)
+    images = np.asarray(case.image, np.float32)
+    healthy = images.copy()
+    healthy[full.slices] = full.image
+    measured = images > 0
+    measured[full.slices] = full.measured
+    assert again.rescaled_by == pytest.approx(1 / Normalisation.fit(healthy, measured).scale, rel=1e-5)
+    assert np.allclose(again.image, np.clip(plain.image * again.rescaled_by, 0, 1))
+    report = healthy_brain(_Identity(), _NeverLesion(), [case], normalisation="median")
+    assert report["per_case"][case.case_id]["rescaled_by"] != 1.0

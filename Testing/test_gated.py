@@ -93,3 +93,45 @@ def test_a_tiny_training_moves_the_gate_onto_the_lesion(cohort, tmp_path):
     healthy = (data > 0) & ~lesion
     changed = np.abs(result.pseudo_normal - data)[healthy] > 0.01 * np.percentile(data[data > 0], 99.5)
     assert changed.mean() < 0.05, changed.mean()
+
+
+def test_a_gated_g_warm_started_from_a_segmentor_gates_where_it_sees_lesion():
+    torch.manual_seed(0)
+    S = build_networks({n: {"base": 4, "depth": 2, "norm": "batch"} for n in "GSR"})["S"].eval()
+    torch.nn.init.normal_(S.unet.head.weight, std=20.0)       # a segmentor with confident answers
+    torch.nn.init.zeros_(S.unet.head.bias)
+    G = GatedGenerator.from_segmentor(S, floor=0.1).eval()
+    I, _ = _slices()
+    with torch.no_grad():
+        p = torch.softmax(S(I), 1)[:, 1:]
+        _, A, C = G.parts(I)
+    assert (p >= 0.1).any() and (p < 0.1).any()
+    assert torch.allclose(A, torch.where(p >= 0.1, p, torch.zeros_like(p)), atol=1e-5)
+    assert torch.equal(C, soft_fill(I, 1 - A))
+    grown = GatedGenerator.from_segmentor(S, floor=0.1, grow=2).eval()
+    with torch.no_grad():
+        assert torch.allclose(grown.parts(I)[1], torch.nn.functional.max_pool2d(A, 5, 1, 2), atol=1e-5)
+
+
+def test_training_g_against_a_frozen_segmentor_from_a_model_file(cohort, tmp_path):
+    import pytest
+    first = tiny_config(cohort, tmp_path / "first", variant="gvs", labeled_fraction=1.0, epochs=(2,),
+                        normalisation="median")
+    start = Trainer(first).run()
+    with pytest.raises(ValueError, match="init_from"):
+        tiny_config(cohort, tmp_path / "x", freeze="S").check()
+    with pytest.raises(ValueError, match="trains nothing"):
+        tiny_config(cohort, tmp_path / "x", init_from=str(start), freeze="SR").check()
+    cfg = tiny_config(cohort, tmp_path / "g", variant="gvs", labeled_fraction=1.0, epochs=(2,), generator="gated",
+                      init_from=str(start), freeze="S", gate_grow=1, gate_floor=0.1, transplant_weight=1.0)
+    model = load_model(Trainer(cfg).run())
+    before = load_model(start)
+    for name in "SR":   # kept exactly as the file had them (S frozen; R not trained by phase 1)
+        for k, v in before.nets[name].state_dict().items():
+            assert torch.equal(v, model.nets[name].state_dict()[k]), (name, k)
+    G = model.nets["G"]
+    assert isinstance(G, GatedGenerator) and (G.grow, G.floor) == (1, 0.1)
+    warm = GatedGenerator.from_segmentor(before.nets["S"], grow=1, floor=0.1).state_dict()
+    assert any(not torch.equal(v, warm[k]) for k, v in G.state_dict().items() if v.is_floating_point())
+    assert model.config["training"]["init_from"] == str(start) and model.config["training"]["frozen"] == "S"
+    assert before.normalisation == model.normalisation == "median"   # the start's scaling, unless told otherwise

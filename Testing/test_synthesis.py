@@ -84,6 +84,11 @@ def test_a_user_mask_drives_the_blend_and_R(cohort, model):
     painted[10:16, 10:16, 6:10] = True
     other = synthesize(data, img.affine, model, mask=painted)
     assert not np.allclose(other.pseudo_abnormal[painted], result.pseudo_abnormal[painted])
+    # R paints at the mask and its rim (4 px in-plane) only: farther away, the input exactly
+    from scipy import ndimage
+    rim = ndimage.binary_dilation(painted, np.ones((9, 9, 1), bool))
+    assert np.array_equal(other.pseudo_abnormal[~rim], data[~rim])
+    assert not np.array_equal(other.pseudo_abnormal[rim & ~painted], data[rim & ~painted])
     with pytest.raises(VolumeError, match="mask shape"):
         synthesize(data, img.affine, model, mask=mask[:-1])
 
@@ -128,3 +133,25 @@ def test_a_model_can_be_trained_after_a_synthesis(cohort, model):
     S(torch.rand(2, 1, 32, 32)).sum().backward()
     assert all(p.grad is not None for p in S.parameters())
     S.zero_grad()
+
+
+def test_volumes_are_scaled_as_the_model_file_says(cohort, model, monkeypatch):
+    import smilecore.synthesis as synthesis
+    from smilecore.volume import CanonicalVolume
+    seen = []
+    real = CanonicalVolume.from_array.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("normalisation"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(synthesis.CanonicalVolume, "from_array", classmethod(spy))
+    img = nib.load(_case(cohort)[0])
+    data, affine = img.get_fdata().astype(np.float32), img.affine
+    assert model.normalisation == "clip-percentile"      # files before the setting: the paper's scaling
+    model.config["normalisation"]["method"] = "median"
+    try:
+        synthesize(data, affine, model, notify=lambda m: None)
+    finally:
+        model.config["normalisation"]["method"] = "clip-percentile"
+    assert seen == ["median"]

@@ -34,6 +34,25 @@ def test_normalisation_clips_at_the_995th_percentile():
     assert np.allclose(vol.norm.invert(vol.image)[data < vol.norm.scale], data[data < vol.norm.scale], rtol=1e-5)
 
 
+def test_median_normalisation_scales_a_brain_alike_with_and_without_a_tumour():
+    from smilecore.volume import MEDIAN_LEVEL, Normalisation
+    rng = np.random.default_rng(0)
+    data = np.zeros((20, 20, 20), np.float32)
+    data[5:15, 5:15, 5:15] = rng.uniform(50, 100, (10, 10, 10))
+    with_tumour = data.copy()
+    with_tumour[6:9, 6:9, 6:12] = 300                       # 5 % of the brain, three times brighter
+    brain = data > 0
+    fits = {m: [Normalisation.fit(d, brain, method=m).scale for d in (data, with_tumour)]
+            for m in ("clip-percentile", "median")}
+    assert fits["clip-percentile"][1] > 2.5 * fits["clip-percentile"][0]     # the tumour sets the scale
+    assert fits["median"][1] == pytest.approx(fits["median"][0], rel=0.05)   # it hardly moves the median
+    assert fits["median"][0] == pytest.approx(np.median(data[brain]) / MEDIAN_LEVEL)
+    vol = CanonicalVolume.from_array(data, AFFINES["LPS"], normalisation="median")
+    assert np.median(vol.image[vol.brain]) == pytest.approx(MEDIAN_LEVEL, rel=1e-4) and vol.image.max() <= 1
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        Normalisation.fit(data, brain, method="zscore")
+
+
 @pytest.mark.parametrize("data, message", [
     (np.zeros((8, 8, 8)), "no brain voxels"),
     (np.full((8, 8, 8), np.nan), "NaN or infinite"),

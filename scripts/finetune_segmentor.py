@@ -71,14 +71,19 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--check-every", type=int, default=100)
+    ap.add_argument("--normalisation", default=None, choices=["clip-percentile", "median"],
+                    help="intensity scaling to fine-tune S on (default: the model's); the file records it")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = load_model(args.model)
+    norm = args.normalisation or model.normalisation
+    model.config["normalisation"] = model_config(model.config["networks"], model.modality,
+                                                 normalisation=norm)["normalisation"]
     split = model.config["training"]["split"]
     cases = {c.case_id: c for c in find_cases(args.data_dir)}
     cache = Path(args.cache_dir or Path(args.out).parent / "cache")
-    train = SliceSet([cache_case(cases[i], cache) for i in split["train"]], args.crop)
+    train = SliceSet([cache_case(cases[i], cache, normalisation=norm) for i in split["train"]], args.crop)
     val = cases[split["val"][0]]
     S = model.nets["S"]
     opt = torch.optim.Adam(S.parameters(), lr=args.lr)
@@ -107,7 +112,7 @@ def main(argv=None):
     S.eval()
     # the file describes today's preprocessing (what the weights were trained on is unchanged on
     # BraTS data: the brain found above the background is the paper's "> 0" there)
-    current = model_config(model.config["networks"], model.modality)
+    current = model_config(model.config["networks"], model.modality, normalisation=norm)
     config = dict(model.config, normalisation=current["normalisation"],
                   spacing_mm=model.config.get("spacing_mm", current["spacing_mm"]))
     config["training"] = dict(config["training"], segmentor_resolution_finetune={

@@ -106,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--transplant-lesion-weight", type=float, default=d.transplant_lesion_weight,
                    help="beyond the paper: weight of that term's error inside the pasted lesion alone "
                         "(needs --transplant-weight > 0)")
+    t.add_argument("--normalisation", default=None, choices=["clip-percentile", "median"],
+                   help="intensity scaling: the paper's 99.5th percentile of the brain, or its median (which a "
+                        "tumour hardly moves: a brain with and without one is scaled alike); default: the "
+                        "--init-from model's, else clip-percentile")
+    t.add_argument("--init-from", default=None,
+                   help="model file the networks start from (fine-tuning; with --generator gated and a file whose G "
+                        "is the paper's, G starts from the file's S: gate = its lesion probability)")
+    t.add_argument("--freeze", default=None, choices=["S", "R", "SR"],
+                   help="networks kept as --init-from has them (e.g. S: train G against the file's segmentor)")
+    t.add_argument("--gate-grow", type=int, default=d.gate_grow,
+                   help="gated G: pixels its gate is grown by, so that it covers the lesion's rim")
+    t.add_argument("--gate-floor", type=float, default=d.gate_floor,
+                   help="gated G: gate values below it count as 0 (the input is kept exactly)")
+    t.add_argument("--gate-weight", type=float, default=d.gate_weight,
+                   help="gated G: weight of its gate's loss against the batch's lesion masks")
     t.add_argument("--save-half", action="store_true", help="store model weights as float16")
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
 
@@ -269,7 +284,9 @@ def cmd_train(args) -> int:
                           save_half=args.save_half,
                           transplant_weight=(args.transplant_weight if args.transplant_weight is not None
                                              else float(args.generator == "gated")),
-                          transplant_lesion_weight=args.transplant_lesion_weight)
+                          transplant_lesion_weight=args.transplant_lesion_weight, init_from=args.init_from,
+                          freeze=args.freeze or "", gate_grow=args.gate_grow, gate_floor=args.gate_floor,
+                          gate_weight=args.gate_weight, normalisation=args.normalisation)
     from .cases import find_cases
     find_cases(cfg.data_dir, require=True)   # before the run folder is made: says where it looked
     out.mkdir(parents=True, exist_ok=True)
@@ -348,18 +365,20 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"cases not found in {args.data}: {', '.join(missing)}")
     modality = model.modality
     cache_dir = args.cache_dir or default_cache_dir()
-    test = [cache_case(cases[c], cache_dir, modality) for c in test_ids]
+    norm = model.normalisation
+    test = [cache_case(cases[c], cache_dir, modality, normalisation=norm) for c in test_ids]
     if any(not c.labeled for c in test):
         raise ValueError("every test case needs a segmentation")
-    train = [cache_case(cases[c], cache_dir, modality) for c in train_ids if cases[c].labeled]
+    train = [cache_case(cases[c], cache_dir, modality, normalisation=norm) for c in train_ids if cases[c].labeled]
     spred = train_spred(train, SpredSettings(base=args.spred_base, steps=args.spred_steps, seed=args.seed),
                         cache_dir, progress=_progress("Spred training", "step"))
     # hosts: cases whose healthy slices are the truth; donors: every labelled case already loaded
-    hosts = test + [cache_case(cases[c], cache_dir, modality) for c in args.known_truth_cases if c not in test_ids]
+    hosts = test + [cache_case(cases[c], cache_dir, modality, normalisation=norm)
+                    for c in args.known_truth_cases if c not in test_ids]
     if any(not c.labeled for c in hosts):
         raise ValueError("every --known-truth-cases case needs a segmentation")
     loaded = {c.case_id for c in hosts + train}
-    val = [cache_case(cases[c], cache_dir, modality) for c in split.get("val", ())
+    val = [cache_case(cases[c], cache_dir, modality, normalisation=norm) for c in split.get("val", ())
            if c in cases and cases[c].labeled and c not in loaded]
     transplants = transplant_set(hosts, args.transplants, args.seed, donors=hosts + train + val,
                                  pairing=args.transplants_from) if args.transplants else None
@@ -396,6 +415,10 @@ def _evaluation_table(report: dict) -> str:
         lines.append(f"... {len(report['test_cases']) - shown} more cases in the JSON report")
     lines.append(f"{'pooled':24s} {f(report['identity']):>6s} {f(report['healthiness']):>6s} "
                  f"{f(report['dice_S']):>7s}   ({report['abnormal_slices']} abnormal slices)")
+    oc = report.get("outside_lesion_changed")
+    if oc:
+        lines.append(f"G changes {pct(oc['pooled'])} of brain voxels more than {oc['limit']} away from the lesion "
+                     f"(grown {oc['grow']} px); worst case {pct(max(oc['per_case'].values(), default=float('nan')))}")
     kt = report.get("known_truth")
     if kt:
         hosts = list(report.get("known_truth_per_case", {}))[:3]  # per-host PSNR columns, the JSON has all

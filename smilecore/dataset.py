@@ -65,7 +65,7 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
 
 def cache_case(case: Case, cache_dir: str | Path, modality: str = "t2",
                use_label: bool = True, min_brain_fraction: float = DEFAULT_MIN_BRAIN_FRACTION,
-               clip_percentile: float = CLIP_PERCENTILE) -> CachedCase:
+               clip_percentile: float = CLIP_PERCENTILE, normalisation: str = "clip-percentile") -> CachedCase:
     """Preprocess one case into the cache (or reuse its valid entry) and memory-map it."""
     image_path = case.image(modality)
     seg_path = case.seg if (use_label and case.labeled) else None
@@ -73,6 +73,8 @@ def cache_case(case: Case, cache_dir: str | Path, modality: str = "t2",
                 "clip_percentile": clip_percentile, "orientation": "LPS",
                 "image": _file_signature(image_path),
                 "seg": _file_signature(seg_path) if seg_path else None}
+    if normalisation != "clip-percentile":   # keys of the paper's scaling stay as they were
+        settings["normalisation"] = normalisation
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     entry = Path(cache_dir) / f"{case.case_id}-{modality}-{key}"
     meta_path = entry / "meta.json"
@@ -91,7 +93,7 @@ def cache_case(case: Case, cache_dir: str | Path, modality: str = "t2",
     try:
         data, affine, _ = load_nifti(image_path)
         vol = CanonicalVolume.from_array(data, affine, where=f"image {image_path}",
-                                         clip_percentile=clip_percentile)
+                                         clip_percentile=clip_percentile, normalisation=normalisation)
         brain_count = vol.brain.sum(axis=(0, 1))
         keep = np.nonzero(brain_count >= min_brain_fraction * vol.brain.shape[0] * vol.brain.shape[1])[0]
         if len(keep) == 0:

@@ -46,7 +46,11 @@ from .dataset import CachedCase, EpochSampler, SliceSet
 from .lesionfill import FILL_GROW, fill_lesion_array, grow
 from .modelfile import SmileModel, atomic_torch_save
 from .train import collate
+from .volume import Normalisation
 from .unet import Segmentor
+
+
+OUTSIDE_GROW = 4      # pixels the expert lesion is grown by before "outside the lesion" is counted
 
 
 def default_cache_dir() -> Path:
@@ -188,6 +192,7 @@ class MirroredBrain:
     slices: np.ndarray    # indices (into the case's kept slices) of the K slices
     lesion_voxels: int    # grown-lesion voxels over all abnormal slices of the case
     replaced_voxels: int  # of which replaceable by lesion-free mirrored brain
+    rescaled_by: float = 1.0  # the factor re-normalising the healthy volume applied (see mirrored_healthy)
 
 
 def mirror_axis(brain: np.ndarray) -> int:
@@ -201,13 +206,17 @@ def mirror_axis(brain: np.ndarray) -> int:
 
 
 def mirrored_healthy(case: CachedCase, grow_by: int = HEALTHY_GROW,
-                     min_replaced: float = HEALTHY_MIN_REPLACED) -> MirroredBrain:
+                     min_replaced: float = HEALTHY_MIN_REPLACED, normalisation: str | None = None) -> MirroredBrain:
     """A nearly healthy brain from a labelled case: on each abnormal slice the expert's whole-tumour
     label, grown by `grow_by` voxels in-plane (the label's edge is not exact) and kept inside the
     brain, is replaced by the left-right mirrored tissue, only where that tissue is itself brain
     and away from the (grown) lesion. Slices where less than `min_replaced` of the grown lesion
     could be replaced are left out; in the slices kept, the few voxels not replaced are left out
-    of `measured`."""
+    of `measured`.
+
+    `normalisation` (volume.NORMALISATIONS): the healthy volume is scaled again as synthesis would
+    scale it, fitted on its brain without the unreplaced lesion (the case was scaled with its
+    tumour): what a model sees of the same brain scanned without the tumour. None: as cached."""
     images = np.asarray(case.image, np.float32)
     brain = images > 0
     k = mirror_axis(brain)
@@ -222,21 +231,29 @@ def mirrored_healthy(case: CachedCase, grow_by: int = HEALTHY_GROW,
     per_slice = grown.sum(axis=(1, 2))
     share = replaced.sum(axis=(1, 2)) / np.maximum(per_slice, 1)
     keep = np.nonzero((per_slice > 0) & (share >= min_replaced))[0]
-    image = np.where(replaced, mirrored, images)[keep]
-    return MirroredBrain(image, (brain & ~(grown & ~replaced))[keep], replaced[keep], keep,
-                         int(per_slice.sum()), int(replaced.sum()))
+    image = np.where(replaced, mirrored, images)
+    measured = brain & ~(grown & ~replaced)
+    factor = 1.0
+    if normalisation is not None:  # cached units: background 0, so the fitted scale is relative
+        factor = 1.0 / Normalisation.fit(image, measured, case.case_id, method=normalisation).scale
+        image = np.clip(image * factor, 0.0, 1.0)
+    return MirroredBrain(image[keep], measured[keep], replaced[keep], keep,
+                         int(per_slice.sum()), int(replaced.sum()), float(factor))
 
 
-def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: int = 16) -> dict:
+def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: int = 16,
+                  normalisation: str | None = None) -> dict:
     """The model on nearly healthy brains (`mirrored_healthy` of each case, no mask given): the
     share of measured brain voxels S calls lesion (p > `threshold`), and how much the
     pseudo-normal (G inside the brain) changes that healthy tissue: the share of voxels with
     |G(I) - I| > HEALTHY_CHANGE and the mean |G(I) - I|. Per case, and pooled: voxel-pooled
-    changes, and the lesion share's mean over cases and its worst case."""
+    changes, and the lesion share's mean over cases and its worst case. `normalisation`: the
+    model's, to scale each healthy volume as synthesis would (mirrored_healthy)."""
     per_case, tot = {}, np.zeros(4)  # measured voxels, lesion calls, changed voxels, sum |G(I) - I|
     for case in cases:
-        mb = mirrored_healthy(case)
+        mb = mirrored_healthy(case, normalisation=normalisation)
         entry = {"slices": int(len(mb.slices)), "abnormal_slices": int(case.abnormal.sum()),
+                 "rescaled_by": mb.rescaled_by,
                  "lesion_replaced": mb.replaced_voxels / mb.lesion_voxels if mb.lesion_voxels else float("nan")}
         if len(mb.slices):
             p = torch.softmax(torch.from_numpy(run_net(S, mb.image, batch)), dim=1)[:, 1].numpy()
@@ -381,6 +398,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     dice_all, per_case = segmentation_dice(S, test_cases, batch)
     ids, n_pn, n_in, ids_fill, n_fill = [], 0.0, 0.0, [], 0.0
     per_case_ih = {}  # case -> identity and healthiness over its abnormal slices
+    outside = {}      # case -> [changed, all] brain voxels away from the expert lesion
     stripes = {k: [0.0, 0] for k in ("pseudo_normal_lesion", "input_lesion", "input_healthy", "pseudo_normal_healthy")}
     for case in test_cases:
         images = np.asarray(case.image, np.float32)
@@ -388,6 +406,8 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
         pn_all = np.where(images > 0, run_net(G, images, batch)[:, 0], images)
         near = grow(torch.from_numpy(truth)[:, None], 5)[:, 0].numpy() > 0
         healthy = (images > 0) & ~near
+        away = (images > 0) & ~(grow(torch.from_numpy(truth)[:, None], OUTSIDE_GROW)[:, 0].numpy() > 0)
+        outside[case.case_id] = [int((np.abs(pn_all - images)[away] > HEALTHY_CHANGE).sum()), int(away.sum())]
         neighbours = np.diff(case.z) == 1
         for key, stack, region in (("pseudo_normal_lesion", pn_all, truth), ("input_lesion", images, truth),
                                    ("input_healthy", images, healthy), ("pseudo_normal_healthy", pn_all, healthy)):
@@ -414,7 +434,11 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
                               "healthiness": metrics.healthiness(n_fill, n_in)},
               "dice_S": dice_all, "dice_S_per_case": per_case, "per_case": per_case_ih,
               "abnormal_slices": int(sum(len(i) for i in ids)),
-              "through_plane_change": {k: (v / n if n else float("nan")) for k, (v, n) in stripes.items()}}
+              "through_plane_change": {k: (v / n if n else float("nan")) for k, (v, n) in stripes.items()},
+              "outside_lesion_changed": {"per_case": {c: k / max(n, 1) for c, (k, n) in outside.items()},
+                                         "pooled": sum(k for k, _ in outside.values())
+                                         / max(sum(n for _, n in outside.values()), 1),
+                                         "grow": OUTSIDE_GROW, "limit": HEALTHY_CHANGE}}
     if transplants is not None:
         image, lesion = transplants.image, transplants.lesion
         pn = pseudo_normal(G, image, batch)
@@ -437,7 +461,9 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
                                                        lesion[hosts == host]) for name, img in outputs}}
             for host in sorted(set(hosts.tolist()))}
     report.update(_through_plane_against_truth(G, test_cases, batch))
-    report["healthy_brain"] = healthy_brain(G, S, test_cases, float(model.config.get("lesion_threshold", 0.5)), batch)
+    report["healthy_brain"] = healthy_brain(G, S, test_cases, float(model.config.get("lesion_threshold", 0.5)), batch,
+                                            normalisation=model.config.get("normalisation", {}).get(
+                                                "method", "clip-percentile"))
     return report
 
 

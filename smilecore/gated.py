@@ -24,6 +24,7 @@ Choices:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .lesionfill import FILL_SIGMA, gaussian_blur
@@ -43,27 +44,46 @@ def soft_fill(image: torch.Tensor, weight: torch.Tensor, sigma: float = FILL_SIG
     return torch.where(den > 1e-3, num / den.clamp(min=1e-3), slice_mean)
 
 
-def gate(logits: torch.Tensor) -> torch.Tensor:
-    """sigmoid, with values below GATE_FLOOR set to exactly 0 in the forward pass only."""
+def gate(logits: torch.Tensor, floor: float = GATE_FLOOR) -> torch.Tensor:
+    """sigmoid, with values below `floor` set to exactly 0 in the forward pass only."""
     a = torch.sigmoid(logits)
-    return a + ((a * (a >= GATE_FLOOR)) - a).detach()
+    return a + ((a * (a >= floor)) - a).detach()
 
 
 class GatedGenerator(nn.Module):
     """G: abnormal slice -> pseudo-normal slice, G(I) = (1 - A) I + A C (see the module docstring)."""
 
-    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none", upsample: str = "transpose"):
+    def __init__(self, base: int = 32, depth: int = 4, norm: str = "none", upsample: str = "transpose",
+                 grow: int = 0, floor: float = GATE_FLOOR):
         super().__init__()
+        self.grow, self.floor = int(grow), float(floor)
         self.unet = UNet(1, 2, base, depth, norm, upsample)
         nn.init.zeros_(self.unet.head.weight)
         with torch.no_grad():
             self.unet.head.bias.copy_(torch.tensor([GATE_BIAS, 0.0]))
 
+    @classmethod
+    def from_segmentor(cls, S: nn.Module, **gate) -> "GatedGenerator":
+        """A gated G whose gate starts as segmentor S's lesion probability and whose C starts as
+        the fill (a warm start: G begins where S's mask filled by `soft_fill` is). S's U-Net has
+        the same shape; its two logits (background, lesion) give the gate logit as their
+        difference, since softmax over two classes is the sigmoid of that difference."""
+        c = S.unet.config
+        G = cls(c["base"], c["depth"], c["norm"], c["upsample"], **gate)
+        weights = dict(S.unet.state_dict())
+        w, b = weights["head.weight"], weights["head.bias"]
+        weights["head.weight"] = torch.cat([w[1:2] - w[:1], torch.zeros_like(w[:1])])
+        weights["head.bias"] = torch.stack([b[1] - b[0], torch.zeros_like(b[0])])
+        G.unet.load_state_dict(weights)
+        return G
+
     def parts(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(gate logits, A, C) for a batch of slices (N x 1 x H x W)."""
         out = self.unet(image)
         logits = out[:, :1]
-        A = gate(logits)
+        A = gate(logits, self.floor)
+        if self.grow:  # the gate's largest value within `grow` pixels: it covers the lesion's rim
+            A = F.max_pool2d(A, 2 * self.grow + 1, stride=1, padding=self.grow)
         C = soft_fill(image, 1 - A) + out[:, 1:]
         return logits, A, C
 

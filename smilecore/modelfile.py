@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .unet import build_networks
-from .volume import temporary_beside, write_failed
+from .volume import MEDIAN_LEVEL, temporary_beside, write_failed
 
 FORMAT = "smile-model"
 FORMAT_VERSION = 1
@@ -43,6 +43,11 @@ class SmileModel:
     def modality(self) -> str:
         return self.config["modality"]
 
+    @property
+    def normalisation(self) -> str:
+        """How volumes are scaled for this model (volume.NORMALISATIONS; files before it: the paper's)."""
+        return self.config.get("normalisation", {}).get("method", "clip-percentile")
+
     def to(self, device) -> "SmileModel":
         for net in self.nets.values():
             net.to(device)
@@ -50,7 +55,8 @@ class SmileModel:
 
 
 def model_config(sizes: dict, modality: str, training: dict | None = None,
-                 clip_percentile: float = 99.5, spacing_mm=(1.0, 1.0, 1.0)) -> dict:
+                 clip_percentile: float = 99.5, spacing_mm=(1.0, 1.0, 1.0),
+                 normalisation: str = "clip-percentile") -> dict:
     """`spacing_mm`: the voxel size (canonical L, P, S) of the training data; synthesis resamples
     slices to its in-plane part. Files without it were trained on BraTS's 1 mm."""
     return {
@@ -59,7 +65,8 @@ def model_config(sizes: dict, modality: str, training: dict | None = None,
         "smilecore_version": __version__,
         "networks": sizes,
         "modality": modality,
-        "normalisation": {"method": "clip-percentile", "clip_percentile": clip_percentile,
+        "normalisation": {"method": normalisation, "clip_percentile": clip_percentile,
+                          **({"median_level": MEDIAN_LEVEL} if normalisation == "median" else {}),
                           "range": [0.0, 1.0], "offset": "background level",
                           "brain": "above the background noise, largest connected part (volume.find_brain)"},
         "spacing_mm": [float(v) for v in spacing_mm],

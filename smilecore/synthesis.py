@@ -14,7 +14,8 @@ Outputs, all in the input's voxel order and geometry, intensities in the input's
   `lesion_fill="none"` gives G the input as it is (the method as published).
 - ``lesion_probability`` and ``lesion_mask`` (p > model threshold) from S; when the caller
   gives M, ``lesion_mask`` is that M.
-- ``pseudo_abnormal``: R(G(I), M), the same way in the input's scale.
+- ``pseudo_abnormal``: R(G(I), M), the same way in the input's scale, within M grown by
+  FILL_GROW px; the input elsewhere.
 - ``difference``: input - pseudo_normal (positive where a bright lesion was removed).
 
 Slices are axial in the canonical LPS orientation whatever the input's voxel order (see
@@ -62,9 +63,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .cases import canonical_modality, modality_from_name
-from .lesionfill import FILLS, fill_lesion
+from .lesionfill import FILL_GROW, FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
 from .volume import (OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, folder_lock, load_mask, load_nifti,
                      remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like)
@@ -269,7 +271,8 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     if modality is not None:
         check_modality(model, stated=modality, where=where)
     vol = CanonicalVolume.from_array(data, affine, where=where, brain=brain,
-                                     clip_percentile=model.config["normalisation"]["clip_percentile"])
+                                     clip_percentile=model.config["normalisation"]["clip_percentile"],
+                                     normalisation=model.normalisation)
     if vol.obliquity_deg > OBLIQUE_WARNING_DEG:
         tell(f"{where}: the voxel axes are {vol.obliquity_deg:.0f} degrees oblique to the anatomical axes; "
              "slices are taken along the voxel axis nearest to axial without resampling, so they are "
@@ -407,7 +410,10 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     difference[box] = -change
     painted = R_change[box] * norm.scale
     painted[replaced] = norm.invert(R_image[box][replaced]) - raw[replaced]
-    painted[~(brain[box] | lesion[box])] = 0.0
+    # R paints a lesion at M: beyond M's rim (grown by FILL_GROW px in-plane) the pseudo-abnormal
+    # is the input exactly, not R's faint rewrite of the whole slice (its up-sampling checkerboard)
+    rim = ndimage.binary_dilation(lesion[box], np.ones((2 * FILL_GROW + 1, 2 * FILL_GROW + 1, 1), bool))
+    painted[~((brain[box] & rim) | lesion[box])] = 0.0
     pseudo_abnormal = vol.raw.copy()
     pseudo_abnormal[box] += painted
     back = vol.to_input_order

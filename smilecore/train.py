@@ -51,7 +51,9 @@ from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
 from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
 from .events import PHASE_NAMES, EventLog
 from .modelfile import atomic_torch_save, model_config, save_model
+from .gated import GATE_FLOOR, GatedGenerator
 from .unet import GENERATORS, build_networks
+from .volume import NORMALISATIONS
 
 CHECKPOINT_FORMAT = "smile-checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -91,7 +93,16 @@ class TrainConfig:
     max_val_slices: int = 64
     transplant_weight: float = 0.0      # beyond the paper: paired lesion-removal term (see below)
     transplant_lesion_weight: float = 0.0  # the same term's error inside the pasted lesion alone
+    init_from: str | None = None        # a model file the networks start from (a gated G from its S)
+    freeze: str = ""                    # networks kept as they start ("S", "R", "SR"): needs init_from
+    gate_grow: int = 0                  # gated G only: pixels its gate is grown by (gated.py)
+    gate_floor: float = GATE_FLOOR      # gated G only: gate values below it are exactly 0
+    gate_weight: float = 1.0            # gated G only: its gate against the masks of the batch (L_gate)
+    normalisation: str | None = None    # volume.NORMALISATIONS: the paper's V99.5 scaling, or "median";
+                                        # None: init_from's, else "clip-percentile"
     save_half: bool = False             # model file weights in float16
+
+    TRAINS = {1: "GS", 2: "R", 3: "SR", 4: "GSR"}   # the networks each phase trains
 
     @property
     def phases(self) -> list[int]:
@@ -106,6 +117,11 @@ class TrainConfig:
         self.modality = canonical_modality(self.modality)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {VARIANTS}")
+        if self.normalisation is None:
+            from .modelfile import load_model
+            self.normalisation = load_model(self.init_from).normalisation if self.init_from else "clip-percentile"
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {self.normalisation!r}; choose from {NORMALISATIONS}")
         if self.generator not in GENERATORS:
             raise ValueError(f"unknown generator {self.generator!r}; choose from {GENERATORS}")
         if self.variant == "gvs" and self.labeled_fraction != 1.0:
@@ -121,6 +137,11 @@ class TrainConfig:
                 raise ValueError(f"{len(self.epochs)} epoch counts given for {len(self.phases)} phases")
         if min(self.epochs_of(p) for p in self.phases) < 1:
             raise ValueError("epochs must be at least 1")
+        if set(self.freeze) - set("SR") or (self.freeze and not self.init_from):
+            raise ValueError("freeze names S and/or R, and needs a model to start from (init_from)")
+        idle = [p for p in self.phases if not set(self.TRAINS[p]) - set(self.freeze)]
+        if idle:
+            raise ValueError(f"phase {idle[0]} trains nothing when {'/'.join(self.freeze)} is frozen")
         if self.transplant_weight < 0 or self.transplant_lesion_weight < 0:
             raise ValueError("transplant weights must be >= 0")
         if self.transplant_lesion_weight > 0 and self.transplant_weight <= 0:
@@ -187,19 +208,39 @@ class Trainer:
         sizes = {n: {"base": cfg.base, "depth": cfg.depth, "norm": cfg.norm, "upsample": cfg.upsample} for n in "GSR"}
         if cfg.generator != "unet":
             sizes["G"]["kind"] = cfg.generator
+        if cfg.generator == "gated":
+            sizes["G"].update(grow=cfg.gate_grow, floor=cfg.gate_floor)
+        self.nets = self._initial_networks(sizes) if cfg.init_from else build_networks(sizes)
         self.sizes = sizes
-        self.nets = build_networks(sizes)
         self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"
                               else torch.contiguous_format)
         for net in self.nets.values():
             net.to(self.device, memory_format=self.memory_format)
             D.broadcast_parameters(net)
-        self.opts = {n: torch.optim.Adam(net.parameters(), lr=cfg.lr) for n, net in self.nets.items()}
+        self.opts = {n: torch.optim.Adam(net.parameters(), lr=cfg.lr) for n, net in self.nets.items()
+                     if n not in cfg.freeze}
         self.eps = cfg.eps0
         self.position = {"phase_index": 0, "epoch": 0, "step": 0, "global_step": 0}
         self.acc = self._new_accumulator()
         self.loss_sums: dict[str, float] = {}   # per loss term, over the current epoch
         self.history: list[dict] = []
+
+    def _initial_networks(self, sizes: dict) -> dict:
+        """The networks of model file `init_from` (their sizes replace the configured ones); a
+        gated G asked for where the file's G is the paper's starts from the file's S."""
+        from .modelfile import load_model
+        start = load_model(self.cfg.init_from)
+        nets = dict(start.nets)
+        for name, net in nets.items():
+            sizes[name] = {k: v for k, v in start.config["networks"][name].items()}
+        if sizes["G"].get("kind", "unet") != self.cfg.generator:
+            if self.cfg.generator != "gated":
+                raise ValueError(f"init_from {self.cfg.init_from}: its G is "
+                                 f"{sizes['G'].get('kind')!r}, not {self.cfg.generator!r}")
+            gate = {"grow": self.cfg.gate_grow, "floor": self.cfg.gate_floor}
+            nets["G"] = GatedGenerator.from_segmentor(nets["S"], **gate)
+            sizes["G"] = {**sizes["S"], "kind": "gated", **gate}
+        return nets
 
     # ---- data -------------------------------------------------------------------------
     def prepare_data(self):
@@ -227,7 +268,8 @@ class Trainer:
         todo = [(c, c.case_id not in unlabeled) for c in self.split.train] + [(c, True) for c in self.split.val]
         cached = []
         for k, (case, use_label) in enumerate(todo):
-            cached.append(cache_case(case, cache_dir, cfg.modality, use_label, cfg.min_brain_fraction))
+            cached.append(cache_case(case, cache_dir, cfg.modality, use_label, cfg.min_brain_fraction,
+                                     normalisation=cfg.normalisation))
             self.events.emit("prepare", done=k + 1, total=len(todo), case=case.case_id)
         n_train = len(self.split.train)
         # The model file records the training voxel size; synthesis resamples slices to it. Cases
@@ -349,7 +391,7 @@ class Trainer:
         M_true = batch["mask"].to(self.device, non_blocking=True)
         labeled = batch["labeled"].to(self.device)
         logged: dict[str, torch.Tensor] = {}
-        if phase == 2:
+        if phase == 2 or "S" in self.cfg.freeze:
             M = self._masks_from_S(I, M_true, labeled)
         else:
             M, seg_terms = self._segmentor_step(phase, I, M_true, labeled)
@@ -358,16 +400,26 @@ class Trainer:
         with frozen(S), self._autocast():
             terms, names = {}, ""
             if phase in (1, 4):
-                G_I = G(I)
-                terms.update(L.generator_terms(I, M, G_I, S(G_I)))
+                gated = hasattr(G, "parts")
+                if gated:  # the gated G: where to change is taught by the masks (real and pasted)
+                    logits, A, C = G.parts(I)
+                    G_I = G.compose(I, A, C)
+                    terms["gen_gate"] = self.cfg.gate_weight * L.L_gate(logits, Mf > 0, I > 0)
+                    # S's verdict moves the gate only: what to put in comes from the known truth
+                    # (transplant terms); through C it darkened lesions into patches S ignores
+                    S_G_I = S(G.compose(I, A, C.detach()))
+                else:
+                    G_I = G(I)
+                    S_G_I = S(G_I)
+                terms.update(L.generator_terms(I, M, G_I, S_G_I))
                 if self.cfg.transplant_weight > 0:
                     pair = L.transplant_pairs(I, M, labeled)
                     if pair is not None:
                         I_t, truth, pasted = pair
-                        if hasattr(G, "parts"):  # the gated G: the pasted mask also teaches its gate
+                        if gated:  # the pasted mask also teaches its gate
                             logits, A, C = G.parts(I_t)
                             G_t = G.compose(I_t, A, C)
-                            terms["transplant_gate"] = self.cfg.transplant_weight * L.L_gate(logits, pasted)
+                            terms["transplant_gate"] = self.cfg.transplant_weight * L.L_gate(logits, pasted, I_t > 0)
                         else:
                             G_t = G(I_t)
                         terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G_t, truth)
@@ -379,7 +431,7 @@ class Trainer:
             else:
                 with torch.no_grad():
                     G_I = G(I)
-            if phase in (2, 3, 4):
+            if phase in (2, 3, 4) and "R" not in self.cfg.freeze:
                 Pab = R(G_I, Mf)
                 terms.update(L.reconstructor_terms(I, Pab, M, S(Pab) if phase >= 3 else None))
                 names += "R"
@@ -408,13 +460,11 @@ class Trainer:
             self.eps = float(min(max(self.acc["conf_sum"] / self.acc["conf_count"], 0.5), 0.99))
         return self.eps
 
-    TRAINED = {1: "GS", 2: "R", 3: "SR", 4: "GSR"}
-
     def _set_modes(self, phase: int):
         """Networks a phase does not train run in eval mode: fixed BatchNorm statistics, as at
         inference (a frozen G feeding R in phase 2 must not drift)."""
         for name, net in self.nets.items():
-            net.train(name in self.TRAINED[phase])
+            net.train(name in self.cfg.TRAINS[phase] and name not in self.cfg.freeze)
 
     # ---- validation --------------------------------------------------------------------
     @torch.no_grad()
@@ -479,7 +529,8 @@ class Trainer:
             raise ValueError(f"{path}: not a SMILE training checkpoint")
         for n, net in self.nets.items():
             net.load_state_dict(state["nets"][n])
-            self.opts[n].load_state_dict(state["opts"][n])
+            if n in self.opts:
+                self.opts[n].load_state_dict(state["opts"][n])
         self.position = {k: int(v) for k, v in state["position"].items()}
         self.eps = float(state["eps"])
         self.acc = {k: (float(v) if k == "conf_sum" else int(v)) for k, v in state["acc"].items()}
@@ -573,9 +624,11 @@ class Trainer:
                     "phases": cfg.phases, "epochs_per_phase": [cfg.epochs_of(p) for p in cfg.phases],
                     "transplant_weight": cfg.transplant_weight,
                     "transplant_lesion_weight": cfg.transplant_lesion_weight,
+                    "init_from": cfg.init_from, "frozen": cfg.freeze,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
                     "data_dir": str(cfg.data_dir)}
-        config = model_config(self.sizes, cfg.modality, training, spacing_mm=self.spacing)
+        config = model_config(self.sizes, cfg.modality, training, spacing_mm=self.spacing,
+                              normalisation=cfg.normalisation)
         return save_model(self.out / MODEL_NAME, self.nets, config, half=cfg.save_half)

@@ -49,6 +49,15 @@ from nibabel import orientations as nio
 
 CANONICAL_AXCODES = ("L", "P", "S")
 CLIP_PERCENTILE = 99.5
+# How a volume's intensities are scaled to [0, 1] (Normalisation): "clip-percentile" divides by the
+# brain's 99.5th percentile (the paper's); "median" maps the brain's median to MEDIAN_LEVEL and
+# clips above 1. A tumour is a few percent of the brain and mostly brighter than it in T2: it
+# moves the top percentile (healthy tissue of a brain with a tumour is scaled darker than the same
+# brain without one) but hardly the median. MEDIAN_LEVEL is where the 99.5th percentile scaling
+# puts the median on BraTS T2 (mean over the 12 cases of ../shared/data: 0.40, range 0.32-0.49),
+# so networks trained on either scaling see tissue at about the same values.
+NORMALISATIONS = ("clip-percentile", "median")
+MEDIAN_LEVEL = 0.40
 # Above this angle between the voxel axes and the anatomical axes, front ends tell the user
 # that the "axial" slices are tilted (the volume is still processed, without resampling).
 OBLIQUE_WARNING_DEG = 25.0
@@ -162,10 +171,14 @@ class Normalisation:
     scale: float
     clip_percentile: float = CLIP_PERCENTILE
     offset: float = 0.0
+    method: str = "clip-percentile"
 
     @classmethod
     def fit(cls, data: np.ndarray, brain: np.ndarray, where: str = "volume",
-            clip_percentile: float = CLIP_PERCENTILE, offset: float = 0.0) -> "Normalisation":
+            clip_percentile: float = CLIP_PERCENTILE, offset: float = 0.0,
+            method: str = "clip-percentile") -> "Normalisation":
+        if method not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {method!r}; choose from {NORMALISATIONS}")
         if not brain.any():
             raise VolumeError(f"{where}: no brain voxels (the volume is empty or all <= 0)")
         values = data[brain] - offset
@@ -173,11 +186,14 @@ class Normalisation:
         if lo == hi:
             raise VolumeError(f"{where}: every brain voxel (> 0) has the same value {hi + offset:g}; a "
                               "constant image holds no anatomy (is this a mask rather than an MRI?)")
-        scale = float(np.percentile(values, clip_percentile))
+        q = clip_percentile if method == "clip-percentile" else 50.0
+        scale = float(np.percentile(values, q))
         if not scale > 0:
-            raise VolumeError(f"{where}: the {clip_percentile}th intensity percentile is {scale}; "
+            raise VolumeError(f"{where}: the {q:g}th intensity percentile of the brain is {scale}; "
                               "the image is constant or not a positive-valued MRI")
-        return cls(scale, clip_percentile, offset)
+        if method == "median":
+            scale /= MEDIAN_LEVEL
+        return cls(scale, clip_percentile, offset, method)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         return (np.clip(data - self.offset, 0.0, self.scale) / self.scale).astype(np.float32)
@@ -300,8 +316,10 @@ class CanonicalVolume:
 
     @classmethod
     def from_array(cls, data: np.ndarray, affine: np.ndarray, where: str = "volume",
-                   clip_percentile: float = CLIP_PERCENTILE, brain: np.ndarray | None = None) -> "CanonicalVolume":
-        """`brain`: the caller's brain mask in the voxel order of `data` (else it is found)."""
+                   clip_percentile: float = CLIP_PERCENTILE, brain: np.ndarray | None = None,
+                   normalisation: str = "clip-percentile") -> "CanonicalVolume":
+        """`brain`: the caller's brain mask in the voxel order of `data` (else it is found);
+        `normalisation`: one of NORMALISATIONS."""
         data = np.asarray(data)
         if data.dtype.kind == "c":
             raise VolumeError(f"{where}: complex-valued voxels ({data.dtype}); expected a magnitude image")
@@ -321,7 +339,7 @@ class CanonicalVolume:
         if brain is not None and np.shape(brain) != data.shape:
             raise VolumeError(f"{where}: brain mask shape {np.shape(brain)} differs from the image's {data.shape}")
         found = find_brain(raw, spacing, where, None if brain is None else reorient(np.asarray(brain, bool), transform))
-        norm = Normalisation.fit(raw, found.mask, where, clip_percentile, offset=found.level)
+        norm = Normalisation.fit(raw, found.mask, where, clip_percentile, offset=found.level, method=normalisation)
         # the networks see nothing outside the brain, as in training (BraTS: background 0)
         image = norm.apply(raw) * found.mask
         return cls(image, found.mask, raw, norm, transform, obliquity_deg(affine), spacing, found)
