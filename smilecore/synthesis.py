@@ -14,8 +14,8 @@ Outputs, all in the input's voxel order and geometry, intensities in the input's
   `lesion_fill="none"` gives G the input as it is (the method as published).
 - ``lesion_probability`` and ``lesion_mask`` (p > model threshold) from S; when the caller
   gives M, ``lesion_mask`` is that M.
-- ``pseudo_abnormal``: R(G(I), M), the same way in the input's scale, within M grown by
-  FILL_GROW px; the input elsewhere.
+- ``pseudo_abnormal``: R(G(I), M), the same way in the input's scale, inside M; R's change
+  fades out over FILL_GROW px around M, and beyond that it is the input exactly.
 - ``difference``: input - pseudo_normal (positive where a bright lesion was removed).
 
 Slices are axial in the canonical LPS orientation whatever the input's voxel order (see
@@ -410,10 +410,15 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     difference[box] = -change
     painted = R_change[box] * norm.scale
     painted[replaced] = norm.invert(R_image[box][replaced]) - raw[replaced]
-    # R paints a lesion at M: beyond M's rim (grown by FILL_GROW px in-plane) the pseudo-abnormal
-    # is the input exactly, not R's faint rewrite of the whole slice (its up-sampling checkerboard)
-    rim = ndimage.binary_dilation(lesion[box], np.ones((2 * FILL_GROW + 1, 2 * FILL_GROW + 1, 1), bool))
-    painted[~((brain[box] & rim) | lesion[box])] = 0.0
+    # R paints a lesion at M: its change fades out over FILL_GROW px around M (in-plane distance)
+    # and beyond that the pseudo-abnormal is the input exactly, not R's faint rewrite of the
+    # whole slice (its up-sampling checkerboard); the fade avoids a step at the rim's edge
+    if lesion[box].any():
+        distance = ndimage.distance_transform_edt(~lesion[box], sampling=(1.0, 1.0, 1e6))
+        painted *= np.clip(1.0 - distance / (FILL_GROW + 1), 0.0, 1.0)
+    else:
+        painted[...] = 0.0
+    painted[~(brain[box] | lesion[box])] = 0.0
     pseudo_abnormal = vol.raw.copy()
     pseudo_abnormal[box] += painted
     back = vol.to_input_order
