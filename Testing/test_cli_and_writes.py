@@ -67,8 +67,15 @@ def _earlier_outputs(out):
         (out / f"big_t2_{name}.nii.gz").write_bytes(f"earlier {name}".encode())
 
 
+def _default_ctrl_c():
+    # a shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and children inherit
+    # that: the run under test gets Ctrl-C's default, as from a terminal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_a_temporary(args, out, timeout=120):
-    proc = subprocess.Popen(_smile(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(_smile(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_default_ctrl_c if os.name == "posix" else None)
     end = time.time() + timeout
     while time.time() < end and proc.poll() is None:
         if any(".tmp" in name for name in _hidden(out)):
