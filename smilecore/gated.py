@@ -12,11 +12,14 @@ and restores the tissue under a lesion worse than a plain fill. Here the identit
 lesion holds by construction, and inside it G starts at the quality of lesionfill.smooth_fill.
 
 Choices:
-- A below `GATE_FLOOR` counts as 0 in the forward pass (a straight-through estimate keeps its
-  gradient), so wherever G does not decide to change, its output is the input exactly, and an
-  untrained G (gate bias `GATE_BIAS`: sigmoid(-4) = 0.018) is exactly the identity; a bias much
-  lower kept the gate shut through a short training (Adam moves a logit by about lr per step).
-- The fill is lesionfill's normalised Gaussian convolution (same sigma), weighted by the brain
+- A below its floor (`GATE_FLOOR` unless set; the shipped default uses 0.8) counts as 0 in the
+  forward pass (a straight-through estimate keeps its gradient), so wherever G does not decide
+  to change, its output is the input exactly, and an untrained G (gate bias `GATE_BIAS`:
+  sigmoid(-4) = 0.018) is exactly the identity; a bias much lower kept the gate shut through a
+  short training (Adam moves a logit by about lr per step). `grow` widens the open gate by that
+  many pixels (a maximum filter), so that it covers the lesion's rim.
+- `from_segmentor` starts the gate as a trained S's lesion probability (a warm start).
+- The fill is lesionfill's normalised Gaussian convolution (`soft_fill`), weighted by the brain
   and (1 - A): where A is a binary mask it is exactly `smooth_fill` of that mask; it is
   differentiable in A, so the gate learns from how well the fill fits.
 - c's head starts at zero, so an untrained C is the fill itself.
@@ -27,21 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lesionfill import FILL_SIGMA, gaussian_blur
+from .lesionfill import soft_fill
 from .unet import UNet
 
 GATE_BIAS = -4.0
 GATE_FLOOR = 0.02
-
-
-def soft_fill(image: torch.Tensor, weight: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
-    """Normalised convolution of the brain tissue (image > 0) weighted by `weight` (N x 1 x H x W,
-    in [0, 1]); where no weighted tissue is within reach, the slice's weighted mean."""
-    known = (image > 0).to(image.dtype) * weight
-    num = gaussian_blur(image * known, sigma)
-    den = gaussian_blur(known, sigma)
-    slice_mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1e-6)
-    return torch.where(den > 1e-3, num / den.clamp(min=1e-3), slice_mean)
 
 
 def gate(logits: torch.Tensor, floor: float = GATE_FLOOR) -> torch.Tensor:

@@ -45,17 +45,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (radius, radius, 0, 0)), k.view(1, 1, 1, -1))
 
 
+def soft_fill(image: torch.Tensor, weight: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
+    """Normalised convolution of the brain tissue (image > 0) weighted by `weight` (N x 1 x H x W,
+    in [0, 1]); where no weighted tissue is within reach, the slice's weighted mean.
+    Differentiable in `weight` (the gated generator's fill, gated.py)."""
+    known = (image > 0).to(image.dtype) * weight
+    num = gaussian_blur(image * known, sigma)
+    den = gaussian_blur(known, sigma)
+    slice_mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1e-6)
+    return torch.where(den > 1e-3, num / den.clamp(min=1e-3), slice_mean)
+
+
 def smooth_fill(image: torch.Tensor, mask: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
     """`image` (N x 1 x H x W) with the pixels of `mask` replaced by the normalised convolution
     of the brain tissue (image > 0) outside the mask; the rest unchanged."""
     hole = mask > 0
-    known = ((image > 0) & ~hole).to(image.dtype)
-    num = gaussian_blur(image * known, sigma)
-    den = gaussian_blur(known, sigma)
-    slice_mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
-    reach = den > 1e-3
-    fill = torch.where(reach, num / den.clamp(min=1e-3), slice_mean)
-    return torch.where(hole, fill, image)
+    return torch.where(hole, soft_fill(image, (~hole).to(image.dtype), sigma), image)
 
 
 def fill_lesion(image: torch.Tensor, mask: torch.Tensor, radius: int = FILL_GROW,

@@ -26,7 +26,11 @@ let G darken a tumour instead of removing it. The lesion is a few percent of a s
 whole-slice error mostly asks G to leave healthy tissue alone; `transplant_lesion_weight` adds
 the error inside the pasted lesion alone, w * mean over those pixels of (G - I_n)^2, which is
 what the known-truth PSNR measures. With the gated generator (`generator="gated"`, gated.py) the
-same pairs also supervise its gate A with the pasted mask (losses.L_gate).
+same pairs also supervise its gate A with the pasted mask, the batch's masks M supervise it on
+the real slices (losses.L_gate), and S's adversarial term reaches the gate only, not C.
+
+Fine-tuning: `init_from` starts the networks from a model file (a gated G from the file's S) and
+`freeze` keeps S and/or R as the file has them (the default model's third stage).
 
 Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
 store the position inside the epoch, so `resume` on CPU continues exactly as an
@@ -231,8 +235,8 @@ class Trainer:
         from .modelfile import load_model
         start = load_model(self.cfg.init_from)
         nets = dict(start.nets)
-        for name, net in nets.items():
-            sizes[name] = {k: v for k, v in start.config["networks"][name].items()}
+        for name in nets:
+            sizes[name] = dict(start.config["networks"][name])
         if sizes["G"].get("kind", "unet") != self.cfg.generator:
             if self.cfg.generator != "gated":
                 raise ValueError(f"init_from {self.cfg.init_from}: its G is "
