@@ -5,12 +5,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from smilecore.benchmark import QUICK, Benchmark, BenchmarkSettings, VARIANTS
 from smilecore.train import MODEL_NAME
 
 PAPER_VARIANTS = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50")
+DEFAULT_VARIANTS = (*PAPER_VARIANTS, "SMILE-sup+gated")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def quick_benchmark(cohort, tmp_path_factory):
 def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
     out, _, stdout = quick_benchmark
     report = json.loads((out / "benchmark.json").read_text())
-    assert set(report["runs"]) == set(PAPER_VARIANTS)
+    assert set(report["runs"]) == set(DEFAULT_VARIANTS)
     for variant, by_seed in report["runs"].items():
         assert set(by_seed) == {"0", "1"}
         for r in by_seed.values():
@@ -48,7 +50,7 @@ def test_quick_benchmark_reports_every_variant_and_seed(quick_benchmark):
     assert set(aug) == {"0", "1"} and set(aug["0"]) == {"real", "real+pseudo-normal", "real+pseudo-abnormal", "real+both"}
     assert all(0 <= v <= 1 for a in aug.values() for v in a.values())
     md = (out / "benchmark.md").read_text()
-    for name in (*PAPER_VARIANTS, "mean fill", "Table 3", "real+both", report["hardware"]["cpu"],
+    for name in (*DEFAULT_VARIANTS, "Ablation", "healthy brain: changed", "mean fill", "Table 3", "real+both", report["hardware"]["cpu"],
                  "Through-plane change against known truth", "best constant", "mask given, lesion fill"):
         assert name in md
     assert md in stdout
@@ -68,7 +70,8 @@ def test_all_runs_share_one_split_and_budget(quick_benchmark):
         assert split["test"] == report["split"]["test"] and split["val"] == report["split"]["val"]
         events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
         steps[run.name] = [e for e in events if e["event"] == "done"][-1]["global_step"]
-    assert len(steps) == 8 and len(set(steps.values())) == 1, steps   # GVS trains as many steps as SMILE
+    # GVS trains as many steps as SMILE; the gated G as many again, on top of SMILE-sup's
+    assert len(steps) == 10 and len(set(steps.values())) == 1, steps
     assert not set(report["split"]["test"]) & set(report["split"]["train"])
 
 
@@ -77,10 +80,31 @@ def test_rerun_reuses_finished_runs(quick_benchmark):
     out, cmd, _ = quick_benchmark
     models = {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{MODEL_NAME}")}
     models.update({p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/augmentation.json")})
-    assert len(models) == 8 + 2                                  # 8 models, one augmentation result per seed
+    assert len(models) == 10 + 2                                 # 10 models, one augmentation result per seed
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in models} == models
+
+
+@pytest.mark.slow
+def test_gated_variant_starts_from_smile_sup_and_keeps_its_S(quick_benchmark):
+    out, _, _ = quick_benchmark
+    from smilecore.modelfile import load_model
+    report = json.loads((out / "benchmark.json").read_text())
+    for seed in ("0", "1"):
+        start = load_model(out / "runs" / f"SMILE-sup-seed{seed}" / MODEL_NAME)
+        gated = load_model(out / "runs" / f"SMILE-sup+gated-seed{seed}" / MODEL_NAME)
+        assert gated.config["networks"]["G"]["kind"] == "gated" and gated.config["training"]["frozen"] == "S"
+        for k, v in start.nets["S"].state_dict().items():
+            assert torch.equal(v, gated.nets["S"].state_dict()[k]), k
+        assert 0 <= report["runs"]["SMILE-sup+gated"][seed]["outside_lesion_changed"]["pooled"] <= 1
+    # known truth: lesions of other cases pasted into the test cases
+    assert all(host != donor for host, _, donor, _ in report["known_truth_source"])
+
+
+def test_a_variant_needs_the_one_it_starts_from(cohort, tmp_path):
+    with pytest.raises(ValueError, match="starts from SMILE-sup"):
+        BenchmarkSettings(data_dir=str(cohort), out_dir=str(tmp_path), variants=("GVS", "SMILE-sup+gated")).check()
 
 
 def test_augmentation_sets_are_labelled_as_described(cohort, trained_run, tmp_path):

@@ -59,7 +59,13 @@ VARIANTS = {
     "SMILE-50": {"labeled_fraction": 0.5, "transplant_weight": 0.0},
     # beyond the paper (issue 7's ablation): SMILE-sup plus the paired lesion-removal term
     "SMILE-sup+paired": {"labeled_fraction": 1.0, "transplant_weight": 1.0},
+    # beyond the paper (issue 14's ablation, the shipped default's design): a gated G started from
+    # the S of SMILE-sup (same seed) and trained in phase 1 against it, S and R kept as they are
+    "SMILE-sup+gated": {"variant": "gvs", "generator": "gated", "freeze": "S", "gate_grow": 2, "gate_floor": 0.8,
+                        "transplant_weight": 1.0, "transplant_lesion_weight": 1.0},
 }
+# variant -> the variant whose model (same seed) it starts from (TrainConfig.init_from)
+STARTS_FROM = {"SMILE-sup+gated": "SMILE-sup"}
 PAPER_TABLE2 = {"GVS": (0.997, 0.792), "SMILE-50": (0.978, 0.653), "SMILE-75": (0.987, 0.810),
                 "SMILE-sup": (1.000, 0.822)}
 PAPER_TABLE3 = {"real": 0.72, "real+pseudo-normal": 0.76, "real+pseudo-abnormal": 0.77, "real+both": 0.82}
@@ -70,7 +76,7 @@ AUG_CONDITIONS = tuple(PAPER_TABLE3)
 class BenchmarkSettings:
     data_dir: str
     out_dir: str
-    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50")
+    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50", "SMILE-sup+gated")
     seeds: tuple = (0, 1)
     split_seed: int = 0
     split: tuple = (0.7, 0.1, 0.2)
@@ -100,6 +106,10 @@ class BenchmarkSettings:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        missing = [f"{v} starts from {STARTS_FROM[v]}" for v in self.variants
+                   if v in STARTS_FROM and STARTS_FROM[v] not in self.variants]
+        if missing:
+            raise ValueError(f"{'; '.join(missing)}, which is not among the variants")
         if not self.seeds:
             raise ValueError("at least one seed")
         if self.augment and self.augment_from not in self.variants:
@@ -147,14 +157,17 @@ class Benchmark:
             raise ValueError(f"data folder {s.data_dir}: the split leaves no test case")
         self.test = [cache_case(c, self.cache, s.modality) for c in self.split.test]
         self.train = [cache_case(c, self.cache, s.modality) for c in self.split.train if c.labeled]
-        self.transplants = transplant_set(self.test, s.transplants, s.split_seed,
-                                          min_lesion=min(50, s.min_figure_lesion)) if s.transplants else None
+        # lesions of other cases (test and training) pasted into the test cases' normal slices
+        self.transplants = transplant_set(self.test, s.transplants, s.split_seed, min_lesion=min(50, s.min_figure_lesion),
+                                          donors=self.test + self.train, pairing="other") if s.transplants else None
 
     def train_config(self, variant: str, seed: int) -> TrainConfig:
         s = self.s
         phases = 1 if VARIANTS[variant].get("variant") == "gvs" else 4
         epochs = (sum(s.epochs),) if phases == 1 else tuple(s.epochs)  # same step budget for GVS
-        return TrainConfig(data_dir=s.data_dir, out_dir=str(self.out / "runs" / f"{variant}-seed{seed}"),
+        start = STARTS_FROM.get(variant)
+        init_from = str(self._run_dir(start, seed).resolve() / MODEL_NAME) if start else None
+        return TrainConfig(data_dir=s.data_dir, out_dir=str(self._run_dir(variant, seed)), init_from=init_from,
                            modality=s.modality, seed=seed, split=(1, 0, 0),
                            val_cases=tuple(c.case_id for c in self.split.val),
                            test_cases=tuple(c.case_id for c in self.split.test),
@@ -162,15 +175,23 @@ class Benchmark:
                            lr=s.lr, base=s.base, depth=s.depth, norm=s.norm, crop=s.crop,
                            cache_dir=str(self.cache), device=s.device, **VARIANTS[variant])
 
+    def _run_dir(self, variant: str, seed: int) -> Path:
+        return self.out / "runs" / f"{variant}-seed{seed}"
+
     def train_variant(self, variant: str, seed: int) -> tuple[Path, float]:
         """Train (or reuse, or resume) one run; returns the model path and its training seconds
-        (the sum of its epochs' wall times, so a resumed run counts each epoch once)."""
+        (the sum of its epochs' wall times, so a resumed run counts each epoch once; a run that
+        starts from another variant's model counts its own training only)."""
         from .events import EventLog, ProgressBar, read_events
+        if variant in STARTS_FROM:
+            start_model, _ = self.train_variant(STARTS_FROM[variant], seed)
         cfg = self.train_config(variant, seed)
         run = Path(cfg.out_dir)
         model, stamp = run / MODEL_NAME, run / "benchmark-config.json"
         wanted = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
         same = stamp.is_file() and _same_training(json.loads(stamp.read_text()), cfg)
+        if variant in STARTS_FROM and model.is_file():   # the model it started from was trained again
+            same = same and model.stat().st_mtime_ns >= start_model.stat().st_mtime_ns
         if not (model.is_file() and same):
             resume = same and (run / "checkpoint.pt").is_file()
             if not resume and run.exists():
@@ -311,7 +332,9 @@ class Benchmark:
 # ---- helpers ---------------------------------------------------------------------------------
 # settings that change how fast a run goes or where it writes, not what it learns
 # (out_dir: the same run folder spelled relative or absolute must not count as another run)
-NOT_RESULTS = {"device", "amp", "channels_last", "num_workers", "checkpoint_every", "cache_dir", "data_dir", "out_dir"}
+# (init_from: a benchmark run starts from another run's model; train_variant checks that model's age)
+NOT_RESULTS = {"device", "amp", "channels_last", "num_workers", "checkpoint_every", "cache_dir", "data_dir", "out_dir",
+               "init_from"}
 
 
 def _same_training(saved: dict, cfg: TrainConfig) -> bool:
@@ -350,6 +373,13 @@ def summarise(results: dict, augmentation: dict) -> dict:
         for k in ("model", "model_mask_given", "truth", "input", "mean_fill"):
             row[f"kt_dz_{k}"] = _mean_sd([r["known_truth_through_plane"][k] for r in reps
                                           if k in r.get("known_truth_through_plane", {})])
+        row["outside_changed"] = _mean_sd([r["outside_lesion_changed"]["pooled"] for r in reps
+                                           if "outside_lesion_changed" in r])
+        healthy = [r["healthy_brain"]["pooled"] for r in reps if r.get("healthy_brain", {}).get("pooled")]
+        for k in ("lesion_share_worst", "changed_share"):
+            row[f"healthy_{k}"] = _mean_sd([h[k] for h in healthy])
+        row["kt_dz_ratio"] = _mean_sd([r["known_truth_through_plane"]["model"] / r["known_truth_through_plane"]["truth"]
+                                       for r in reps if r.get("known_truth_through_plane", {}).get("truth")])
         for k in ("identity", "healthiness"):
             row[f"S_mask_fill_{k}"] = _mean_sd([r["S_mask_fill"][k] for r in reps if "S_mask_fill" in r])
         for name in KNOWN_TRUTH_MODEL_ROWS:
@@ -425,6 +455,19 @@ def markdown(report: dict) -> str:
              "smooth_fill": "smooth fill (lesionfill.py, no G)", "best_constant": "ceiling: best constant (uses the truth)"}
     for b, ref in summ["known_truth_baselines"].items():
         lines.append(f"| {names[b]} | {ref['psnr']:.2f} / {ref['ssim']:.3f} | | | | |")
+    lines += ["", "## Ablation: what G changes, where it should and where it should not", "",
+              "Paper's G (the SMILE rows) against the gated G started from SMILE-sup's S (issue 14): error inside "
+              "the transplanted lesions without a mask; share of brain more than 4 px from the expert lesion that "
+              "G changes by more than 0.01; each test case with its tumour replaced by mirrored healthy tissue "
+              "(evaluate.healthy_brain): the worst case's share called lesion by S and the share G changes; "
+              "through-plane change inside transplanted 8-slice lesion volumes over the truth's.", "",
+              "| method | PSNR no mask | SSIM | changed > 4 px from lesion | healthy brain: called lesion (worst) | "
+              "healthy brain: changed | iD | Dice S | through-plane / truth |", "|---|---|---|---|---|---|---|---|---|"]
+    for v, row in summ["variants"].items():
+        lines.append(f"| {v} | {_fmt(row['kt_model_psnr'], 2)} | {_fmt(row['kt_model_ssim'])} | "
+                     f"{_fmt(row['outside_changed'])} | {_fmt(row['healthy_lesion_share_worst'])} | "
+                     f"{_fmt(row['healthy_changed_share'])} | {_fmt(row['identity'])} | {_fmt(row['dice_S'])} | "
+                     f"{_fmt(row['kt_dz_ratio'], 2)} |")
     if any(d["n"] for d in summ["augmentation"].values()):
         lines += ["", f"## Table 3 analogue: a segmentor trained with augmentation from {s['augment_from']}", "",
                   "| training data | Dice (test) | paper |", "|---|---|---|"]

@@ -15,7 +15,7 @@ EXAMPLES = """examples:
   smile train /data/BraTS2019 --out runs/smile50 --labeled-fraction 0.5
   smile train /data/BraTS2019 --out runs/smile50 --resume
   smile evaluate runs/smile50/smile-model.pt --data /data/BraTS2019
-  smile benchmark /data/BraTS2019 --out bench/          # GVS, SMILE-sup/75/50, 2 seeds
+  smile benchmark /data/BraTS2019 --out bench/          # GVS, SMILE-sup/75/50, gated G, 2 seeds
 """
 
 
@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true",
                    help="tiny networks and budgets: the whole pipeline in minutes (for tests and trials)")
     b.add_argument("--variants", type=_ids, default=None,
-                   help="comma-separated, from GVS, SMILE-sup, SMILE-75, SMILE-50, SMILE-sup+paired "
-                        "(default: the paper's four)")
+                   help="comma-separated, from GVS, SMILE-sup, SMILE-75, SMILE-50, SMILE-sup+paired, "
+                        "SMILE-sup+gated (the gated G started from SMILE-sup's S; needs SMILE-sup) "
+                        "(default: the paper's four and SMILE-sup+gated)")
     b.add_argument("--seeds", type=_ints, default=None, help="comma-separated seeds (default 0,1)")
     b.add_argument("--split-seed", type=int, default=0, help="seed of the one case split all runs share")
     b.add_argument("--split", type=_fractions, default="0.7,0.1,0.2", help="train,val,test proportions")
