@@ -1,5 +1,8 @@
 """The gated generator (smilecore/gated.py): G(I) = (1 - A) I + A C."""
+import json
+
 import numpy as np
+import pytest
 import torch
 
 from conftest import tiny_config
@@ -114,7 +117,6 @@ def test_a_gated_g_warm_started_from_a_segmentor_gates_where_it_sees_lesion():
 
 
 def test_training_g_against_a_frozen_segmentor_from_a_model_file(cohort, tmp_path):
-    import pytest
     first = tiny_config(cohort, tmp_path / "first", variant="gvs", labeled_fraction=1.0, epochs=(2,),
                         normalisation="median")
     start = Trainer(first).run()
@@ -123,8 +125,14 @@ def test_training_g_against_a_frozen_segmentor_from_a_model_file(cohort, tmp_pat
     with pytest.raises(ValueError, match="trains nothing"):
         tiny_config(cohort, tmp_path / "x", init_from=str(start), freeze="SR").check()
     cfg = tiny_config(cohort, tmp_path / "g", variant="gvs", labeled_fraction=1.0, epochs=(2,), generator="gated",
-                      init_from=str(start), freeze="S", gate_grow=1, gate_floor=0.1, transplant_weight=1.0)
+                      init_from=str(start), freeze="S", gate_grow=1, gate_floor=0.1, transplant_weight=1.0,
+                      gate_dice_weight=1.0)
     model = load_model(Trainer(cfg).run())
+    events = [json.loads(line) for line in (tmp_path / "g" / "events.jsonl").read_text().splitlines()]
+    dice_terms = [e["losses"]["transplant_gate_dice"] for e in events
+                  if e["event"] == "step" and "transplant_gate_dice" in e["losses"]]
+    assert dice_terms and all(0 <= d <= 1 for d in dice_terms)
+    assert model.config["training"]["gate_dice_weight"] == 1.0
     before = load_model(start)
     for name in "SR":   # kept exactly as the file had them (S frozen; R not trained by phase 1)
         for k, v in before.nets[name].state_dict().items():
@@ -135,3 +143,21 @@ def test_training_g_against_a_frozen_segmentor_from_a_model_file(cohort, tmp_pat
     assert any(not torch.equal(v, warm[k]) for k, v in G.state_dict().items() if v.is_floating_point())
     assert model.config["training"]["init_from"] == str(start) and model.config["training"]["frozen"] == "S"
     assert before.normalisation == model.normalisation == "median"   # the start's scaling, unless told otherwise
+
+
+def test_the_gate_dice_term_counts_a_missed_small_lesion_as_much_as_a_large_one():
+    from smilecore.losses import L_gate, L_gate_dice
+    region = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
+    region[0, 0, 8:56, 8:56] = True    # 2304 voxels
+    region[1, 0, 30:34, 30:34] = True  # 16 voxels
+    brain = torch.ones_like(region)
+    sure = torch.where(region, 20.0, -20.0)
+    assert L_gate_dice(sure, region) < 0.01
+    missed_small = sure.clone()
+    missed_small[1] = -20.0              # the gate shut on the small lesion only
+    # half of the slices' lesions missed: about 0.5 of the Dice term, a tiny share of the BCE over the brain
+    assert L_gate_dice(missed_small, region) == pytest.approx(0.5, abs=0.03)
+    assert L_gate(missed_small, region, brain) < 0.1
+    with pytest.raises(ValueError, match="Dice term"):
+        from smilecore.train import TrainConfig
+        TrainConfig(data_dir=".", out_dir=".", generator="gated", gate_dice_weight=1.0).check()

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gated G: gate values below it count as 0 (the input is kept exactly)")
     t.add_argument("--gate-weight", type=float, default=d.gate_weight,
                    help="gated G: weight of its gate's loss against the batch's lesion masks")
+    t.add_argument("--gate-dice-weight", type=float, default=d.gate_dice_weight,
+                   help="gated G: weight of a soft Dice of its gate on each pasted lesion (small lesions count "
+                        "as much as large ones; needs the transplant term)")
     t.add_argument("--save-half", action="store_true", help="store model weights as float16")
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
 
@@ -287,7 +290,8 @@ def cmd_train(args) -> int:
                                              else float(args.generator == "gated")),
                           transplant_lesion_weight=args.transplant_lesion_weight, init_from=args.init_from,
                           freeze=args.freeze or "", gate_grow=args.gate_grow, gate_floor=args.gate_floor,
-                          gate_weight=args.gate_weight, normalisation=args.normalisation)
+                          gate_weight=args.gate_weight, gate_dice_weight=args.gate_dice_weight,
+                          normalisation=args.normalisation)
     from .cases import find_cases
     find_cases(cfg.data_dir, require=True)   # before the run folder is made: says where it looked
     out.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,14 @@ def L_mse_inside(x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torc
     return (((x - y) ** 2) * region).sum() / region.sum().clamp(min=1)
 
 
+def L_gate_dice(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice of the gate (sigmoid of its logits) with a lesion, per slice, averaged over
+    the slices (N x 1 x H x W; every slice has a lesion): a lesion of 100 voxels counts as much as
+    one of 3000, where L_gate, averaged over the brain, barely notices the small one missed."""
+    p, r = torch.sigmoid(logits.float()).flatten(1), region.float().flatten(1)
+    return 1 - ((2 * (p * r).sum(1) + 1) / (p.sum(1) + r.sum(1) + 1)).mean()
+
+
 def L_gate(logits: torch.Tensor, region: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
     """The gated G's where-to-change map against where the lesion is (N x 1 x H x W): binary
     cross-entropy averaged over the brain (the background is trivially shut). Not class-balanced:

@@ -102,6 +102,7 @@ class TrainConfig:
     gate_grow: int = 0                  # gated G only: pixels its gate is grown by (gated.py)
     gate_floor: float = GATE_FLOOR      # gated G only: gate values below it are exactly 0
     gate_weight: float = 1.0            # gated G only: its gate against the masks of the batch (L_gate)
+    gate_dice_weight: float = 0.0       # gated G only: soft Dice of its gate on each pasted lesion
     normalisation: str | None = None    # volume.NORMALISATIONS: the paper's V99.5 scaling, or "median";
                                         # None: init_from's, else "clip-percentile"
     save_half: bool = False             # model file weights in float16
@@ -150,6 +151,9 @@ class TrainConfig:
             raise ValueError("transplant weights must be >= 0")
         if self.transplant_lesion_weight > 0 and self.transplant_weight <= 0:
             raise ValueError("the lesion part of the transplant term needs --transplant-weight > 0")
+        if self.gate_dice_weight < 0 or (self.gate_dice_weight > 0 and (self.transplant_weight <= 0
+                                                                         or self.generator != "gated")):
+            raise ValueError("the gate's Dice term needs --generator gated and --transplant-weight > 0, weight >= 0")
         if self.crop is not None and self.crop < 2 ** self.depth:
             raise ValueError(f"crop {self.crop} is smaller than the network's multiple {2 ** self.depth}")
         if not self.lr > 0:
@@ -424,6 +428,8 @@ class Trainer:
                             logits, A, C = G.parts(I_t)
                             G_t = G.compose(I_t, A, C)
                             terms["transplant_gate"] = self.cfg.transplant_weight * L.L_gate(logits, pasted, I_t > 0)
+                            if self.cfg.gate_dice_weight > 0:
+                                terms["transplant_gate_dice"] = self.cfg.gate_dice_weight * L.L_gate_dice(logits, pasted)
                         else:
                             G_t = G(I_t)
                         terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G_t, truth)
@@ -629,6 +635,7 @@ class Trainer:
                     "transplant_weight": cfg.transplant_weight,
                     "transplant_lesion_weight": cfg.transplant_lesion_weight,
                     "init_from": cfg.init_from, "frozen": cfg.freeze,
+                    "gate_weight": cfg.gate_weight, "gate_dice_weight": cfg.gate_dice_weight,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
