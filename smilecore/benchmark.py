@@ -401,6 +401,11 @@ def _fmt(d: dict, digits: int = 3) -> str:
     return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}" if d["n"] > 1 else f"{d['mean']:.{digits}f}"
 
 
+def _pct(d: dict) -> str:
+    """A share as percent, mean ± sd over seeds."""
+    return _fmt({k: 100 * v if k != "n" else v for k, v in d.items()}, 1) + (" %" if d["n"] else "")
+
+
 def markdown(report: dict) -> str:
     s, hw, summ = report["settings"], report["hardware"], report["summary"]
     n_seeds = len(s["seeds"])
@@ -465,8 +470,8 @@ def markdown(report: dict) -> str:
               "healthy brain: changed | iD | Dice S | through-plane / truth |", "|---|---|---|---|---|---|---|---|---|"]
     for v, row in summ["variants"].items():
         lines.append(f"| {v} | {_fmt(row['kt_model_psnr'], 2)} | {_fmt(row['kt_model_ssim'])} | "
-                     f"{_fmt(row['outside_changed'])} | {_fmt(row['healthy_lesion_share_worst'])} | "
-                     f"{_fmt(row['healthy_changed_share'])} | {_fmt(row['identity'])} | {_fmt(row['dice_S'])} | "
+                     f"{_pct(row['outside_changed'])} | {_pct(row['healthy_lesion_share_worst'])} | "
+                     f"{_pct(row['healthy_changed_share'])} | {_fmt(row['identity'])} | {_fmt(row['dice_S'])} | "
                      f"{_fmt(row['kt_dz_ratio'], 2)} |")
     if any(d["n"] for d in summ["augmentation"].values()):
         lines += ["", f"## Table 3 analogue: a segmentor trained with augmentation from {s['augment_from']}", "",
