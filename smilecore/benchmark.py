@@ -3,14 +3,16 @@ the downstream augmentation experiment, figures, repeats over seeds, one report.
 
 What is compared (VARIANTS, data): every variant uses the same networks, data, step budget and
 seed; GVS gets all of it in phase 1 (it has no other phase), so no method trains longer than
-another. The split is one case-level split (`split_seed`), the same for every variant and seed;
+another. SMILE-sup+gated (the shipped default's design) starts from SMILE-sup's model of the same
+seed (STARTS_FROM) and trains its gated G as many steps again in phase 1, S and R kept. The split is one case-level split (`split_seed`), the same for every variant and seed;
 seeds change the initialisation, the data order and which cases lose their labels.
 
 Metrics (see evaluate.py and metrics.py for every choice): identity and healthiness on the
 abnormal slices of the test cases, against one Spred per split (trained once and cached); Dice
-of S on the test cases; errors inside lesions transplanted into the test cases' normal slices
-(healthy truth known), next to leaving the lesion untouched and filling it with the mean of
-the surrounding tissue.
+of S on the test cases; errors inside lesions of other cases (test and training) transplanted
+into the test cases' normal slices (healthy truth known), next to leaving the lesion untouched
+and filling it with the mean of the surrounding tissue; the ablation measures (change away from
+the lesion, the healthy-brain test) as evaluate.py computes them.
 
 Augmentation (the paper's Table 3): a plain segmentor (Spred's settings and step budget) is
 trained on the real labelled training slices alone, then with pseudo-normal slices added
