@@ -92,10 +92,10 @@ def test_healthy_brain_report_of_an_identity_and_a_shifting_model(cases):
 
 
 def test_change_away_from_the_lesion_is_zero_for_the_identity_and_one_for_a_shift(cases):
-    from types import SimpleNamespace
     from smilecore.evaluate import evaluate
+    from smilecore.modelfile import SmileModel
     for add, expected in ((0.0, 0.0), (0.05, 1.0)):
-        model = SimpleNamespace(nets={"G": _Identity(add), "S": _NeverLesion()}, config={})
+        model = SmileModel(nets={"G": _Identity(add), "S": _NeverLesion()}, config={})
         report = evaluate(model, cases, _NeverLesion(), None)
         away = report["outside_lesion_changed"]
         assert away["pooled"] == expected and set(away["per_case"].values()) == {expected}

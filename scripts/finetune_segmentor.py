@@ -30,7 +30,7 @@ from smilecore.metrics import dice
 from smilecore.modelfile import load_model, model_config, save_model
 from smilecore.synthesis import synthesize
 from smilecore.synthetic import resample_case
-from smilecore.volume import load_label, load_nifti
+from smilecore.volume import NORMALISATIONS, load_label, load_nifti
 
 
 def degrade(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -71,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--check-every", type=int, default=100)
-    ap.add_argument("--normalisation", default=None, choices=["clip-percentile", "median"],
+    ap.add_argument("--normalisation", default=None, choices=NORMALISATIONS,
                     help="intensity scaling to fine-tune S on (default: the model's); the file records it")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)

@@ -51,6 +51,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
+    from .volume import NORMALISATIONS
     d = TrainConfig(data_dir="", out_dir="")
     p = argparse.ArgumentParser(prog="smile", description="SMILE: pseudo-normal synthesis, lesion "
                                 "segmentation and lesion painting for brain MRI.",
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--transplant-lesion-weight", type=float, default=d.transplant_lesion_weight,
                    help="beyond the paper: weight of that term's error inside the pasted lesion alone "
                         "(needs --transplant-weight > 0)")
-    t.add_argument("--normalisation", default=None, choices=["clip-percentile", "median"],
+    t.add_argument("--normalisation", default=None, choices=NORMALISATIONS,
                    help="intensity scaling: the paper's 99.5th percentile of the brain, or its median (which a "
                         "tumour hardly moves: a brain with and without one is scaled alike); default: the "
                         "--init-from model's, else clip-percentile")

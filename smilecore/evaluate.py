@@ -462,8 +462,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
             for host in sorted(set(hosts.tolist()))}
     report.update(_through_plane_against_truth(G, test_cases, batch))
     report["healthy_brain"] = healthy_brain(G, S, test_cases, float(model.config.get("lesion_threshold", 0.5)), batch,
-                                            normalisation=model.config.get("normalisation", {}).get(
-                                                "method", "clip-percentile"))
+                                            normalisation=model.normalisation)
     return report
 
 

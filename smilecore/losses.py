@@ -92,8 +92,9 @@ def L_mse_inside(x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torc
 
 def L_gate_dice(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """1 - soft Dice of the gate (sigmoid of its logits) with a lesion, per slice, averaged over
-    the slices (N x 1 x H x W; every slice has a lesion): a lesion of 100 voxels counts as much as
-    one of 3000, where L_gate, averaged over the brain, barely notices the small one missed."""
+    the slices (N x 1 x H x W; a slice whose pasted lesion fell outside the brain asks for a shut
+    gate): a lesion of 100 voxels counts as much as one of 3000, where L_gate, averaged over the
+    brain, barely notices the small one missed."""
     p, r = torch.sigmoid(logits.float()).flatten(1), region.float().flatten(1)
     return 1 - ((2 * (p * r).sum(1) + 1) / (p.sum(1) + r.sum(1) + 1)).mean()
 
