@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gate-dice-weight", type=float, default=d.gate_dice_weight,
                    help="gated G: weight of a soft Dice of its gate on each pasted lesion (small lesions count "
                         "as much as large ones; needs the transplant term)")
+    t.add_argument("--context-slices", type=int, default=None,
+                   help="gated G: neighbouring axial slices it sees on each side (2.5D; 1: z-1, z, z+1); "
+                        "default: the --init-from model's, else 0. A 2D G from --init-from starts with zero "
+                        "weight on them")
     t.add_argument("--save-half", action="store_true", help="store model weights as float16")
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to events.jsonl)")
 
@@ -292,7 +296,7 @@ def cmd_train(args) -> int:
                           transplant_lesion_weight=args.transplant_lesion_weight, init_from=args.init_from,
                           freeze=args.freeze or "", gate_grow=args.gate_grow, gate_floor=args.gate_floor,
                           gate_weight=args.gate_weight, gate_dice_weight=args.gate_dice_weight,
-                          normalisation=args.normalisation)
+                          normalisation=args.normalisation, context_slices=args.context_slices)
     from .cases import find_cases
     find_cases(cfg.data_dir, require=True)   # before the run folder is made: says where it looked
     out.mkdir(parents=True, exist_ok=True)
@@ -357,6 +361,7 @@ def cmd_evaluate(args) -> int:
     from .cases import find_cases
     from .dataset import cache_case
     from .evaluate import SpredSettings, default_cache_dir, evaluate, train_spred, transplant_set
+    from .gated import context_of
     from .modelfile import load_model
     from .volume import write_text_atomic
     model = load_model(args.model)
@@ -387,7 +392,8 @@ def cmd_evaluate(args) -> int:
     val = [cache_case(cases[c], cache_dir, modality, normalisation=norm) for c in split.get("val", ())
            if c in cases and cases[c].labeled and c not in loaded]
     transplants = transplant_set(hosts, args.transplants, args.seed, donors=hosts + train + val,
-                                 pairing=args.transplants_from) if args.transplants else None
+                                 pairing=args.transplants_from,
+                                 context=context_of(model.nets["G"])) if args.transplants else None
     report = evaluate(model, test, spred, transplants)
     report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train],
                   transplants_from=args.transplants_from)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .cases import Case
+from .gated import neighbour_index
 from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti, pid_alive
 
 CACHE_FORMAT = 2  # 2: brain above the background noise (volume.find_brain), voxel size recorded
@@ -132,11 +133,17 @@ def _open_entry(case_id: str, entry: Path, meta: dict) -> CachedCase:
 class SliceSet(torch.utils.data.Dataset):
     """All kept slices of a list of cached cases. Items are requested as (index, x0, y0):
     the sampler decides the crop so that the data order and crops are a pure function of the
-    seed, phase and epoch (this is what makes resuming exact)."""
+    seed, phase and epoch (this is what makes resuming exact).
 
-    def __init__(self, cases: list[CachedCase], crop: int | None = None):
+    An item's "image" is 1 x H x W, or with `context` k > 0 the slice and its k neighbours on
+    each side (2k+1) x H x W, the slice in the middle (gated.neighbour_index), and "masks" their
+    labels; "mask" is always the slice's own."""
+
+    def __init__(self, cases: list[CachedCase], crop: int | None = None, context: int = 0):
         self.cases = cases
         self.crop = crop
+        self.context = int(context)
+        self.rows = [neighbour_index(c.z, self.context) for c in cases]
         self.index = np.array([(ci, si) for ci, c in enumerate(cases) for si in range(len(c.z))],
                               dtype=np.int64).reshape(-1, 2)
         self.labeled = np.array([cases[ci].labeled for ci, _ in self.index], dtype=bool)
@@ -172,13 +179,17 @@ class SliceSet(torch.utils.data.Dataset):
         ci, si = self.index[i]
         case = self.cases[ci]
         c = self.crop or max(case.image.shape[1:])
-        image = np.asarray(case.image[si, x0:x0 + c, y0:y0 + c], dtype=np.float32)
+        rows = self.rows[ci][si]
+        image = np.asarray(case.image[rows, x0:x0 + c, y0:y0 + c], dtype=np.float32)
         if case.mask is not None:
-            mask = np.asarray(case.mask[si, x0:x0 + c, y0:y0 + c], dtype=np.int64)
+            masks = np.asarray(case.mask[rows, x0:x0 + c, y0:y0 + c], dtype=np.int64)
         else:
-            mask = np.zeros(image.shape, dtype=np.int64)
-        return {"image": torch.from_numpy(image)[None], "mask": torch.from_numpy(mask),
+            masks = np.zeros(image.shape, dtype=np.int64)
+        item = {"image": torch.from_numpy(image), "mask": torch.from_numpy(masks[self.context]),
                 "labeled": bool(case.labeled), "index": int(i)}
+        if self.context:
+            item["masks"] = torch.from_numpy(masks)
+        return item
 
 
 class EpochSampler(torch.utils.data.Sampler):

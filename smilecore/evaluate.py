@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .dataset import CachedCase, EpochSampler, SliceSet
+from .gated import context_of, neighbour_index, with_context
 from .lesionfill import FILL_GROW, fill_lesion_array, grow
 from .modelfile import SmileModel, atomic_torch_save
 from .train import collate
@@ -123,13 +124,21 @@ class TransplantSet:
     truth: np.ndarray    # N x H x W, the normal slice
     lesion: np.ndarray   # N x H x W bool, where the lesion was pasted (inside the brain)
     source: list[tuple[str, int, str, int]]  # (recipient case, slice, donor case, slice)
+    context: np.ndarray | None = None         # N x (2k+1) x H x W: the host's neighbouring slices too,
+    context_lesion: np.ndarray | None = None  # with the donor's neighbouring lesion slices pasted
+
+    def G_input(self) -> tuple[np.ndarray, np.ndarray]:
+        """(slices with their neighbours, their pasted lesions), N x C x H x W: what G sees."""
+        if self.context is None:
+            return self.image[:, None], self.lesion[:, None]
+        return self.context, self.context_lesion
 
 
 PAIRINGS = ("other", "same", "both")
 
 
 def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesion: int = 50,
-                   donors: list[CachedCase] | None = None, pairing: str = "other") -> TransplantSet:
+                   donors: list[CachedCase] | None = None, pairing: str = "other", context: int = 0) -> TransplantSet:
     """Real lesions (shape from the label, intensities from the image) of abnormal slices pasted
     into normal slices of the host `cases`, at the same in-plane position (all cases are
     co-registered BraTS volumes), kept where the host has brain. Seeded, so the set is fixed.
@@ -141,7 +150,11 @@ def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesi
     of a case other than the host (falls back to the host's own lesions when the donors hold
     lesions of one case only; `source` shows it), "same" only the host's own, "both" either.
     The host slice is drawn uniformly among all normal slices of the hosts, so a host with more
-    normal slices gets more transplants."""
+    normal slices gets more transplants.
+
+    `context` k > 0 (a 2.5D G): the lesion is pasted as a volume, the donor's k slices on each
+    side into the host's (gated.neighbour_index), kept in `context`; the centre slices, and so
+    the figures of a 2D model, are those of `context` 0."""
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}")
     rng = np.random.default_rng(seed)
@@ -154,7 +167,8 @@ def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesi
     if not normal or not abnormal:
         raise ValueError("a transplant set needs labelled cases with both normal and abnormal slices")
     other_exists = len({c.case_id for c, _ in abnormal}) > 1
-    images, truths, lesions, source = [], [], [], []
+    images, truths, lesions, source, contexts, context_lesions = [], [], [], [], [], []
+    rows = {}  # case -> neighbour_index of its kept slices
     tries = 0
     while len(images) < n and tries < 50 * n:
         tries += 1
@@ -173,9 +187,17 @@ def transplant_set(cases: list[CachedCase], n: int = 32, seed: int = 0, min_lesi
         truths.append(healthy)
         lesions.append(lesion)
         source.append((r.case_id, int(r.z[rsi]), d.case_id, int(d.z[dsi])))
+        if context:
+            for c in (r, d):
+                rows.setdefault(c.case_id, neighbour_index(c.z, context))
+            host = np.asarray(r.image[rows[r.case_id][rsi]], np.float32)
+            volume = (np.asarray(d.mask[rows[d.case_id][dsi]]) > 0) & (host > 0)
+            contexts.append(np.where(volume, np.asarray(d.image[rows[d.case_id][dsi]], np.float32), host))
+            context_lesions.append(volume)
     if not images:
         raise ValueError("no lesion could be transplanted (lesions too small or no matching slices)")
-    return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source)
+    return TransplantSet(np.stack(images), np.stack(truths), np.stack(lesions), source,
+                         np.stack(contexts) if context else None, np.stack(context_lesions) if context else None)
 
 
 # ---- nearly healthy brains -------------------------------------------------------------------
@@ -193,6 +215,7 @@ class MirroredBrain:
     lesion_voxels: int    # grown-lesion voxels over all abnormal slices of the case
     replaced_voxels: int  # of which replaceable by lesion-free mirrored brain
     rescaled_by: float = 1.0  # the factor re-normalising the healthy volume applied (see mirrored_healthy)
+    context: np.ndarray | None = None  # K x (2k+1) x H x W, the K slices with their neighbours (a 2.5D G's input)
 
 
 def mirror_axis(brain: np.ndarray) -> int:
@@ -206,7 +229,8 @@ def mirror_axis(brain: np.ndarray) -> int:
 
 
 def mirrored_healthy(case: CachedCase, grow_by: int = HEALTHY_GROW,
-                     min_replaced: float = HEALTHY_MIN_REPLACED, normalisation: str | None = None) -> MirroredBrain:
+                     min_replaced: float = HEALTHY_MIN_REPLACED, normalisation: str | None = None,
+                     context: int = 0) -> MirroredBrain:
     """A nearly healthy brain from a labelled case: on each abnormal slice the expert's whole-tumour
     label, grown by `grow_by` voxels in-plane (the label's edge is not exact) and kept inside the
     brain, is replaced by the left-right mirrored tissue, only where that tissue is itself brain
@@ -216,7 +240,9 @@ def mirrored_healthy(case: CachedCase, grow_by: int = HEALTHY_GROW,
 
     `normalisation` (volume.NORMALISATIONS): the healthy volume is scaled again as synthesis would
     scale it, fitted on its brain without the unreplaced lesion (the case was scaled with its
-    tumour): what a model sees of the same brain scanned without the tumour. None: as cached."""
+    tumour): what a model sees of the same brain scanned without the tumour. None: as cached.
+    `context` k > 0: `context` holds each kept slice with its k neighbours on each side, from the
+    whole healthy volume (a 2.5D G's input)."""
     images = np.asarray(case.image, np.float32)
     brain = images > 0
     k = mirror_axis(brain)
@@ -238,7 +264,8 @@ def mirrored_healthy(case: CachedCase, grow_by: int = HEALTHY_GROW,
         factor = 1.0 / Normalisation.fit(image, measured, case.case_id, method=normalisation).scale
         image = np.clip(image * factor, 0.0, 1.0)
     return MirroredBrain(image[keep], measured[keep], replaced[keep], keep,
-                         int(per_slice.sum()), int(replaced.sum()), float(factor))
+                         int(per_slice.sum()), int(replaced.sum()), float(factor),
+                         image[neighbour_index(case.z, context)[keep]] if context else None)
 
 
 def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: int = 16,
@@ -251,13 +278,14 @@ def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: 
     model's, to scale each healthy volume as synthesis would (mirrored_healthy)."""
     per_case, tot = {}, np.zeros(4)  # measured voxels, lesion calls, changed voxels, sum |G(I) - I|
     for case in cases:
-        mb = mirrored_healthy(case, normalisation=normalisation)
+        mb = mirrored_healthy(case, normalisation=normalisation, context=context_of(G))
         entry = {"slices": int(len(mb.slices)), "abnormal_slices": int(case.abnormal.sum()),
                  "rescaled_by": mb.rescaled_by,
                  "lesion_replaced": mb.replaced_voxels / mb.lesion_voxels if mb.lesion_voxels else float("nan")}
         if len(mb.slices):
             p = torch.softmax(torch.from_numpy(run_net(S, mb.image, batch)), dim=1)[:, 1].numpy()
-            change = np.abs(pseudo_normal(G, mb.image, batch) - mb.image)[mb.measured]
+            X = mb.image if mb.context is None else mb.context
+            change = np.abs(pseudo_normal(G, X, batch) - mb.image)[mb.measured]
             counts = np.array([mb.measured.sum(), (p > threshold)[mb.measured].sum(),
                                (change > HEALTHY_CHANGE).sum(), change.sum()], np.float64)
             tot += counts
@@ -338,21 +366,47 @@ def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarra
     return out
 
 
-def pseudo_normal(G, images: np.ndarray, batch: int = 16) -> np.ndarray:
-    """G's output inside the brain, the input outside (as synthesis writes it); N x H x W."""
-    return np.where(images > 0, run_net(G, images, batch)[:, 0], images)
+def G_input(G, images: np.ndarray, z=None) -> np.ndarray:
+    """G's input for a stack of slices (N x H x W): N x (2k+1) x H x W for a G that sees k
+    neighbouring slices, taken from the stack at axial positions `z` (None: the slices are
+    unrelated, each its own neighbour); the stack itself for a 2D G."""
+    k = context_of(G)
+    if k == 0:
+        return images
+    return with_context(images, np.arange(len(images)) * 2 if z is None else z, k)
 
 
-def pseudo_normal_mask_given(G, images: np.ndarray, masks: np.ndarray, batch: int = 16) -> np.ndarray:
+def _centre(X: np.ndarray) -> np.ndarray:
+    """The slices themselves out of G's input (N x H x W, or N x C x H x W with neighbours)."""
+    return X if X.ndim == 3 else X[:, X.shape[1] // 2]
+
+
+def _fill_each(X: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """fill_lesion_array on every slice of G's input, neighbours included, each with its own mask."""
+    return fill_lesion_array(X.reshape(-1, *X.shape[-2:]), masks.reshape(-1, *X.shape[-2:]),
+                             FILL_GROW).reshape(X.shape)
+
+
+def pseudo_normal(G, X: np.ndarray, batch: int = 16) -> np.ndarray:
+    """G's output inside the brain, the input outside (as synthesis writes it); N x H x W.
+    X: the slices (N x H x W) or G's input with neighbours (`G_input`)."""
+    images = _centre(X)
+    return np.where(images > 0, run_net(G, X, batch)[:, 0], images)
+
+
+def pseudo_normal_mask_given(G, X: np.ndarray, masks: np.ndarray, batch: int = 16) -> np.ndarray:
     """Review mode as synthesis runs it (lesion_fill "smooth"): the input outside the mask and,
-    inside it, G on the input with the mask filled."""
-    return np.where(masks, run_net(G, fill_lesion_array(images, masks, FILL_GROW), batch)[:, 0], images)
+    inside it, G on the input with the mask filled (in the neighbouring slices too, each with
+    its own mask: `masks` has X's shape)."""
+    return np.where(_centre(masks), run_net(G, _fill_each(X, masks), batch)[:, 0], _centre(X))
 
 
-def pseudo_normal_S_mask_fill(G, S, images: np.ndarray, batch: int = 16) -> np.ndarray:
+def pseudo_normal_S_mask_fill(G, S, X: np.ndarray, batch: int = 16) -> np.ndarray:
     """The tried, unshipped addition: G on the input with S's own lesion mask filled (G's whole
     output, as `identity` is computed for G alone)."""
-    return run_net(G, fill_lesion_array(images, run_net(S, images, batch).argmax(1) > 0, FILL_GROW), batch)[:, 0]
+    flat = X.reshape(-1, *X.shape[-2:])
+    masks = (run_net(S, flat, batch).argmax(1) > 0).reshape(X.shape)
+    return run_net(G, _fill_each(X, masks), batch)[:, 0]
 
 
 def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: int = 6) -> Path:
@@ -361,7 +415,8 @@ def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: in
     from .overview import grid_figure
     k = slice(0, rows)
     image, lesion = transplants.image[k], transplants.lesion[k]
-    pn, given = pseudo_normal(G, image), pseudo_normal_mask_given(G, image, lesion)
+    X, MX = (a[k] for a in transplants.G_input())
+    pn, given = pseudo_normal(G, X), pseudo_normal_mask_given(G, X, MX)
     labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in transplants.source[k]]
     return grid_figure(Path(path), [image, pn, given, transplants.truth[k], mean_fill(image, lesion)],
                        ["transplanted lesion", "pseudo-normal", "mask given", "healthy truth", "mean fill"], labels)
@@ -370,9 +425,11 @@ def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: in
 # ---- evaluation --------------------------------------------------------------------------
 @torch.no_grad()
 def run_net(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
+    """`net` on a stack of slices, N x H x W (or N x C x H x W: several input channels), in batches."""
     outs = []
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))[:, None]
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))
+        x = x[:, None] if x.dim() == 3 else x
         out = net(x) if extra is None else net(x, torch.from_numpy(extra[i:i + batch].astype(np.float32))[:, None])
         outs.append(out.numpy())
     return np.concatenate(outs)
@@ -403,7 +460,9 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     for case in test_cases:
         images = np.asarray(case.image, np.float32)
         truth = np.asarray(case.mask) > 0
-        pn_all = np.where(images > 0, run_net(G, images, batch)[:, 0], images)
+        X = G_input(G, images, case.z)
+        G_all = run_net(G, X, batch)[:, 0]
+        pn_all = np.where(images > 0, G_all, images)
         near = grow(torch.from_numpy(truth)[:, None], 5)[:, 0].numpy() > 0
         healthy = (images > 0) & ~near
         away = (images > 0) & ~(grow(torch.from_numpy(truth)[:, None], OUTSIDE_GROW)[:, 0].numpy() > 0)
@@ -418,14 +477,14 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
         ab = case.abnormal
         if ab.any():
             I, M = images[ab], truth[ab].astype(np.float32)
-            G_I = run_net(G, I, batch)[:, 0]
+            G_I = G_all[ab]
             ids.append(metrics.identity(G_I, I, M).numpy())
             case_pn = float((run_net(spred, G_I, batch).argmax(1) > 0).sum())
             case_in = float((run_net(spred, I, batch).argmax(1) > 0).sum())
             n_pn, n_in = n_pn + case_pn, n_in + case_in
             per_case_ih[case.case_id] = {"identity": float(ids[-1].mean()),
                                          "healthiness": metrics.healthiness(case_pn, case_in)}
-            G_F = pseudo_normal_S_mask_fill(G, S, I, batch)
+            G_F = pseudo_normal_S_mask_fill(G, S, X[ab], batch)
             ids_fill.append(metrics.identity(G_F, I, M).numpy())
             n_fill += float((run_net(spred, G_F, batch).argmax(1) > 0).sum())
     report = {"identity": float(np.concatenate(ids).mean()) if ids else float("nan"),
@@ -441,10 +500,13 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
                                          "grow": OUTSIDE_GROW, "limit": HEALTHY_CHANGE}}
     if transplants is not None:
         image, lesion = transplants.image, transplants.lesion
-        pn = pseudo_normal(G, image, batch)
-        outputs = (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, image, lesion, batch)),
+        X, MX = transplants.G_input()
+        if X.shape[1] != 2 * context_of(G) + 1:
+            raise ValueError(f"the known-truth set holds {X.shape[1]} slices per lesion; G sees {2 * context_of(G) + 1}")
+        pn = pseudo_normal(G, X, batch)
+        outputs = (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, X, MX, batch)),
                    ("model_mask_given_no_fill", np.where(lesion, pn, image)),  # lesion_fill "none"
-                   ("model_S_mask_fill", pseudo_normal_S_mask_fill(G, S, image, batch)),
+                   ("model_S_mask_fill", pseudo_normal_S_mask_fill(G, S, X, batch)),
                    ("untouched", image),
                    ("mean_fill", mean_fill(image, lesion)),
                    ("smooth_fill", fill_lesion_array(image, lesion, 0)),
@@ -480,8 +542,10 @@ def _through_plane_against_truth(G, test_cases: list[CachedCase], batch: int) ->
         return {}
     totals = {name: [0.0, 0] for name in ("truth", "input", "model", "model_mask_given", "mean_fill")}
     for image, truth, lesion in zip(slabs.image, slabs.truth, slabs.lesion):
-        for name, stack in (("truth", truth), ("input", image), ("model", pseudo_normal(G, image, batch)),
-                            ("model_mask_given", pseudo_normal_mask_given(G, image, lesion, batch)),
+        z = np.arange(len(image))   # a slab's slices are adjacent; its end slices see themselves repeated
+        X, MX = G_input(G, image, z), G_input(G, lesion, z)
+        for name, stack in (("truth", truth), ("input", image), ("model", pseudo_normal(G, X, batch)),
+                            ("model_mask_given", pseudo_normal_mask_given(G, X, MX, batch)),
                             ("mean_fill", mean_fill(image, lesion))):
             value, n = metrics.through_plane_change(stack, lesion)
             if n:

@@ -64,24 +64,30 @@ def confidence_enhancer(S_U: torch.Tensor, eps: float, brain: torch.Tensor | Non
 
 
 def transplant_lesions(healthy: torch.Tensor, donor: torch.Tensor, donor_mask: torch.Tensor) -> torch.Tensor:
-    """Paste the donor's lesion (its pixels under `donor_mask`, N x H x W) into healthy slices,
-    inside their brain only. Returns the slices with lesions; `healthy` is their known truth."""
-    m = (donor_mask[:, None] > 0) & (healthy > 0)
+    """Paste the donor's lesion (its pixels under `donor_mask`, N x H x W, or N x C x H x W for
+    slices with their neighbours) into healthy slices, inside their brain only. Returns the
+    slices with lesions; `healthy` is their known truth."""
+    m = ((donor_mask[:, None] if donor_mask.dim() == 3 else donor_mask) > 0) & (healthy > 0)
     return torch.where(m, donor, healthy)
 
 
-def transplant_pairs(I: torch.Tensor, M: torch.Tensor, labeled: torch.Tensor):
+def transplant_pairs(I: torch.Tensor, M: torch.Tensor, labeled: torch.Tensor, centre: int = 0):
     """(slices with transplanted lesions, their healthy truth, where the lesion was pasted) from
     one batch: each labelled normal slice receives the lesion of a labelled abnormal slice (taken
-    in turn); None when the batch lacks either kind."""
-    has_lesion = M.flatten(1).any(1)
+    in turn); None when the batch lacks either kind. With neighbouring slices (I and M: N x C x H x W,
+    the slice itself in channel `centre`) the donor's lesion volume is pasted into the host's
+    neighbours too; the truth and the pasted mask are the centre slice's (N x 1 x H x W)."""
+    M = M[:, None] if M.dim() == 3 else M
+    has_lesion = M[:, centre].flatten(1).any(1)
     normal = torch.nonzero(labeled & ~has_lesion).flatten()
     donors = torch.nonzero(labeled & has_lesion).flatten()
     if len(normal) == 0 or len(donors) == 0:
         return None
     pick = donors[torch.arange(len(normal), device=I.device) % len(donors)]
     healthy = I[normal]
-    return transplant_lesions(healthy, I[pick], M[pick]), healthy, (M[pick][:, None] > 0) & (healthy > 0)
+    truth = healthy[:, centre:centre + 1]
+    return (transplant_lesions(healthy, I[pick], M[pick]), truth,
+            (M[pick][:, centre:centre + 1] > 0) & (truth > 0))
 
 
 def L_mse_inside(x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

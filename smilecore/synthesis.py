@@ -66,6 +66,7 @@ import torch
 from scipy import ndimage
 
 from .cases import canonical_modality, modality_from_name
+from .gated import context_of, neighbour_index
 from .lesionfill import FILL_GROW, FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
 from .volume import (OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, folder_lock, load_mask, load_nifti,
@@ -215,20 +216,24 @@ def _brain_box(brain: np.ndarray, multiple: int, margin: int = CROP_MARGIN) -> t
 
 
 def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: torch.device,
-               channels_last: bool = False, lesion_fill: str = "smooth"):
+               channels_last: bool = False, lesion_fill: str = "smooth", context=None):
     """G, S and R on a stack of slices (N, X, Y) in [0, 1]; numpy (G(I), R(G(I), M), p, M).
     With a user mask and `lesion_fill` "smooth", G gets the slice with the mask filled
-    (lesionfill.fill_lesion) instead of I."""
+    (lesionfill.fill_lesion) instead of I. `context`: for a G that sees neighbouring slices,
+    (the slices with their neighbours, N x C x X x Y; the user mask's slices, or None)."""
     G, S, R = nets
     amp = device.type == "cuda"
     I = torch.from_numpy(image[:, None].copy()).to(device)
     if channels_last:
         I = I.contiguous(memory_format=torch.channels_last)
-    G_in = I
-    if user_mask is not None and lesion_fill == "smooth":  # in float32, outside autocast
-        G_in = fill_lesion(I, torch.from_numpy(user_mask[:, None].copy()).to(device))
-        if channels_last:
-            G_in = G_in.contiguous(memory_format=torch.channels_last)
+    G_in, G_mask = I, None if user_mask is None else user_mask[:, None]
+    if context is not None:
+        G_in, G_mask = torch.from_numpy(context[0].copy()).to(device), context[1]
+    if user_mask is not None and lesion_fill == "smooth":  # in float32, outside autocast; each slice its own mask
+        flat = G_in.reshape(-1, 1, *G_in.shape[-2:])
+        G_in = fill_lesion(flat, torch.from_numpy(G_mask.reshape(flat.shape).copy()).to(device)).reshape(G_in.shape)
+    if channels_last:
+        G_in = G_in.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         G_I = G(G_in).float()
         p = torch.softmax(S(I).float(), dim=1)[:, 1]
@@ -308,6 +313,10 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     device = home = next(nets[0].parameters()).device
     multiple = max(net.unet.multiple for net in nets)
     bx, by, zs = _brain_box(net_brain, multiple)
+    # a G that sees neighbouring slices gets them among the slices with brain, as in training
+    # (dataset.SliceSet: beyond the brain's last slice it sees that slice repeated)
+    context = context_of(nets[0])
+    neighbours = zs[neighbour_index(zs, context)]
     threshold = float(model.config.get("lesion_threshold", 0.5))
 
     shape = net_image.shape
@@ -327,12 +336,17 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
                 z = zs[start:start + batch]
                 image = np.moveaxis(net_image[bx, by][:, :, z], 2, 0)
                 m = None if net_mask is None else np.moveaxis(net_mask[bx, by][:, :, z], 2, 0)
+                around = None
+                if context:   # N x C x X x Y: the slices with their neighbours
+                    rows = neighbours[start:start + len(z)]
+                    around = tuple(None if a is None else np.moveaxis(a[bx, by][:, :, rows], (2, 3), (0, 1))
+                                   for a in (net_image, net_mask))
                 out, failure = None, None
                 try:
                     nhwc = channels_last   # faster convolutions on CUDA and on CPUs (oneDNN) alike
                     if nhwc:
                         _channels_last(model)
-                    out = _run_batch(nets, image, m, threshold, device, nhwc, lesion_fill)
+                    out = _run_batch(nets, image, m, threshold, device, nhwc, lesion_fill, around)
                 except (RuntimeError, MemoryError) as exc:
                     if not _is_out_of_memory(exc):
                         raise

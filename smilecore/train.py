@@ -55,7 +55,7 @@ from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
 from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
 from .events import PHASE_NAMES, EventLog
 from .modelfile import atomic_torch_save, model_config, save_model
-from .gated import GATE_FLOOR, GatedGenerator
+from .gated import GATE_FLOOR, GatedGenerator, context_of
 from .unet import GENERATORS, build_networks
 from .volume import NORMALISATIONS
 
@@ -103,6 +103,8 @@ class TrainConfig:
     gate_floor: float = GATE_FLOOR      # gated G only: gate values below it are exactly 0
     gate_weight: float = 1.0            # gated G only: its gate against the masks of the batch (L_gate)
     gate_dice_weight: float = 0.0       # gated G only: soft Dice of its gate on each pasted lesion
+    context_slices: int | None = None   # gated G only: neighbouring slices G sees on each side (2.5D);
+                                        # None: init_from's G's, else 0
     normalisation: str | None = None    # volume.NORMALISATIONS: the paper's V99.5 scaling, or "median";
                                         # None: init_from's, else "clip-percentile"
     save_half: bool = False             # model file weights in float16
@@ -122,9 +124,15 @@ class TrainConfig:
         self.modality = canonical_modality(self.modality)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {VARIANTS}")
-        if self.normalisation is None:
+        if self.init_from and (self.normalisation is None or self.context_slices is None):
             from .modelfile import load_model
-            self.normalisation = load_model(self.init_from).normalisation if self.init_from else "clip-percentile"
+            start = load_model(self.init_from)
+            self.normalisation = self.normalisation or start.normalisation
+            self.context_slices = context_of(start.nets["G"]) if self.context_slices is None else self.context_slices
+        self.normalisation = self.normalisation or "clip-percentile"
+        self.context_slices = int(self.context_slices or 0)
+        if self.context_slices < 0 or (self.context_slices > 0 and self.generator != "gated"):
+            raise ValueError("neighbouring slices (--context-slices) need --generator gated, and are >= 0")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {self.normalisation!r}; choose from {NORMALISATIONS}")
         if self.generator not in GENERATORS:
@@ -184,17 +192,25 @@ def frozen(*nets):
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack slices, zero-padding to the largest in the batch (cases may differ in size)."""
+    """Stack slices (with their neighbours, SliceSet's context), zero-padding to the largest in
+    the batch (cases may differ in size)."""
     h = max(it["image"].shape[-2] for it in items)
     w = max(it["image"].shape[-1] for it in items)
-    image = torch.zeros(len(items), 1, h, w)
+    channels = items[0]["image"].shape[0]
+    image = torch.zeros(len(items), channels, h, w)
     mask = torch.zeros(len(items), h, w, dtype=torch.long)
+    masks = torch.zeros(len(items), channels, h, w, dtype=torch.long) if "masks" in items[0] else None
     for k, it in enumerate(items):
         ih, iw = it["image"].shape[-2:]
         image[k, :, :ih, :iw] = it["image"]
         mask[k, :ih, :iw] = it["mask"]
-    return {"image": image, "mask": mask, "labeled": torch.tensor([it["labeled"] for it in items]),
-            "index": torch.tensor([it["index"] for it in items])}
+        if masks is not None:
+            masks[k, :, :ih, :iw] = it["masks"]
+    batch = {"image": image, "mask": mask, "labeled": torch.tensor([it["labeled"] for it in items]),
+             "index": torch.tensor([it["index"] for it in items])}
+    if masks is not None:
+        batch["masks"] = masks
+    return batch
 
 
 class Trainer:
@@ -218,6 +234,8 @@ class Trainer:
             sizes["G"]["kind"] = cfg.generator
         if cfg.generator == "gated":
             sizes["G"].update(grow=cfg.gate_grow, floor=cfg.gate_floor)
+            if cfg.context_slices:
+                sizes["G"]["context"] = cfg.context_slices
         self.nets = self._initial_networks(sizes) if cfg.init_from else build_networks(sizes)
         self.sizes = sizes
         self.memory_format = (torch.channels_last if cfg.channels_last and self.device.type == "cuda"
@@ -248,6 +266,9 @@ class Trainer:
             gate = {"grow": self.cfg.gate_grow, "floor": self.cfg.gate_floor}
             nets["G"] = GatedGenerator.from_segmentor(nets["S"], **gate)
             sizes["G"] = {**sizes["S"], "kind": "gated", **gate}
+        if self.cfg.context_slices != context_of(nets["G"]):  # a 2D G starts a 2.5D one exactly
+            nets["G"] = nets["G"].widened(self.cfg.context_slices)
+            sizes["G"]["context"] = self.cfg.context_slices
         return nets
 
     # ---- data -------------------------------------------------------------------------
@@ -283,8 +304,8 @@ class Trainer:
         # The model file records the training voxel size; synthesis resamples slices to it. Cases
         # are not resampled here: a set of mixed in-plane sizes trains on their median.
         self.spacing = tuple(float(v) for v in np.median([c.spacing for c in cached[:n_train]], axis=0))
-        self.train_set = SliceSet(cached[:n_train], cfg.crop)
-        self.val_set = SliceSet(cached[n_train:], None)
+        self.train_set = SliceSet(cached[:n_train], cfg.crop, cfg.context_slices)
+        self.val_set = SliceSet(cached[n_train:], None, cfg.context_slices)
         if len(self.train_set) == 0:
             raise ValueError(f"data folder {cfg.data_dir}: no training slice with brain")
 
@@ -359,13 +380,14 @@ class Trainer:
                       "(--base), or use --device cpu")
         return torch.cuda.OutOfMemoryError(f"out of GPU memory in training at {where}; {advice}")
 
-    def _segmentor_step(self, phase: int, I, M_true, labeled):
-        """Update S; return the masks M (true labels, or pseudo-labels for unlabelled slices)."""
+    def _segmentor_step(self, phase: int, X, I, M_true, labeled):
+        """Update S; return the masks M (true labels, or pseudo-labels for unlabelled slices).
+        X: the slices I with their neighbours, G's input."""
         G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
         unlabeled = ~labeled
         with self._autocast():
             with torch.no_grad():
-                G_I = G(I)
+                G_I = G(X)
             S_I = S(I)
             M = M_true.clone()
             terms = {}
@@ -395,14 +417,18 @@ class Trainer:
 
     def train_step(self, phase: int, batch: dict) -> dict[str, float]:
         G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
-        I = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        k = self.cfg.context_slices
+        X = batch["image"].to(self.device, non_blocking=True)  # the slices with their neighbours: G's input
+        I = X[:, k:k + 1].contiguous(memory_format=self.memory_format)   # the slices themselves
+        X = X.contiguous(memory_format=self.memory_format)
         M_true = batch["mask"].to(self.device, non_blocking=True)
+        MX = batch["masks"].to(self.device) if "masks" in batch else M_true[:, None]
         labeled = batch["labeled"].to(self.device)
         logged: dict[str, torch.Tensor] = {}
         if phase == 2 or "S" in self.cfg.freeze:
             M = self._masks_from_S(I, M_true, labeled)
         else:
-            M, seg_terms = self._segmentor_step(phase, I, M_true, labeled)
+            M, seg_terms = self._segmentor_step(phase, X, I, M_true, labeled)
             logged.update(seg_terms)
         Mf = M[:, None].to(I.dtype)
         with frozen(S), self._autocast():
@@ -410,28 +436,29 @@ class Trainer:
             if phase in (1, 4):
                 gated = hasattr(G, "parts")
                 if gated:  # the gated G: where to change is taught by the masks (real and pasted)
-                    logits, A, C = G.parts(I)
+                    logits, A, C = G.parts(X)
                     G_I = G.compose(I, A, C)
                     terms["gen_gate"] = self.cfg.gate_weight * L.L_gate(logits, Mf > 0, I > 0)
                     # S's verdict moves the gate only: what to put in comes from the known truth
                     # (transplant terms); through C it darkened lesions into patches S ignores
                     S_G_I = S(G.compose(I, A, C.detach()))
                 else:
-                    G_I = G(I)
+                    G_I = G(X)
                     S_G_I = S(G_I)
                 terms.update(L.generator_terms(I, M, G_I, S_G_I))
                 if self.cfg.transplant_weight > 0:
-                    pair = L.transplant_pairs(I, M, labeled)
+                    pair = L.transplant_pairs(X, MX, labeled, k)
                     if pair is not None:
-                        I_t, truth, pasted = pair
+                        X_t, truth, pasted = pair
                         if gated:  # the pasted mask also teaches its gate
-                            logits, A, C = G.parts(I_t)
+                            I_t = G.centre(X_t)
+                            logits, A, C = G.parts(X_t)
                             G_t = G.compose(I_t, A, C)
                             terms["transplant_gate"] = self.cfg.transplant_weight * L.L_gate(logits, pasted, I_t > 0)
                             if self.cfg.gate_dice_weight > 0:
                                 terms["transplant_gate_dice"] = self.cfg.gate_dice_weight * L.L_gate_dice(logits, pasted)
                         else:
-                            G_t = G(I_t)
+                            G_t = G(X_t)
                         terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G_t, truth)
                         if self.cfg.transplant_lesion_weight > 0:
                             terms["transplant_lesion"] = (self.cfg.transplant_lesion_weight
@@ -440,7 +467,7 @@ class Trainer:
                 G_I = G_I.detach()
             else:
                 with torch.no_grad():
-                    G_I = G(I)
+                    G_I = G(X)
             if phase in (2, 3, 4) and "R" not in self.cfg.freeze:
                 Pab = R(G_I, Mf)
                 terms.update(L.reconstructor_terms(I, Pab, M, S(Pab) if phase >= 3 else None))
@@ -490,9 +517,10 @@ class Trainer:
         normal_err, recons_err, n_normal = 0.0, 0.0, 0
         for chunk in np.array_split(idx, max(1, len(idx) // self.cfg.batch_size)):
             b = collate([self.val_set[(int(i), 0, 0)] for i in chunk])
-            I, M = b["image"].to(self.device), b["mask"].to(self.device)
+            X, M = b["image"].to(self.device), b["mask"].to(self.device)
+            I = X[:, self.cfg.context_slices:self.cfg.context_slices + 1]
             with self._autocast():
-                G_I = G(I).float()
+                G_I = G(X).float()
                 pred = S(I).argmax(1)
                 Pab = R(G_I, M[:, None].float()).float() if phase >= 2 else None
             inter += float((pred * M).sum())
@@ -636,6 +664,7 @@ class Trainer:
                     "transplant_lesion_weight": cfg.transplant_lesion_weight,
                     "init_from": cfg.init_from, "frozen": cfg.freeze,
                     "gate_weight": cfg.gate_weight, "gate_dice_weight": cfg.gate_dice_weight,
+                    "context_slices": cfg.context_slices,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
