@@ -12,7 +12,7 @@ from smilecore.benchmark import QUICK, Benchmark, BenchmarkSettings, VARIANTS
 from smilecore.train import MODEL_NAME
 
 PAPER_VARIANTS = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50")
-DEFAULT_VARIANTS = (*PAPER_VARIANTS, "SMILE-sup+gated")
+DEFAULT_VARIANTS = (*PAPER_VARIANTS, "SMILE-sup+gated", "SMILE-sup+gated+2.5D")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_all_runs_share_one_split_and_budget(quick_benchmark):
         events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
         steps[run.name] = [e for e in events if e["event"] == "done"][-1]["global_step"]
     # GVS trains as many steps as SMILE; the gated G as many again, on top of SMILE-sup's
-    assert len(steps) == 10 and len(set(steps.values())) == 1, steps
+    assert len(steps) == 12 and len(set(steps.values())) == 1, steps
     assert not set(report["split"]["test"]) & set(report["split"]["train"])
 
 
@@ -93,11 +93,16 @@ def test_gated_variant_starts_from_smile_sup_and_keeps_its_S(quick_benchmark):
     report = json.loads((out / "benchmark.json").read_text())
     for seed in ("0", "1"):
         start = load_model(out / "runs" / f"SMILE-sup-seed{seed}" / MODEL_NAME)
-        gated = load_model(out / "runs" / f"SMILE-sup+gated-seed{seed}" / MODEL_NAME)
-        assert gated.config["networks"]["G"]["kind"] == "gated" and gated.config["training"]["frozen"] == "S"
-        for k, v in start.nets["S"].state_dict().items():
-            assert torch.equal(v, gated.nets["S"].state_dict()[k]), k
-        assert 0 <= report["runs"]["SMILE-sup+gated"][seed]["outside_lesion_changed"]["pooled"] <= 1
+        for variant, context in (("SMILE-sup+gated", 0), ("SMILE-sup+gated+2.5D", 1)):
+            gated = load_model(out / "runs" / f"{variant}-seed{seed}" / MODEL_NAME)
+            assert gated.config["networks"]["G"]["kind"] == "gated" and gated.config["training"]["frozen"] == "S"
+            assert gated.config["training"]["context_slices"] == context == gated.nets["G"].context
+            for k, v in start.nets["S"].state_dict().items():
+                assert torch.equal(v, gated.nets["S"].state_dict()[k]), k
+            assert 0 <= report["runs"][variant][seed]["outside_lesion_changed"]["pooled"] <= 1
+    # the 2D and the 2.5D G are measured on the same pasted lesions (the centre slices)
+    assert (report["runs"]["SMILE-sup+gated"]["0"]["known_truth"]["untouched"]
+            == report["runs"]["SMILE-sup+gated+2.5D"]["0"]["known_truth"]["untouched"])
     # known truth: lesions of other cases pasted into the test cases
     assert all(host != donor for host, _, donor, _ in report["known_truth_source"])
 

@@ -4,7 +4,10 @@ the downstream augmentation experiment, figures, repeats over seeds, one report.
 What is compared (VARIANTS, data): every variant uses the same networks, data, step budget and
 seed; GVS gets all of it in phase 1 (it has no other phase), so no method trains longer than
 another. SMILE-sup+gated (the shipped default's design) starts from SMILE-sup's model of the same
-seed (STARTS_FROM) and trains its gated G as many steps again in phase 1, S and R kept. The split is one case-level split (`split_seed`), the same for every variant and seed;
+seed (STARTS_FROM) and trains its gated G as many steps again in phase 1, S and R kept;
+SMILE-sup+gated+2.5D does the same with a G that also sees the slices above and below (its
+known-truth lesions are pasted as volumes; the centre slices, and so the figures of the 2D
+variants, are the same). The split is one case-level split (`split_seed`), the same for every variant and seed;
 seeds change the initialisation, the data order and which cases lose their labels.
 
 Metrics (see evaluate.py and metrics.py for every choice): identity and healthiness on the
@@ -47,7 +50,7 @@ import torch
 from .cases import find_cases, split_cases
 from .dataset import CachedCase, _boxes, cache_case
 from .evaluate import (SpredSettings, evaluate, known_truth_figure, run_net, segmentation_dice, train_segmentor,
-                       train_spred, transplant_set)
+                       slices_for_G, train_spred, transplant_set)
 from .modelfile import load_model
 from .overview import grid_figure
 from .train import MODEL_NAME, Trainer, TrainConfig
@@ -65,9 +68,13 @@ VARIANTS = {
     # the S of SMILE-sup (same seed) and trained in phase 1 against it, S and R kept as they are
     "SMILE-sup+gated": {"variant": "gvs", "generator": "gated", "freeze": "S", "gate_grow": 2, "gate_floor": 0.8,
                         "transplant_weight": 1.0, "transplant_lesion_weight": 1.0},
+    # the same, G seeing the slices above and below (2.5D, --context-slices 1): measured on its own
+    "SMILE-sup+gated+2.5D": {"variant": "gvs", "generator": "gated", "freeze": "S", "gate_grow": 2,
+                             "gate_floor": 0.8, "transplant_weight": 1.0, "transplant_lesion_weight": 1.0,
+                             "context_slices": 1},
 }
 # variant -> the variant whose model (same seed) it starts from (TrainConfig.init_from)
-STARTS_FROM = {"SMILE-sup+gated": "SMILE-sup"}
+STARTS_FROM = {"SMILE-sup+gated": "SMILE-sup", "SMILE-sup+gated+2.5D": "SMILE-sup"}
 PAPER_TABLE2 = {"GVS": (0.997, 0.792), "SMILE-50": (0.978, 0.653), "SMILE-75": (0.987, 0.810),
                 "SMILE-sup": (1.000, 0.822)}
 PAPER_TABLE3 = {"real": 0.72, "real+pseudo-normal": 0.76, "real+pseudo-abnormal": 0.77, "real+both": 0.82}
@@ -78,7 +85,7 @@ AUG_CONDITIONS = tuple(PAPER_TABLE3)
 class BenchmarkSettings:
     data_dir: str
     out_dir: str
-    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50", "SMILE-sup+gated")
+    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50", "SMILE-sup+gated", "SMILE-sup+gated+2.5D")
     seeds: tuple = (0, 1)
     split_seed: int = 0
     split: tuple = (0.7, 0.1, 0.2)
@@ -160,8 +167,11 @@ class Benchmark:
         self.test = [cache_case(c, self.cache, s.modality) for c in self.split.test]
         self.train = [cache_case(c, self.cache, s.modality) for c in self.split.train if c.labeled]
         # lesions of other cases (test and training) pasted into the test cases' normal slices
+        # (as lesion volumes: a 2.5D G sees them in the neighbouring slices too; a 2D G, the same centre slices)
         self.transplants = transplant_set(self.test, s.transplants, s.split_seed, min_lesion=min(50, s.min_figure_lesion),
-                                          donors=self.test + self.train, pairing="other") if s.transplants else None
+                                          donors=self.test + self.train, pairing="other",
+                                          context=max(VARIANTS[v].get("context_slices", 0) for v in s.variants)
+                                          ) if s.transplants else None
 
     def train_config(self, variant: str, seed: int) -> TrainConfig:
         s = self.s
@@ -221,9 +231,9 @@ class Benchmark:
         if not abnormal or not normal:
             raise ValueError("the augmentation experiment needs training slices with and without lesions")
         ab_images = np.stack([np.asarray(c.image[i], np.float32) for c, i in abnormal])
-        pn = run_net(G, ab_images)[:, 0]
+        pn = run_net(G, slices_for_G(G, abnormal))[:, 0]
         pn = np.where(ab_images > 0, np.clip(pn, 0, 1), 0)   # background stays background
-        n_images, masks = [], []
+        n_images, masks, picks = [], [], []
         for _ in range(50 * len(abnormal)):            # a painted lesion must land inside the brain
             if len(n_images) == len(abnormal):
                 break
@@ -236,10 +246,11 @@ class Benchmark:
             if mask.any():
                 n_images.append(healthy)
                 masks.append(mask)
+                picks.append((c_n, i_n))
         if not n_images:
             raise ValueError("no lesion mask of a training case falls inside the brain of another's normal slice")
         n_images, masks = np.stack(n_images), np.stack(masks)
-        pab = run_net(R, run_net(G, n_images)[:, 0], extra=masks)[:, 0]
+        pab = run_net(R, run_net(G, slices_for_G(G, picks))[:, 0], extra=masks)[:, 0]
         pab = np.where(n_images > 0, np.clip(pab, 0, 1), 0)
         return {"pseudo-normal": _memory_case("pseudo-normal", pn, np.zeros(pn.shape, np.uint8)),
                 "pseudo-abnormal": _memory_case("pseudo-abnormal", pab, masks.astype(np.uint8))}
@@ -283,7 +294,7 @@ class Benchmark:
             masks = np.stack([np.asarray(c.mask[i]) > 0 for c, i in rows])
             painted = np.roll(masks, 1, axis=0) & (images > 0)
             # as the product shows them: background stays background (synthesis.py)
-            pn = np.where(images > 0, run_net(G, images)[:, 0], images)
+            pn = np.where(images > 0, run_net(G, slices_for_G(G, rows))[:, 0], images)
             pab = np.where((images > 0) | painted, run_net(R, pn, extra=painted)[:, 0], images)
             labels = [f"{c.case_id} z{int(c.z[i])}" for c, i in rows]
             written["fig3"] = str(grid_figure(self.out / f"fig3-{variant}.png", [images, pn, pab],

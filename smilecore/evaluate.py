@@ -127,11 +127,15 @@ class TransplantSet:
     context: np.ndarray | None = None         # N x (2k+1) x H x W: the host's neighbouring slices too,
     context_lesion: np.ndarray | None = None  # with the donor's neighbouring lesion slices pasted
 
-    def G_input(self) -> tuple[np.ndarray, np.ndarray]:
-        """(slices with their neighbours, their pasted lesions), N x C x H x W: what G sees."""
+    def G_input(self, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(slices with their k neighbours on each side, their pasted lesions), N x (2k+1) x H x W:
+        what a G that sees k neighbouring slices gets (gated.context_of)."""
+        built = 0 if self.context is None else self.context.shape[1] // 2
+        if k > built:
+            raise ValueError(f"the known-truth set holds {built} neighbouring slices on each side; G sees {k}")
         if self.context is None:
             return self.image[:, None], self.lesion[:, None]
-        return self.context, self.context_lesion
+        return self.context[:, built - k:built + k + 1], self.context_lesion[:, built - k:built + k + 1]
 
 
 PAIRINGS = ("other", "same", "both")
@@ -376,6 +380,14 @@ def G_input(G, images: np.ndarray, z=None) -> np.ndarray:
     return with_context(images, np.arange(len(images)) * 2 if z is None else z, k)
 
 
+def slices_for_G(G, picks: list[tuple[CachedCase, int]]) -> np.ndarray:
+    """G's input for kept slices of cached cases, (case, index) each: N x H x W, or with each
+    slice's neighbours N x (2k+1) x H x W for a G that sees k neighbouring slices."""
+    k = context_of(G)
+    rows = [c.image[neighbour_index(c.z, k)[i]] if k else c.image[i] for c, i in picks]
+    return np.stack([np.asarray(r, np.float32) for r in rows])
+
+
 def _centre(X: np.ndarray) -> np.ndarray:
     """The slices themselves out of G's input (N x H x W, or N x C x H x W with neighbours)."""
     return X if X.ndim == 3 else X[:, X.shape[1] // 2]
@@ -415,7 +427,7 @@ def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: in
     from .overview import grid_figure
     k = slice(0, rows)
     image, lesion = transplants.image[k], transplants.lesion[k]
-    X, MX = (a[k] for a in transplants.G_input())
+    X, MX = (a[k] for a in transplants.G_input(context_of(G)))
     pn, given = pseudo_normal(G, X), pseudo_normal_mask_given(G, X, MX)
     labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in transplants.source[k]]
     return grid_figure(Path(path), [image, pn, given, transplants.truth[k], mean_fill(image, lesion)],
@@ -500,9 +512,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
                                          "grow": OUTSIDE_GROW, "limit": HEALTHY_CHANGE}}
     if transplants is not None:
         image, lesion = transplants.image, transplants.lesion
-        X, MX = transplants.G_input()
-        if X.shape[1] != 2 * context_of(G) + 1:
-            raise ValueError(f"the known-truth set holds {X.shape[1]} slices per lesion; G sees {2 * context_of(G) + 1}")
+        X, MX = transplants.G_input(context_of(G))
         pn = pseudo_normal(G, X, batch)
         outputs = (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, X, MX, batch)),
                    ("model_mask_given_no_fill", np.where(lesion, pn, image)),  # lesion_fill "none"

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .gated import context_of, neighbour_index
 from .modelfile import SmileModel, default_model_path, load_model, model_config
 from .synthesis import synthesize
 from .train import resolve_device
@@ -60,6 +61,7 @@ class Timed(nn.Module):
     def __init__(self, net: nn.Module, device):
         super().__init__()
         self.net, self.unet, self.device = net, net.unet, device
+        self.context = context_of(net)   # synthesis gives a 2.5D G its neighbouring slices
         self.seconds, self.pixels = 0.0, 0
 
     def forward(self, *args):
@@ -83,13 +85,14 @@ def random_model(size: str, modality: str = "t2", seed: int = 0) -> SmileModel:
 
 def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
     """Forward FLOPs of G, S and R for one slice of `shape`."""
-    x = torch.zeros(1, 1, *shape)
     out = {}
     with torch.inference_mode():
         for name, net in model.nets.items():
+            device = next(net.parameters()).device
+            x = torch.zeros(1, 2 * context_of(net) + 1, *shape, device=device)   # a 2.5D G: with its neighbours
             counter = FlopCounterMode(display=False)
             with counter:
-                net(x.to(next(net.parameters()).device), *([x.to(next(net.parameters()).device)] if name == "R" else []))
+                net(x, *([x] if name == "R" else []))
             out[name] = int(counter.get_total_flops())
     return out
 
@@ -110,7 +113,10 @@ def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
             if out is None:
                 out = {k: np.zeros(vol.image.shape, np.float32) for k in ("G", "p", "R")}
             I = torch.from_numpy(vol.image[:, :, z].copy())[None, None].to(device)
-            G_I = G(I)
+            # a G that sees k neighbouring slices gets them as synthesis does: among the slices with brain
+            k, zs = context_of(G), np.nonzero(vol.brain.any(axis=(0, 1)))[0]
+            rows = zs[neighbour_index(zs, k)[np.searchsorted(zs, z)]] if z in zs else [z] * (2 * k + 1)
+            G_I = G(torch.from_numpy(np.moveaxis(vol.image[:, :, rows], 2, 0).copy())[None].to(device))
             p = torch.softmax(S(I), dim=1)[:, 1]
             Pab = R(G_I, (p > threshold)[:, None].float())
             out["G"][:, :, z] = G_I[0, 0].cpu().numpy()
@@ -134,7 +140,8 @@ def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: 
     else:                       # one small pass is enough on a CPU
         with torch.inference_mode():
             x = torch.zeros(2, 1, 64, 64, device=device)
-            model.nets["R"](model.nets["G"](x), model.nets["S"](x)[:, :1])
+            X = torch.zeros(2, 2 * context_of(model.nets["G"]) + 1, 64, 64, device=device)
+            model.nets["R"](model.nets["G"](X), model.nets["S"](x)[:, :1])
     _sync(device)
     t0 = time.perf_counter()
     result = synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last)
