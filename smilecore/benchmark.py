@@ -474,7 +474,7 @@ def markdown(report: dict) -> str:
     for b, ref in summ["known_truth_baselines"].items():
         lines.append(f"| {names[b]} | {ref['psnr']:.2f} / {ref['ssim']:.3f} | | | | |")
     lines += ["", "## Ablation: what G changes, where it should and where it should not", "",
-              "Paper's G (the SMILE rows) against the gated G started from SMILE-sup's S (issue 14): error inside "
+              "Paper's G (the SMILE rows) against the gated G started from SMILE-sup's S, 2D and 2.5D (issue 14): error inside "
               "the transplanted lesions without a mask; share of brain more than 4 px from the expert lesion that "
               "G changes by more than 0.01; each test case with its tumour replaced by mirrored healthy tissue "
               "(evaluate.healthy_brain): the worst case's share called lesion by S and the share G changes; "

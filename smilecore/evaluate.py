@@ -26,6 +26,11 @@ Which slices count:
 - healthy brain (`healthy_brain`): each test case's tumour replaced by the mirrored healthy side
   (`mirrored_healthy`); how much of it S calls lesion and how much G changes it (`healthy_brain`).
 
+A G that sees neighbouring slices (2.5D, gated.py) gets them everywhere: from the case's kept
+slices, from the whole mirrored healthy volume, from the transplanted slab (its end slices see
+themselves repeated), and in the known-truth set the donor's neighbouring lesion slices pasted
+into the host's (`transplant_set(context=k)`; the centre slices are those a 2D G is measured on).
+
 Spred, the segmentor that judges healthiness, is a separate S-shaped U-Net trained with plain
 cross-entropy on the real labelled training slices of the same split (never the adversarial
 S). It is trained once per (training cases, settings) and cached as a file.

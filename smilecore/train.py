@@ -32,6 +32,10 @@ the real slices (losses.L_gate), and S's adversarial term reaches the gate only,
 Fine-tuning: `init_from` starts the networks from a model file (a gated G from the file's S) and
 `freeze` keeps S and/or R as the file has them (the default model's third stage).
 
+2.5D (`context_slices` k, gated G only): batches hold each slice with its k neighbours on each side
+(dataset.SliceSet); G gets them all, S, R and the losses the slice itself; the transplant term
+pastes the donor's lesion volume into the host's neighbours too.
+
 Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
 store the position inside the epoch, so `resume` on CPU continues exactly as an
 uninterrupted run would.
