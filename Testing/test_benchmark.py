@@ -80,7 +80,7 @@ def test_rerun_reuses_finished_runs(quick_benchmark):
     out, cmd, _ = quick_benchmark
     models = {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{MODEL_NAME}")}
     models.update({p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/augmentation.json")})
-    assert len(models) == 10 + 2                                 # 10 models, one augmentation result per seed
+    assert len(models) == 12 + 2                                 # 12 models, one augmentation result per seed
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in models} == models

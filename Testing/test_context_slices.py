@@ -1,4 +1,5 @@
 """2.5D: a gated G that sees the neighbouring axial slices (`--context-slices`, gated.py)."""
+import copy
 import warnings
 
 import nibabel as nib
@@ -75,7 +76,10 @@ def test_known_truth_with_neighbours_keeps_the_2d_set_in_its_centre(cohort, tmp_
     flat = transplant_set(cases[:2], n=6, seed=0, min_lesion=10, donors=cases)
     wide = transplant_set(cases[:2], n=6, seed=0, min_lesion=10, donors=cases, context=1)
     assert wide.source == flat.source and np.array_equal(wide.image, flat.image)
-    X, MX = wide.G_input()
+    X, MX = wide.G_input(1)
+    assert np.array_equal(wide.G_input(0)[0][:, 0], flat.image) and np.array_equal(flat.G_input(0)[0][:, 0], flat.image)
+    with pytest.raises(ValueError, match="neighbouring slices"):
+        flat.G_input(1)
     assert X.shape[1] == 3 and np.array_equal(X[:, 1], flat.image) and np.array_equal(MX[:, 1], flat.lesion)
     by_id = {c.case_id: c for c in cases}
     for k, (host, hz, donor, dz) in enumerate(wide.source):
@@ -133,6 +137,15 @@ def test_a_2_5d_g_trains_evaluates_and_synthesises(cohort, tmp_path):
             assert np.abs(r2.pseudo_normal - r3.pseudo_normal).max() < 1e-4 * scale
         moved = synthesize(data, image.affine, wide)
     assert moved.pseudo_normal.shape == data.shape and np.isfinite(moved.pseudo_normal).all()
-    # the speed benchmark's naive path (slice by slice) gives the trained 2.5D G the same neighbours
-    diff = bench_synthesis(cohort / "Synth_000" / "Synth_000_t2.nii.gz", wide, batch_size=4)["difference"]
-    assert diff["pseudo_normal_max_abs"] < 0.03 and diff["pseudo_normal_mean_abs"] < 1e-3, diff
+    # the speed benchmark's naive path (slice by slice) gives a 2.5D G the same neighbours as
+    # synthesis: a G that leans on its neighbours as much as on the slice (wrong neighbours there
+    # differed by up to 2.9) agrees with the fast path as closely as the 2D G does (brain-box crop)
+    strong = copy.deepcopy(G)
+    with torch.no_grad():
+        w = strong.unet.down[0][0].weight
+        w[:, 0], w[:, 2] = w[:, 1], -w[:, 1]
+    path = cohort / "Synth_000" / "Synth_000_t2.nii.gz"
+    flat_diff, diff = (bench_synthesis(path, m, batch_size=4)["difference"]
+                       for m in (flat, SmileModel({**wide.nets, "G": strong}, wide.config)))
+    assert diff["pseudo_normal_max_abs"] <= flat_diff["pseudo_normal_max_abs"] + 1e-3, (diff, flat_diff)
+    assert diff["pseudo_normal_mean_abs"] < 1e-3, diff
