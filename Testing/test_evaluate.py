@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,17 @@ def test_lesion_slabs_keep_the_volume_shape_of_the_lesion(cohort, tmp_path):
         start = int(np.nonzero(recipient.z == rz)[0][0])
         assert list(recipient.z[start:start + 3]) == [rz, rz + 1, rz + 2]   # adjacent slices
         assert not recipient.abnormal[start:start + 3].any()                 # healthy truth
+
+
+def test_known_truth_on_training_cases_ranks_runs_without_the_test_cases(trained_run, cohort, tmp_path):
+    model = trained_run / MODEL_NAME
+    script = Path(__file__).resolve().parents[1] / "scripts" / "known_truth_on_training_cases.py"
+    r = subprocess.run([sys.executable, str(script), str(cohort), str(model), str(model), "--n", "6",
+                        "--cache-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    head, *rows = r.stdout.strip().splitlines()
+    assert head.startswith("6 lesions pasted into") and "mean fill (told the mask)" in head
+    figures = [float(row.split("no mask ")[1].split(" dB")[0]) for row in rows]
+    assert len(figures) == 2 and figures[0] == figures[1] and 0 < figures[0] < 60   # the same model, the same figure
+    hosts = int(head.split("pasted into ")[1].split()[0])
+    assert 1 <= hosts <= len(json.loads((trained_run / "split.json").read_text())["train"])
