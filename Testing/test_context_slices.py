@@ -137,6 +137,10 @@ def test_a_2_5d_g_trains_evaluates_and_synthesises(cohort, tmp_path):
             assert np.abs(r2.pseudo_normal - r3.pseudo_normal).max() < 1e-4 * scale
         moved = synthesize(data, image.affine, wide)
     assert moved.pseudo_normal.shape == data.shape and np.isfinite(moved.pseudo_normal).all()
+    thick = image.affine @ np.diag([1.0, 1.0, 5.0, 1.0])            # 5 mm slices: the user is told the neighbours are far
+    notes = [synthesize(data, thick, m, notify=lambda message: None).notes for m in (flat, wide)]
+    assert any("5.0 mm thick" in n for n in notes[0]) and not any("neighbouring slices" in n for n in notes[0])
+    assert any("neighbouring slices" in n for n in notes[1])
     # the speed benchmark's naive path (slice by slice) gives a 2.5D G the same neighbours as
     # synthesis: a G that leans on its neighbours as much as on the slice (wrong neighbours there
     # differed by up to 2.9) agrees with the fast path as closely as the 2D G does (brain-box crop)

@@ -299,7 +299,9 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     resampled = bool(np.any(np.abs(factor - 1) > SPACING_TOLERANCE))
     if vol.spacing[2] > THICK_SLICE_FACTOR * trained[2]:
         tell(f"{where}: slices are {vol.spacing[2]:.1f} mm thick, the model was trained on {trained[2]:.1f} mm; "
-             "thick slices blur small lesions and lesion edges, so the lesion mask may be less precise")
+             "thick slices blur small lesions and lesion edges, so the lesion mask may be less precise"
+             + ("; its G also looks at the neighbouring slices, which lie that much farther apart than in "
+                "training" if context_of(model.nets["G"]) else ""))
     if resampled:
         size = tuple(max(1, int(round(n * f))) for n, f in zip(vol.image.shape[:2], factor))
         tell(f"{where}: in-plane voxels {vol.spacing[0]:.2f} x {vol.spacing[1]:.2f} mm; slices are resampled "
