@@ -12,7 +12,8 @@ from smilecore.benchmark import QUICK, Benchmark, BenchmarkSettings, VARIANTS
 from smilecore.train import MODEL_NAME
 
 PAPER_VARIANTS = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50")
-DEFAULT_VARIANTS = (*PAPER_VARIANTS, "SMILE-sup+gated", "SMILE-sup+gated+2.5D")
+DEFAULT_VARIANTS = (*PAPER_VARIANTS, "SMILE-sup+gated", "SMILE-sup+gated+2.5D", "SMILE-sup+median",
+                    "SMILE-sup+gated+median")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_all_runs_share_one_split_and_budget(quick_benchmark):
         events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
         steps[run.name] = [e for e in events if e["event"] == "done"][-1]["global_step"]
     # GVS trains as many steps as SMILE; the gated G as many again, on top of SMILE-sup's
-    assert len(steps) == 12 and len(set(steps.values())) == 1, steps
+    assert len(steps) == 16 and len(set(steps.values())) == 1, steps
     assert not set(report["split"]["test"]) & set(report["split"]["train"])
 
 
@@ -80,7 +81,7 @@ def test_rerun_reuses_finished_runs(quick_benchmark):
     out, cmd, _ = quick_benchmark
     models = {p: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{MODEL_NAME}")}
     models.update({p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/augmentation.json")})
-    assert len(models) == 12 + 2                                 # 12 models, one augmentation result per seed
+    assert len(models) == 16 + 2                                 # 16 models, one augmentation result per seed
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in models} == models
@@ -105,6 +106,30 @@ def test_gated_variant_starts_from_smile_sup_and_keeps_its_S(quick_benchmark):
             == report["runs"]["SMILE-sup+gated+2.5D"]["0"]["known_truth"]["untouched"])
     # known truth: lesions of other cases pasted into the test cases
     assert all(host != donor for host, _, donor, _ in report["known_truth_source"])
+
+
+@pytest.mark.slow
+def test_median_variants_train_and_are_judged_on_the_median_scaling(quick_benchmark):
+    out, _, _ = quick_benchmark
+    from smilecore.modelfile import load_model
+    report = json.loads((out / "benchmark.json").read_text())
+    runs = report["runs"]
+    for seed in ("0", "1"):
+        paper = load_model(out / "runs" / f"SMILE-sup-seed{seed}" / MODEL_NAME)
+        median = load_model(out / "runs" / f"SMILE-sup+median-seed{seed}" / MODEL_NAME)
+        gated = load_model(out / "runs" / f"SMILE-sup+gated+median-seed{seed}" / MODEL_NAME)
+        assert paper.normalisation == "clip-percentile" and median.normalisation == gated.normalisation == "median"
+        for k, v in median.nets["S"].state_dict().items():   # the gated G starts from the median run's S
+            assert torch.equal(v, gated.nets["S"].state_dict()[k]), k
+        # the same lesions on another scale: the references differ, the untouched input is still the worst
+        kt_paper, kt_median = runs["SMILE-sup"][seed]["known_truth"], runs["SMILE-sup+median"][seed]["known_truth"]
+        assert kt_paper["mean_fill"]["psnr"] != kt_median["mean_fill"]["psnr"]
+        assert kt_median["untouched"]["psnr"] < kt_median["mean_fill"]["psnr"]
+    summary = report["summary"]
+    assert summary["known_truth_baselines"]["mean_fill"] == runs["SMILE-sup"]["0"]["known_truth"]["mean_fill"]
+    row = summary["variants"]["SMILE-sup+median"]["kt_mean_fill_psnr"]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(
+        np.mean([runs["SMILE-sup+median"][s]["known_truth"]["mean_fill"]["psnr"] for s in ("0", "1")]))
 
 
 def test_a_variant_needs_the_one_it_starts_from(cohort, tmp_path):

@@ -36,6 +36,13 @@ def test_spred_is_trained_once_and_cached(cohort, tmp_path):
     b = train_spred(cases, settings, tmp_path)
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         assert np.array_equal(v.numpy(), w.numpy()), k
+    # the same cases scaled by the brain's median are another Spred (it judges models of that scaling)
+    median = [cache_case(c, tmp_path, normalisation="median") for c in find_cases(cohort) if c.labeled]
+    assert {c.normalisation for c in median} == {"median"} and {c.normalisation for c in cases} == {"clip-percentile"}
+    train_spred(median, settings, tmp_path)
+    assert len(list(tmp_path.glob("spred-*.pt"))) == 2
+    with pytest.raises(ValueError, match="scaled differently"):
+        train_spred(cases + median, settings, tmp_path)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_config
 from smilecore.events import read_events
 from smilecore.modelfile import load_model
-from smilecore.train import CHECKPOINT_NAME, MODEL_NAME, Trainer
+from smilecore.train import CHECKPOINT_NAME, MODEL_NAME, Trainer, lr_at
 
 STEP_KEYS = {"phase", "phase_name", "epoch", "epochs", "step", "steps_per_epoch", "global_step",
              "total_steps", "losses", "eps", "pseudo_label_share", "slices_per_s", "eta_s"}
@@ -107,3 +107,17 @@ def test_resume_without_a_checkpoint_says_so(cohort, tmp_path):
     r = subprocess.run([sys.executable, "-m", "smilecore.cli", "train", str(cohort), "--out",
                         str(tmp_path / "none"), "--resume"], capture_output=True, text=True)
     assert r.returncode == 1 and "no checkpoint at" in r.stderr
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(cohort, tmp_path):
+    assert lr_at(1e-3, "cosine", 0, 100) == 1e-3 and lr_at(1e-3, "constant", 99, 100) == 1e-3
+    assert lr_at(1e-3, "cosine", 50, 100) == pytest.approx(5e-4) and lr_at(1e-3, "cosine", 100, 100) == 0
+    Trainer(tiny_config(cohort, tmp_path, variant="gvs", labeled_fraction=1.0, epochs=1, steps_per_epoch=6,
+                        lr_schedule="cosine")).run()
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    # the last update (step 5 of 6) ran at the schedule's rate, far below the start's
+    for opt in state["opts"].values():
+        assert opt["param_groups"][0]["lr"] == pytest.approx(lr_at(1e-3, "cosine", 5, 6)) < 1e-4
+    assert load_model(tmp_path / MODEL_NAME).config["training"]["lr_schedule"] == "cosine"
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        tiny_config(cohort, tmp_path, lr_schedule="step").check()

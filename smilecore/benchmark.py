@@ -7,7 +7,10 @@ another. SMILE-sup+gated (the shipped default's design) starts from SMILE-sup's 
 seed (STARTS_FROM) and trains its gated G as many steps again in phase 1, S and R kept;
 SMILE-sup+gated+2.5D does the same with a G that also sees the slices above and below (its
 known-truth lesions are pasted as volumes; the centre slices, and so the figures of the 2D
-variants, are the same). The split is one case-level split (`split_seed`), the same for every variant and seed;
+variants, are the same). SMILE-sup+median and SMILE-sup+gated+median are SMILE-sup and
+SMILE-sup+gated with every case scaled by its brain's median (`--normalisation median`) instead of
+the paper's 99.5th percentile; they are evaluated on the same cases, lesions and slices scaled that
+way, against a Spred trained on that scaling. The split is one case-level split (`split_seed`), the same for every variant and seed;
 seeds change the initialisation, the data order and which cases lose their labels.
 
 Metrics (see evaluate.py and metrics.py for every choice): identity and healthiness on the
@@ -73,8 +76,13 @@ VARIANTS = {
                              "gate_floor": 0.8, "transplant_weight": 1.0, "transplant_lesion_weight": 1.0,
                              "context_slices": 1},
 }
+# the normalisation that a tumour hardly moves (--normalisation median) against the paper's V99.5
+# scaling: SMILE-sup and its gated G again, every case scaled by its brain's median
+VARIANTS.update({f"{name}+median": {**VARIANTS[name], "normalisation": "median"}
+                 for name in ("SMILE-sup", "SMILE-sup+gated")})
 # variant -> the variant whose model (same seed) it starts from (TrainConfig.init_from)
-STARTS_FROM = {"SMILE-sup+gated": "SMILE-sup", "SMILE-sup+gated+2.5D": "SMILE-sup"}
+STARTS_FROM = {"SMILE-sup+gated": "SMILE-sup", "SMILE-sup+gated+2.5D": "SMILE-sup",
+               "SMILE-sup+gated+median": "SMILE-sup+median"}
 PAPER_TABLE2 = {"GVS": (0.997, 0.792), "SMILE-50": (0.978, 0.653), "SMILE-75": (0.987, 0.810),
                 "SMILE-sup": (1.000, 0.822)}
 PAPER_TABLE3 = {"real": 0.72, "real+pseudo-normal": 0.76, "real+pseudo-abnormal": 0.77, "real+both": 0.82}
@@ -85,7 +93,8 @@ AUG_CONDITIONS = tuple(PAPER_TABLE3)
 class BenchmarkSettings:
     data_dir: str
     out_dir: str
-    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50", "SMILE-sup+gated", "SMILE-sup+gated+2.5D")
+    variants: tuple = ("GVS", "SMILE-sup", "SMILE-75", "SMILE-50", "SMILE-sup+gated", "SMILE-sup+gated+2.5D",
+                       "SMILE-sup+median", "SMILE-sup+gated+median")
     seeds: tuple = (0, 1)
     split_seed: int = 0
     split: tuple = (0.7, 0.1, 0.2)
@@ -144,6 +153,21 @@ def hardware() -> dict:
     return out
 
 
+def normalisation_of(variant: str) -> str:
+    return VARIANTS[variant].get("normalisation", "clip-percentile")
+
+
+@dataclass
+class ScaledCases:
+    """The split's cases as one normalisation scales them, with the Spred and the known-truth set
+    on that scale (the same lesions and slices for every normalisation: a slice's brain, and so
+    where a lesion is kept, does not depend on the scaling)."""
+    test: list
+    train: list
+    transplants: object
+    spred: object = None
+
+
 class Benchmark:
     def __init__(self, settings: BenchmarkSettings, log=print):
         self.s = settings.check()
@@ -164,14 +188,17 @@ class Benchmark:
         self.split = split_cases(cases, s.split_seed, s.split, 1.0, s.val_cases, s.test_cases)
         if not self.split.test:
             raise ValueError(f"data folder {s.data_dir}: the split leaves no test case")
-        self.test = [cache_case(c, self.cache, s.modality) for c in self.split.test]
-        self.train = [cache_case(c, self.cache, s.modality) for c in self.split.train if c.labeled]
-        # lesions of other cases (test and training) pasted into the test cases' normal slices
-        # (as lesion volumes: a 2.5D G sees them in the neighbouring slices too; a 2D G, the same centre slices)
-        self.transplants = transplant_set(self.test, s.transplants, s.split_seed, min_lesion=min(50, s.min_figure_lesion),
-                                          donors=self.test + self.train, pairing="other",
-                                          context=max(VARIANTS[v].get("context_slices", 0) for v in s.variants)
-                                          ) if s.transplants else None
+        self.data = {}
+        for norm in dict.fromkeys(normalisation_of(v) for v in s.variants):
+            test = [cache_case(c, self.cache, s.modality, normalisation=norm) for c in self.split.test]
+            train = [cache_case(c, self.cache, s.modality, normalisation=norm) for c in self.split.train if c.labeled]
+            # lesions of other cases (test and training) pasted into the test cases' normal slices (as lesion
+            # volumes: a 2.5D G sees them in the neighbouring slices too; a 2D G, the same centre slices)
+            transplants = transplant_set(test, s.transplants, s.split_seed, min_lesion=min(50, s.min_figure_lesion),
+                                         donors=test + train, pairing="other",
+                                         context=max(VARIANTS[v].get("context_slices", 0) for v in s.variants)
+                                         ) if s.transplants else None
+            self.data[norm] = ScaledCases(test, train, transplants)
 
     def train_config(self, variant: str, seed: int) -> TrainConfig:
         s = self.s
@@ -226,8 +253,9 @@ class Benchmark:
         """Pseudo-normal and pseudo-abnormal training slices as in-memory 'cases'."""
         G, R = model.nets["G"].eval(), model.nets["R"].eval()
         rng = np.random.default_rng([seed, 3])
-        abnormal = [(c, i) for c in self.train for i in np.nonzero(c.abnormal)[0]]
-        normal = [(c, i) for c in self.train for i in np.nonzero(~c.abnormal)[0]]
+        train = self.data[model.normalisation].train
+        abnormal = [(c, i) for c in train for i in np.nonzero(c.abnormal)[0]]
+        normal = [(c, i) for c in train for i in np.nonzero(~c.abnormal)[0]]
         if not abnormal or not normal:
             raise ValueError("the augmentation experiment needs training slices with and without lesions")
         ab_images = np.stack([np.asarray(c.image[i], np.float32) for c, i in abnormal])
@@ -239,7 +267,7 @@ class Benchmark:
                 break
             c_n, i_n = normal[rng.integers(len(normal))]
             c_d, i_d = abnormal[rng.integers(len(abnormal))]
-            if c_d.case_id == c_n.case_id and len(self.train) > 1:
+            if c_d.case_id == c_n.case_id and len(train) > 1:
                 continue
             healthy = np.asarray(c_n.image[i_n], np.float32)
             mask = (np.asarray(c_d.mask[i_d]) > 0) & (healthy > 0)
@@ -259,9 +287,10 @@ class Benchmark:
         """Dice on the test cases per training set; kept beside the model (keyed by the
         model file's time stamp and the segmentor settings), so a rerun reuses it."""
         s = self.s
+        data = self.data[normalisation_of(s.augment_from)]
         saved = model_path.parent / "augmentation.json"
         key = json.dumps({"model_mtime_ns": model_path.stat().st_mtime_ns, "seed": seed,
-                          "test": [c.case_id for c in self.test], **dataclasses.asdict(s.spred)}, sort_keys=True)
+                          "test": [c.case_id for c in data.test], **dataclasses.asdict(s.spred)}, sort_keys=True)
         if saved.is_file():
             cached = json.loads(saved.read_text())
             if cached.get("key") == key:
@@ -273,9 +302,9 @@ class Benchmark:
         out = {}
         for name, added in sets.items():
             bar = self._bar(f"segmentor on {name}")
-            net = (train_spred(self.train, settings, self.cache, bar) if not added
-                   else train_segmentor(self.train + [extra[a] for a in added], settings, bar))
-            out[name] = segmentation_dice(net, self.test)[0]
+            net = (train_spred(data.train, settings, self.cache, bar) if not added
+                   else train_segmentor(data.train + [extra[a] for a in added], settings, bar))
+            out[name] = segmentation_dice(net, data.test)[0]
         write_text_atomic(saved, json.dumps({"key": key, "dice": out}))
         return out
 
@@ -284,8 +313,9 @@ class Benchmark:
         s = self.s
         model = load_model(model_path)
         G, R = model.nets["G"].eval(), model.nets["R"].eval()
+        data = self.data[model.normalisation]
         rng = np.random.default_rng(s.split_seed)
-        cands = [(c, i) for c in self.test for i in np.nonzero(c.abnormal)[0]
+        cands = [(c, i) for c in data.test for i in np.nonzero(c.abnormal)[0]
                  if (np.asarray(c.mask[i]) > 0).sum() >= s.min_figure_lesion]
         written = {}
         if cands:
@@ -299,8 +329,8 @@ class Benchmark:
             labels = [f"{c.case_id} z{int(c.z[i])}" for c, i in rows]
             written["fig3"] = str(grid_figure(self.out / f"fig3-{variant}.png", [images, pn, pab],
                                         ["abnormal", "pseudo-normal", "pseudo-abnormal (next row's lesion)"], labels))
-        if self.transplants is not None:
-            written["known_truth"] = str(known_truth_figure(G, self.transplants, self.out / f"known-truth-{variant}.png",
+        if data.transplants is not None:
+            written["known_truth"] = str(known_truth_figure(G, data.transplants, self.out / f"known-truth-{variant}.png",
                                                             s.figure_rows))
         return written
 
@@ -311,7 +341,8 @@ class Benchmark:
         self.out.mkdir(parents=True, exist_ok=True)
         self.prepare()
         t0 = time.time()
-        spred = train_spred(self.train, s.spred, self.cache, progress=self._bar("Spred"))
+        for norm, data in self.data.items():  # one Spred per scaling, each judging the models of its scaling
+            data.spred = train_spred(data.train, s.spred, self.cache, progress=self._bar(f"Spred ({norm})"))
         self.timings["spred_s"] = round(time.time() - t0, 1)
         results = {v: {} for v in s.variants}
         figures, augmentation = {}, {}
@@ -319,7 +350,8 @@ class Benchmark:
         for k, (variant, seed) in enumerate(todo):
             self.log(f"benchmark [{k + 1}/{len(todo)}] {variant}, seed {seed}")
             model_path, seconds = self.train_variant(variant, seed)
-            report = evaluate(load_model(model_path), self.test, spred, self.transplants)
+            data = self.data[normalisation_of(variant)]
+            report = evaluate(load_model(model_path), data.test, data.spred, data.transplants)
             report["train_seconds"] = round(seconds, 1)
             results[variant][seed] = report
             if seed == s.seeds[0]:
@@ -336,7 +368,7 @@ class Benchmark:
                   "timings": self.timings, "runs": {v: {str(k): r for k, r in rs.items()} for v, rs in results.items()},
                   "summary": summarise(results, augmentation), "augmentation": {str(k): v for k, v in augmentation.items()},
                   "figures": figures,
-                  "known_truth_source": self.transplants.source if self.transplants is not None else []}
+                  "known_truth_source": next(iter(self.data.values())).transplants.source if s.transplants else []}
         write_text_atomic(self.out / "benchmark.json", json.dumps(report, indent=1))
         write_text_atomic(self.out / "benchmark.md", markdown(report))
         return report
@@ -399,8 +431,11 @@ def summarise(results: dict, augmentation: dict) -> dict:
             for m in ("psnr", "ssim", "mae"):
                 row[f"kt_{name}_{m}"] = _mean_sd([r["known_truth"][name][m] for r in reps
                                                   if name in r.get("known_truth", {})])
+        # PSNR depends on the scaling: each row keeps the mean fill on its own
+        row["kt_mean_fill_psnr"] = _mean_sd([r["known_truth"]["mean_fill"]["psnr"] for r in reps if "known_truth" in r])
         out["variants"][variant] = row
-        if reps and "known_truth" in reps[0]:
+        if reps and "known_truth" in reps[0] and not out["known_truth_baselines"] and \
+                normalisation_of(variant) == "clip-percentile":   # the references on the paper's scaling
             out["known_truth_baselines"] = {b: reps[0]["known_truth"][b] for b in KNOWN_TRUTH_BASELINES
                                             if b in reps[0]["known_truth"]}
     for cond in AUG_CONDITIONS:
@@ -433,6 +468,8 @@ def markdown(report: dict) -> str:
              f"GPU: {hw['gpu'] or 'none'}; torch {hw['torch']}. Wall time: {report['timings']['total_s']:.0f} s "
              "(finished runs reused from an earlier invocation count with their own training time below).", "",
              "## Table 2 analogue: identity, healthiness, Dice of S, error inside lesions with known truth", "",
+             "Errors are on each model's own intensity scaling; the baselines below are on the paper's (the +median "
+             "rows' mean fill is in the ablation table).", "",
              "| method | iD | h | Dice S | known-truth PSNR (dB) | SSIM | MAE | train s | paper iD / h |",
              "|---|---|---|---|---|---|---|---|---|"]
     for v, row in summ["variants"].items():
@@ -474,15 +511,19 @@ def markdown(report: dict) -> str:
     for b, ref in summ["known_truth_baselines"].items():
         lines.append(f"| {names[b]} | {ref['psnr']:.2f} / {ref['ssim']:.3f} | | | | |")
     lines += ["", "## Ablation: what G changes, where it should and where it should not", "",
-              "Paper's G (the SMILE rows) against the gated G started from SMILE-sup's S, 2D and 2.5D (issue 14): error inside "
+              "Paper's G (the SMILE rows) against the gated G started from SMILE-sup's S, 2D and 2.5D, and both with every "
+              "case scaled by its brain's median instead of the paper's 99.5th percentile (the +median rows; their "
+              "PSNR is on that scale, next to the mean fill on the same scale) (issue 14): error inside "
               "the transplanted lesions without a mask; share of brain more than 4 px from the expert lesion that "
               "G changes by more than 0.01; each test case with its tumour replaced by mirrored healthy tissue "
               "(evaluate.healthy_brain): the worst case's share called lesion by S and the share G changes; "
               "through-plane change inside transplanted 8-slice lesion volumes over the truth's.", "",
-              "| method | PSNR no mask | SSIM | changed > 4 px from lesion | healthy brain: called lesion (worst) | "
-              "healthy brain: changed | iD | Dice S | through-plane / truth |", "|---|---|---|---|---|---|---|---|---|"]
+              "| method | PSNR no mask | mean fill | SSIM | changed > 4 px from lesion | healthy brain: called lesion "
+              "(worst) | healthy brain: changed | iD | Dice S | through-plane / truth |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for v, row in summ["variants"].items():
-        lines.append(f"| {v} | {_fmt(row['kt_model_psnr'], 2)} | {_fmt(row['kt_model_ssim'])} | "
+        lines.append(f"| {v} | {_fmt(row['kt_model_psnr'], 2)} | {_fmt(row['kt_mean_fill_psnr'], 2)} | "
+                     f"{_fmt(row['kt_model_ssim'])} | "
                      f"{_pct(row['outside_changed'])} | {_pct(row['healthy_lesion_share_worst'])} | "
                      f"{_pct(row['healthy_changed_share'])} | {_fmt(row['identity'])} | {_fmt(row['dice_S'])} | "
                      f"{_fmt(row['kt_dz_ratio'], 2)} |")

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimisation steps per epoch (default: one pass over the training slices)")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="slices per optimisation step")
     t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    t.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+                   help="learning rate over the run: constant, or a cosine decay to 0 at its last step")
     t.add_argument("--base", type=int, default=d.base, help="U-Net width of the first level (G, S, R)")
     t.add_argument("--depth", type=int, default=d.depth, help="number of U-Net down-samplings")
     t.add_argument("--norm", default=d.norm, choices=["batch", "none"],
@@ -192,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny networks and budgets: the whole pipeline in minutes (for tests and trials)")
     b.add_argument("--variants", type=_ids, default=None,
                    help="comma-separated, from GVS, SMILE-sup, SMILE-75, SMILE-50, SMILE-sup+paired, "
-                        "SMILE-sup+gated (the gated G started from SMILE-sup's S; needs SMILE-sup) "
-                        "(default: the paper's four and SMILE-sup+gated)")
+                        "SMILE-sup+gated (the gated G started from SMILE-sup's S; needs SMILE-sup), "
+                        "SMILE-sup+gated+2.5D (the same, seeing the slices above and below), SMILE-sup+median and "
+                        "SMILE-sup+gated+median (both scaled by the brain's median) (default: all but "
+                        "SMILE-sup+paired)")
     b.add_argument("--seeds", type=_ints, default=None, help="comma-separated seeds (default 0,1)")
     b.add_argument("--split-seed", type=int, default=0, help="seed of the one case split all runs share")
     b.add_argument("--split", type=_fractions, default="0.7,0.1,0.2", help="train,val,test proportions")
@@ -285,7 +289,7 @@ def cmd_train(args) -> int:
                           variant=args.variant, labeled_fraction=args.labeled_fraction, seed=args.seed,
                           split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                          batch_size=args.batch_size, lr=args.lr, base=args.base, depth=args.depth, norm=args.norm,
+                          batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, base=args.base, depth=args.depth, norm=args.norm,
                           upsample=args.upsample, generator=args.generator,
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,

@@ -45,6 +45,7 @@ class CachedCase:
     lesion_box: np.ndarray       # (N, 4), all -1 where the slice has no lesion
     scale: float                 # V99.5 of the volume
     spacing: tuple = (1.0, 1.0, 1.0)  # voxel size (mm) along the canonical axes
+    normalisation: str = "clip-percentile"  # volume.NORMALISATIONS: how the slices were scaled
 
     @property
     def labeled(self) -> bool:
@@ -127,7 +128,7 @@ def _open_entry(case_id: str, entry: Path, meta: dict) -> CachedCase:
         raise ValueError(f"cache entry {entry} is inconsistent")
     return CachedCase(case_id, image, mask, z, np.asarray(meta["brain_box"], np.int32).reshape(-1, 4),
                       np.asarray(meta["lesion_box"], np.int32).reshape(-1, 4), float(meta["scale"]),
-                      tuple(meta["spacing"]))
+                      tuple(meta["spacing"]), meta["settings"].get("normalisation", "clip-percentile"))
 
 
 class SliceSet(torch.utils.data.Dataset):

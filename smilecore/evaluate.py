@@ -108,8 +108,13 @@ def train_spred(train_cases: list[CachedCase], settings: SpredSettings, cache_di
     labeled = [c for c in train_cases if c.labeled]
     if not labeled:
         raise ValueError("Spred needs labelled training cases")
-    key = hashlib.sha1(json.dumps({"cases": sorted(c.case_id for c in labeled), **settings.__dict__},
-                                  sort_keys=True).encode()).hexdigest()[:16]
+    what = {"cases": sorted(c.case_id for c in labeled), **settings.__dict__}
+    scalings = sorted({c.normalisation for c in labeled})
+    if len(scalings) > 1:
+        raise ValueError(f"Spred's training cases are scaled differently ({', '.join(scalings)})")
+    if scalings != ["clip-percentile"]:  # a Spred of another scaling is another Spred (the paper's keeps its key)
+        what["normalisation"] = scalings[0]
+    key = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"spred-{key}.pt"
     if path.is_file():
         net = Segmentor(settings.base, settings.depth, settings.norm)

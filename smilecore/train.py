@@ -84,6 +84,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # None: one pass over the training slices
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: str = "constant"       # "cosine": lr decays to 0 over the run (lr_at)
     base: int = 32                      # U-Net width (same for G, S, R)
     depth: int = 4
     norm: str = "batch"                 # U-Net normalisation: "batch" or "none" (see unet.py)
@@ -170,7 +171,22 @@ class TrainConfig:
             raise ValueError(f"crop {self.crop} is smaller than the network's multiple {2 ** self.depth}")
         if not self.lr > 0:
             raise ValueError("learning rate must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         return self
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(lr: float, schedule: str, step: int, total: int) -> float:
+    """The learning rate of global step `step` (0-based) of `total`: constant, or a cosine from
+    `lr` to 0 over the run. Why the decay: the weights of a constant-rate run end as one draw of
+    Adam's walk around the optimum; two seeds of the default's last stage ended 0.8 dB apart in
+    known-truth PSNR. A function of the step alone, so `resume` continues it exactly."""
+    if schedule == "cosine":
+        return 0.5 * lr * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return lr
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -352,8 +368,11 @@ class Trainer:
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
         loss.backward()
+        lr = lr_at(self.cfg.lr, self.cfg.lr_schedule, self.position["global_step"], self.total_steps())
         for n in names:
             D.average_gradients(self.nets[n])
+            for group in self.opts[n].param_groups:
+                group["lr"] = lr
             self.opts[n].step()
 
     def _out_of_memory(self, phase: int, batch: dict) -> torch.cuda.OutOfMemoryError:
@@ -670,7 +689,7 @@ class Trainer:
                     "gate_weight": cfg.gate_weight, "gate_dice_weight": cfg.gate_dice_weight,
                     "context_slices": cfg.context_slices,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
-                    "lr": cfg.lr, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
+                    "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
                     "data_dir": str(cfg.data_dir)}
         config = model_config(self.sizes, cfg.modality, training, spacing_mm=self.spacing,
