@@ -27,5 +27,5 @@ smile train "$data" --out "$run/gated" "${split[@]}" --cache-dir "$run/cache" \
 smile train "$data" --out "$run/gated-1" "${split[@]}" --cache-dir "$run/cache" \
   --init-from "$run/gated/smile-model.pt" --generator gated --freeze S --variant gvs \
   --epochs 1 --steps-per-epoch 1000 --crop 128 --batch-size 8 --lr 3e-4 \
-  --transplant-weight 3 --transplant-lesion-weight 1 --save-half --seed 1
+  --lr-schedule cosine --transplant-weight 3 --transplant-lesion-weight 1 --save-half --seed 1
 cp "$run/gated-1/smile-model.pt" smilecore/resources/smile-default-t2.pt
