@@ -144,7 +144,7 @@ def test_augmentation_sets_are_labelled_as_described(cohort, trained_run, tmp_pa
     from smilecore.modelfile import load_model
     sets = bench.augmentation_sets(load_model(trained_run / MODEL_NAME), seed=0)
     pn, pab = sets["pseudo-normal"], sets["pseudo-abnormal"]
-    n_abnormal = sum(int(c.abnormal.sum()) for c in bench.train)
+    n_abnormal = sum(int(c.abnormal.sum()) for c in bench.data["clip-percentile"].train)
     assert len(pn.image) == len(pab.image) == n_abnormal
     assert not np.asarray(pn.mask).any()                                  # pseudo-normal: empty label
     assert all(np.asarray(pab.mask[i]).any() for i in range(len(pab.image)))  # every painted slice has its lesion

@@ -368,11 +368,13 @@ class Trainer:
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
         loss.backward()
-        lr = lr_at(self.cfg.lr, self.cfg.lr_schedule, self.position["global_step"], self.total_steps())
+        if self.cfg.lr_schedule != "constant":  # (a constant rate is the optimisers' own)
+            lr = lr_at(self.cfg.lr, self.cfg.lr_schedule, self.position["global_step"], self.total_steps())
+            for n in names:
+                for group in self.opts[n].param_groups:
+                    group["lr"] = lr
         for n in names:
             D.average_gradients(self.nets[n])
-            for group in self.opts[n].param_groups:
-                group["lr"] = lr
             self.opts[n].step()
 
     def _out_of_memory(self, phase: int, batch: dict) -> torch.cuda.OutOfMemoryError:
