@@ -50,7 +50,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import TrainConfig
+    from .train import LR_SCHEDULES, TrainConfig
     from .volume import NORMALISATIONS
     d = TrainConfig(data_dir="", out_dir="")
     p = argparse.ArgumentParser(prog="smile", description="SMILE: pseudo-normal synthesis, lesion "
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimisation steps per epoch (default: one pass over the training slices)")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="slices per optimisation step")
     t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    t.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+    t.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES,
                    help="learning rate over the run: constant, or a cosine decay to 0 at its last step")
     t.add_argument("--base", type=int, default=d.base, help="U-Net width of the first level (G, S, R)")
     t.add_argument("--depth", type=int, default=d.depth, help="number of U-Net down-samplings")
@@ -289,7 +289,8 @@ def cmd_train(args) -> int:
                           variant=args.variant, labeled_fraction=args.labeled_fraction, seed=args.seed,
                           split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                          batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, base=args.base, depth=args.depth, norm=args.norm,
+                          batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+                          base=args.base, depth=args.depth, norm=args.norm,
                           upsample=args.upsample, generator=args.generator,
                           crop=args.crop, eps0=args.eps0, min_brain_fraction=args.min_brain_fraction,
                           cache_dir=args.cache_dir, device=args.device, amp=not args.no_amp,
