@@ -2,8 +2,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from smilecore.files import save_like
 from smilecore.volume import (CanonicalVolume, VolumeError, load_label, load_nifti, reorient,
-                              restore_orientation, save_like, to_canonical)
+                              restore_orientation, to_canonical)
 
 AFFINES = {
     "LPS": np.diag([-1.0, -1, 1, 1]),
@@ -95,7 +96,7 @@ def test_text_written_atomically_survives_a_full_disk(tmp_path, monkeypatch):
     import errno
     from pathlib import Path
 
-    from smilecore.volume import write_text_atomic
+    from smilecore.files import write_text_atomic
     target = tmp_path / "report.json"
     write_text_atomic(target, "old")
     real_write = Path.write_text

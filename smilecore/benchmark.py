@@ -54,10 +54,10 @@ from .cases import find_cases, split_cases
 from .dataset import CachedCase, _boxes, cache_case
 from .evaluate import (SpredSettings, evaluate, known_truth_figure, run_net, segmentation_dice, train_segmentor,
                        slices_for_G, train_spred, transplant_set)
+from .files import write_text_atomic
 from .modelfile import load_model
 from .overview import grid_figure
 from .train import MODEL_NAME, Trainer, TrainConfig
-from .volume import write_text_atomic
 
 # name -> TrainConfig fields that make the variant (everything else is shared)
 VARIANTS = {

@@ -368,7 +368,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import SpredSettings, default_cache_dir, evaluate, train_spred, transplant_set
     from .gated import context_of
     from .modelfile import load_model
-    from .volume import write_text_atomic
+    from .files import write_text_atomic
     model = load_model(args.model)
     split = model.config.get("training", {}).get("split", {})
     test_ids = args.test_cases or tuple(split.get("test", ()))

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from .cases import Case
+from .files import pid_alive
 from .gated import neighbour_index
-from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti, pid_alive
+from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti
 
 CACHE_FORMAT = 2  # 2: brain above the background noise (volume.find_brain), voxel size recorded
 DEFAULT_MIN_BRAIN_FRACTION = 0.01

@@ -23,7 +23,8 @@ import torch
 
 from . import __version__
 from .unet import build_networks
-from .volume import MEDIAN_LEVEL, temporary_beside, write_failed
+from .files import temporary_beside, write_failed
+from .volume import MEDIAN_LEVEL
 
 FORMAT = "smile-model"
 FORMAT_VERSION = 1
@@ -79,7 +80,7 @@ def model_config(sizes: dict, modality: str, training: dict | None = None,
 def atomic_torch_save(obj, path: str | Path) -> Path:
     """torch.save to a temporary name in the same folder, then rename: a kill or a full disk
     never leaves a damaged file under the real name, and no temporary file is left (see
-    volume.temporary_beside)."""
+    files.temporary_beside)."""
     path = Path(path)
     with temporary_beside(path) as tmp:
         try:

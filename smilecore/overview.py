@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .volume import reorient, temporary_beside, to_canonical
+from .files import temporary_beside
+from .volume import reorient, to_canonical
 
 
 def _display(slice_lp: np.ndarray) -> np.ndarray:

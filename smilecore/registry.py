@@ -36,6 +36,6 @@ def register_model(model_path: str | Path, name: str | None = None) -> dict:
     entries = [e for e in registered_models() if e["path"] != entry["path"]] + [entry]
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .volume import write_text_atomic
+    from .files import write_text_atomic
     write_text_atomic(path, json.dumps(entries, indent=1), "model list")
     return entry

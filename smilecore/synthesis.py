@@ -66,11 +66,11 @@ import torch
 from scipy import ndimage
 
 from .cases import canonical_modality, modality_from_name
+from .files import folder_lock, remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like
 from .gated import context_of, neighbour_index
 from .lesionfill import FILL_GROW, FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
-from .volume import (OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, folder_lock, load_mask, load_nifti,
-                     remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like)
+from .volume import OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, load_mask, load_nifti
 
 OUTPUT_NAMES = ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference")
 
@@ -473,7 +473,7 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     is used (see `check_modality`). `mask_path`, `brain_mask`: a lesion mask and a brain mask on the
     image's grid (volume.load_mask). Outputs appear together: each is written to a temporary
     name first, and all are renamed into place once every one has been written. The output
-    folder is locked for the run (volume.folder_lock: a second run into it is refused), stale
+    folder is locked for the run (files.folder_lock: a second run into it is refused), stale
     temporary files of killed runs are removed, and `notify` says when earlier outputs are replaced."""
     from .overview import overview_image
 
