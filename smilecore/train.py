@@ -7,34 +7,13 @@ Variants: SMILE-sup (labelled fraction 1), SMILE-F (a labelled fraction F < 1: t
 a seeded (1-F) share of training cases are removed and the confidence enhancer labels those
 slices), GVS (phase 1 alone, all labels).
 
-Within a step the segmentor is updated first (it also yields the pseudo-labels of the
-unlabelled slices, which then serve as M for G and R), then G and/or R against the just-
-updated, frozen S. G's input to R is detached, so R's reconstruction never pulls G towards
-keeping the lesion.
-
-Confidence enhancer: for unlabelled slices, PL = [p > eps] with p = S's lesion probability,
-L_semi = L_ce(S(U), PL), and U is then used like a labelled slice with M := PL. eps starts at
-0.9; after every epoch it becomes the average confidence seen, which we define as the mean
-lesion probability over the brain pixels of unlabelled slices that S called lesion (p > 0.5), kept
-within [0.5, 0.99] (an epoch with no such pixel leaves eps unchanged).
-
-Beyond the paper (off by default, `transplant_weight` > 0): a paired lesion-removal term for
-G. Real lesions of the batch's abnormal labelled slices are pasted into its normal slices,
-whose healthy image is then known, and G is asked to return it:
-L_transplant = L_mse(G(I_n with lesion), I_n). DESIGN.md explains why the paper's terms alone
-let G darken a tumour instead of removing it. The lesion is a few percent of a slice, so the
-whole-slice error mostly asks G to leave healthy tissue alone; `transplant_lesion_weight` adds
-the error inside the pasted lesion alone, w * mean over those pixels of (G - I_n)^2, which is
-what the known-truth PSNR measures. With the gated generator (`generator="gated"`, gated.py) the
-same pairs also supervise its gate A with the pasted mask, the batch's masks M supervise it on
-the real slices (losses.L_gate), and S's adversarial term reaches the gate only, not C.
+Each phase is one function of phases.py, written beside the equations it implements
+(phase1_generator_vs_segmentor ... phase4_joint_finetune; the segmentor step and the
+confidence enhancer are functions there too); this module holds the configuration and
+the orchestration around them: data, optimisers, checkpoints, events, the loop.
 
 Fine-tuning: `init_from` starts the networks from a model file (a gated G from the file's S) and
 `freeze` keeps S and/or R as the file has them (the default model's third stage).
-
-2.5D (`context_slices` k, gated G only): batches hold each slice with its k neighbours on each side
-(dataset.SliceSet); G gets them all, S, R and the losses the slice itself; the transplant term
-pastes the donor's lesion volume into the host's neighbours too.
 
 Randomness (data order, crops) is a pure function of (seed, phase, epoch), and checkpoints
 store the position inside the epoch, so `resume` on CPU continues exactly as an
@@ -42,29 +21,29 @@ uninterrupted run would.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import distributed as D
-from . import losses as L
+from . import checkpoints, runchecks
+from . import phases as P
+from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_NAME  # noqa: F401  (importable from here)
 from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
 from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
 from .events import PHASE_NAMES, EventLog
-from .modelfile import atomic_torch_save, model_config, save_model
+from .modelfile import model_config, save_model
+from .phases import frozen  # noqa: F401  (importable from here, as before)
 from .gated import GATE_FLOOR, GatedGenerator, context_of
 from .unet import GENERATORS, build_networks
 from .volume import NORMALISATIONS
 
-CHECKPOINT_FORMAT = "smile-checkpoint"
-CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "smile-model.pt"
 VARIANTS = ("smile", "gvs")
 
@@ -197,20 +176,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-@contextlib.contextmanager
-def frozen(*nets):
-    """Parameters of `nets` need no gradient inside the block (they act as fixed functions)."""
-    saved = [[p.requires_grad for p in n.parameters()] for n in nets]
-    for n in nets:
-        n.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for n, flags in zip(nets, saved):
-            for p, f in zip(n.parameters(), flags):
-                p.requires_grad_(f)
-
-
 def collate(items: list[dict]) -> dict:
     """Stack slices (with their neighbours, SliceSet's context), zero-padding to the largest in
     the batch (cases may differ in size)."""
@@ -267,7 +232,7 @@ class Trainer:
                      if n not in cfg.freeze}
         self.eps = cfg.eps0
         self.position = {"phase_index": 0, "epoch": 0, "step": 0, "global_step": 0}
-        self.acc = self._new_accumulator()
+        self.acc = P.new_confidence_record()
         self.loss_sums: dict[str, float] = {}   # per loss term, over the current epoch
         self.history: list[dict] = []
 
@@ -350,21 +315,7 @@ class Trainer:
     def _update(self, names: str, terms: dict[str, torch.Tensor]):
         loss = sum(terms.values())
         if not D.all_true(bool(torch.isfinite(loss)), self.device):
-            bad = [f"{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)] or \
-                ["(in another training process)"]
-            ckpt = self.out / CHECKPOINT_NAME
-            try:  # the step of the checkpoint on disk (weights_only, memory-mapped: cheap)
-                kept = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["position"]
-                kept = f"the last good checkpoint, {ckpt} (global step {kept['global_step']}), is kept"
-            except Exception:
-                kept = (f"the last checkpoint, {ckpt}, is kept" if ckpt.is_file()
-                        else f"no checkpoint had been written yet in {self.out}")
-            raise FloatingPointError(
-                f"loss term(s) {', '.join(bad)} in the update of {'/'.join(names)} at phase {self._phase} "
-                f"({PHASE_NAMES[self._phase]}), epoch {self.position['epoch'] + 1}, step "
-                f"{self.position['step'] + 1} (global step {self.position['global_step'] + 1}); training "
-                f"stopped and {kept}. Start a new run with a lower --lr"
-                + (" or with --no-amp" if self.amp else "") + " (--resume would repeat the same steps)")
+            raise runchecks.non_finite_loss(self, names, terms)
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
         loss.backward()
@@ -377,150 +328,17 @@ class Trainer:
             D.average_gradients(self.nets[n])
             self.opts[n].step()
 
-    def _out_of_memory(self, phase: int, batch: dict) -> torch.cuda.OutOfMemoryError:
-        """The error for a training step that ran out of GPU memory, with the largest batch size
-        (a power-of-two share of the current one) that fits, found by trying two steps of it on
-        the same slices in the hungriest phase of the run (phase 4 trains all three networks;
-        the second step runs with every optimizer state allocated). The checkpoint on disk is
-        untouched; in-memory weights no longer matter."""
-        size, shape = len(batch["image"]), tuple(batch["image"].shape[-2:])
-        fits, k = None, size // 2
-        while k >= 1 and fits is None:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            try:
-                for _ in range(2):
-                    self.train_step(max(self.cfg.phases), {key: v[:k] for key, v in batch.items()})
-                fits = k
-            except torch.cuda.OutOfMemoryError:
-                k //= 2
-        where = (f"phase {phase}, epoch {self.position['epoch'] + 1}, step {self.position['step'] + 1}, with "
-                 f"batch size {size} of {shape[0]} x {shape[1]} slices on {self.device}")
-        if fits:
-            advice = (f"batch size {fits} fits a trial of the largest phase: start the run again with "
-                      f"--batch-size {fits} (halve it if memory still runs out; --resume keeps the run's "
-                      "own batch size)")
-        else:
-            advice = ("even one slice does not fit: train on crops (--crop 128) or smaller networks "
-                      "(--base), or use --device cpu")
-        return torch.cuda.OutOfMemoryError(f"out of GPU memory in training at {where}; {advice}")
-
-    def _segmentor_step(self, phase: int, X, I, M_true, labeled):
-        """Update S; return the masks M (true labels, or pseudo-labels for unlabelled slices).
-        X: the slices I with their neighbours, G's input."""
-        G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
-        unlabeled = ~labeled
-        with self._autocast():
-            with torch.no_grad():
-                G_I = G(X)
-            S_I = S(I)
-            M = M_true.clone()
-            terms = {}
-            if unlabeled.any():
-                PL, terms["semi"] = L.confidence_enhancer(S_I[unlabeled], self.eps, I[unlabeled, 0] > 0)
-                M[unlabeled] = PL
-                self._track_confidence(S_I[unlabeled].detach(), PL, I[unlabeled])
-            Pab = None
-            if phase >= 3:
-                with torch.no_grad():
-                    Pab = R(G_I, M[:, None].to(G_I.dtype))
-            terms.update(L.segmentor_terms(M, S(G_I), S(Pab) if Pab is not None else None, S_I, labeled))
-        self._update("S", terms)
-        return M, terms
-
-    def _masks_from_S(self, I, M_true, labeled):
-        """Phase 2 leaves S frozen: pseudo-labels for unlabelled slices without an S update."""
-        M = M_true.clone()
-        unlabeled = ~labeled
-        if unlabeled.any():
-            with torch.no_grad(), self._autocast():
-                S_U = self.nets["S"](I[unlabeled])
-            PL, _ = L.confidence_enhancer(S_U, self.eps, I[unlabeled, 0] > 0)
-            M[unlabeled] = PL
-            self._track_confidence(S_U, PL, I[unlabeled])
-        return M
-
     def train_step(self, phase: int, batch: dict) -> dict[str, float]:
-        G, S, R = self.nets["G"], self.nets["S"], self.nets["R"]
+        """One step of `phase` (phases.PHASES) on `batch`; returns its loss terms."""
         k = self.cfg.context_slices
         X = batch["image"].to(self.device, non_blocking=True)  # the slices with their neighbours: G's input
         I = X[:, k:k + 1].contiguous(memory_format=self.memory_format)   # the slices themselves
         X = X.contiguous(memory_format=self.memory_format)
         M_true = batch["mask"].to(self.device, non_blocking=True)
         MX = batch["masks"].to(self.device) if "masks" in batch else M_true[:, None]
-        labeled = batch["labeled"].to(self.device)
-        logged: dict[str, torch.Tensor] = {}
-        if phase == 2 or "S" in self.cfg.freeze:
-            M = self._masks_from_S(I, M_true, labeled)
-        else:
-            M, seg_terms = self._segmentor_step(phase, X, I, M_true, labeled)
-            logged.update(seg_terms)
-        Mf = M[:, None].to(I.dtype)
-        with frozen(S), self._autocast():
-            terms, names = {}, ""
-            if phase in (1, 4):
-                gated = hasattr(G, "parts")
-                if gated:  # the gated G: where to change is taught by the masks (real and pasted)
-                    logits, A, C = G.parts(X)
-                    G_I = G.compose(I, A, C)
-                    terms["gen_gate"] = self.cfg.gate_weight * L.L_gate(logits, Mf > 0, I > 0)
-                    # S's verdict moves the gate only: what to put in comes from the known truth
-                    # (transplant terms); through C it darkened lesions into patches S ignores
-                    S_G_I = S(G.compose(I, A, C.detach()))
-                else:
-                    G_I = G(X)
-                    S_G_I = S(G_I)
-                terms.update(L.generator_terms(I, M, G_I, S_G_I))
-                if self.cfg.transplant_weight > 0:
-                    pair = L.transplant_pairs(X, MX, labeled, k)
-                    if pair is not None:
-                        X_t, truth, pasted = pair
-                        if gated:  # the pasted mask also teaches its gate
-                            I_t = G.centre(X_t)
-                            logits, A, C = G.parts(X_t)
-                            G_t = G.compose(I_t, A, C)
-                            terms["transplant_gate"] = self.cfg.transplant_weight * L.L_gate(logits, pasted, I_t > 0)
-                            if self.cfg.gate_dice_weight > 0:
-                                terms["transplant_gate_dice"] = self.cfg.gate_dice_weight * L.L_gate_dice(logits, pasted)
-                        else:
-                            G_t = G(X_t)
-                        terms["transplant"] = self.cfg.transplant_weight * L.L_mse(G_t, truth)
-                        if self.cfg.transplant_lesion_weight > 0:
-                            terms["transplant_lesion"] = (self.cfg.transplant_lesion_weight
-                                                          * L.L_mse_inside(G_t, truth, pasted))
-                names += "G"
-                G_I = G_I.detach()
-            else:
-                with torch.no_grad():
-                    G_I = G(X)
-            if phase in (2, 3, 4) and "R" not in self.cfg.freeze:
-                Pab = R(G_I, Mf)
-                terms.update(L.reconstructor_terms(I, Pab, M, S(Pab) if phase >= 3 else None))
-                names += "R"
-        self._update(names, terms)
-        logged.update(terms)
-        return {k: float(v.detach()) for k, v in logged.items()}
-
-    # ---- confidence enhancer bookkeeping ---------------------------------------------------
-    @staticmethod
-    def _new_accumulator():
-        return {"conf_sum": 0.0, "conf_count": 0, "pl_pixels": 0, "brain_pixels": 0, "slices": 0}
-
-    def _track_confidence(self, S_U, PL, I_U):
-        p = torch.softmax(S_U.float(), dim=1)[:, 1]
-        confident = (p > 0.5) & (I_U[:, 0] > 0)  # lesion calls inside the brain
-        self.acc["conf_sum"] += float(p[confident].sum())
-        self.acc["conf_count"] += int(confident.sum())
-        self.acc["pl_pixels"] += int(PL.sum())
-        self.acc["brain_pixels"] += int((I_U[:, 0] > 0).sum())
-
-    def _pseudo_label_share(self) -> float:
-        return self.acc["pl_pixels"] / max(self.acc["brain_pixels"], 1)
-
-    def _end_of_epoch_eps(self) -> float:
-        if self.acc["conf_count"] > 0:
-            self.eps = float(min(max(self.acc["conf_sum"] / self.acc["conf_count"], 0.5), 0.99))
-        return self.eps
+        step = P.Step(self.nets["G"], self.nets["S"], self.nets["R"], self.cfg, X, I, M_true, MX,
+                      batch["labeled"].to(self.device), self.eps, self.acc, self._autocast, self._update)
+        return {k: float(v.detach()) for k, v in P.PHASES[phase](step).items()}
 
     def _set_modes(self, phase: int):
         """Networks a phase does not train run in eval mode: fixed BatchNorm statistics, as at
@@ -528,79 +346,10 @@ class Trainer:
         for name, net in self.nets.items():
             net.train(name in self.cfg.TRAINS[phase] and name not in self.cfg.freeze)
 
-    # ---- validation --------------------------------------------------------------------
-    @torch.no_grad()
-    def validate(self, phase: int) -> dict[str, float]:
-        """Cheap checks on validation slices: Dice of S (pooled over abnormal slices), G's
-        change to normal slices (mean squared), and R's reconstruction error after phase 1."""
-        if len(self.val_set) == 0:
-            return {}
-        G, S, R = (self.nets[n].eval() for n in "GSR")
-        n = len(self.val_set)
-        idx = np.unique(np.linspace(0, n - 1, min(n, self.cfg.max_val_slices)).astype(int))
-        inter = total = 0.0
-        normal_err, recons_err, n_normal = 0.0, 0.0, 0
-        for chunk in np.array_split(idx, max(1, len(idx) // self.cfg.batch_size)):
-            b = collate([self.val_set[(int(i), 0, 0)] for i in chunk])
-            X, M = b["image"].to(self.device), b["mask"].to(self.device)
-            I = X[:, self.cfg.context_slices:self.cfg.context_slices + 1]
-            with self._autocast():
-                G_I = G(X).float()
-                pred = S(I).argmax(1)
-                Pab = R(G_I, M[:, None].float()).float() if phase >= 2 else None
-            inter += float((pred * M).sum())
-            total += float(pred.sum() + M.sum())
-            normal = M.flatten(1).sum(1) == 0
-            if normal.any():
-                normal_err += float(((G_I - I)[normal] ** 2).mean()) * int(normal.sum())
-                n_normal += int(normal.sum())
-            if Pab is not None:
-                recons_err += float(((Pab - I) ** 2).mean()) * len(chunk)
-        self._set_modes(phase)
-        out = {"dice_S": 2 * inter / total if total > 0 else float("nan")}
-        if n_normal:
-            out["normal_mse_G"] = normal_err / n_normal
-        if phase >= 2:
-            out["recons_mse"] = recons_err / len(idx)
-        return out
-
-    # ---- checkpoints -------------------------------------------------------------------
-    def checkpoint_state(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "format_version": 1,
-                "config": json.dumps(dataclasses.asdict(self.cfg)),
-                "nets": {n: net.state_dict() for n, net in self.nets.items()},
-                "opts": {n: opt.state_dict() for n, opt in self.opts.items()},
-                "position": dict(self.position), "eps": self.eps, "acc": dict(self.acc),
-                "loss_sums": dict(self.loss_sums),
-                "history": json.dumps(self.history)}
-
-    def save_checkpoint(self):
-        """Called by every process at the same step: the state is made common (BatchNorm
-        statistics averaged, confidence statistics summed), then process 0 writes it."""
-        for net in self.nets.values():
-            D.average_buffers(net)
-        acc = D.sum_values(self.acc, self.device)
-        if self.rank == 0:
-            state = self.checkpoint_state()
-            state["acc"] = acc
-            atomic_torch_save(state, self.out / CHECKPOINT_NAME)
-            self.events.emit("checkpoint", path=str(self.out / CHECKPOINT_NAME), **self._where())
-
-    def load_checkpoint(self, path: str | Path):
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not a SMILE training checkpoint")
-        for n, net in self.nets.items():
-            net.load_state_dict(state["nets"][n])
-            if n in self.opts:
-                self.opts[n].load_state_dict(state["opts"][n])
-        self.position = {k: int(v) for k, v in state["position"].items()}
-        self.eps = float(state["eps"])
-        self.acc = {k: (float(v) if k == "conf_sum" else int(v)) for k, v in state["acc"].items()}
-        if self.rank != 0:   # the saved sums cover all processes; process 0 carries them on
-            self.acc = self._new_accumulator()
-        self.history = json.loads(state["history"])
-        self.loss_sums = {k: float(v) for k, v in state.get("loss_sums", {}).items()}
+    # ---- checkpoints (checkpoints.py) ---------------------------------------------------
+    checkpoint_state = checkpoints.checkpoint_state
+    save_checkpoint = checkpoints.save_checkpoint
+    load_checkpoint = checkpoints.load_checkpoint
 
     def _where(self) -> dict:
         p = self.position
@@ -640,7 +389,7 @@ class Trainer:
                     except torch.cuda.OutOfMemoryError:
                         terms = None
                     if terms is None:  # outside the except block, so the failed step's memory is freed
-                        raise self._out_of_memory(phase, batch)
+                        raise runchecks.out_of_memory(self, phase, batch)
                     self.position["step"] += 1
                     self.position["global_step"] += 1
                     self.acc["slices"] += len(batch["image"])
@@ -649,7 +398,7 @@ class Trainer:
                     done = self.position["global_step"] - start_global
                     rate = done / (time.time() - t0)
                     self.events.emit("step", losses=terms, eps=self.eps,
-                                     pseudo_label_share=self._pseudo_label_share(),
+                                     pseudo_label_share=P.pseudo_label_share(self.acc),
                                      slices_per_s=len(batch["image"]) / max(time.time() - t_step, 1e-9),
                                      eta_s=(self.total_steps() - self.position["global_step"]) / max(rate, 1e-9),
                                      **self._where())
@@ -658,10 +407,10 @@ class Trainer:
                 self.acc = D.sum_values(self.acc, self.device)   # over processes: one eps for all
                 for net in self.nets.values():
                     D.average_buffers(net)
-                share = self._pseudo_label_share()
+                share = P.pseudo_label_share(self.acc)
                 eps_used = self.eps
-                self._end_of_epoch_eps()
-                val = self.validate(phase) if self.rank == 0 else {}
+                self.eps = P.next_eps(self.eps, self.acc)
+                val = runchecks.validate(self, phase) if self.rank == 0 else {}
                 record = {"phase": phase, "epoch": epoch, "eps_used": eps_used, "eps": self.eps,
                           "pseudo_label_share": share, "val": val,
                           "losses": {k: v / max(self.position["step"], 1) for k, v in self.loss_sums.items()},
@@ -670,7 +419,7 @@ class Trainer:
                 record["slices_per_s"] = round(self.acc["slices"] / max(record["seconds"], 1e-9), 2)
                 self.history.append(record)
                 self.position.update(epoch=epoch + 1, step=0)
-                self.acc = self._new_accumulator()
+                self.acc = P.new_confidence_record()
                 self.loss_sums = {}
                 self.events.emit("epoch", **{**self._where(), **record, "epoch": epoch})
                 self.save_checkpoint()
