@@ -33,6 +33,11 @@ keeps its exact input values at the input's resolution. Through-plane nothing is
 (each slice is processed as it is); slices thicker than `THICK_SLICE_FACTOR` x the training
 spacing get a note, since their partial-volume blur costs accuracy.
 
+The steps of `synthesize`: the inputs checked and put in canonical order (synthesis_inputs.py);
+the networks' grid, at the model's spacing and cropped to the brain (synthesis_grid.py); the
+networks run in batches with the out-of-memory fallback (`_run_networks`, here); their outputs
+back on the input's grid and in its scale (synthesis_blend.py). `synthesize_file` writes them.
+
 Brain and masks (volume.py): the brain is found above the background's noise (or given by the
 caller); what lies outside it is left unchanged. A lesion mask covering more than
 `MAX_LESION_SHARE` of the brain, or lying mostly outside it, is refused.
@@ -56,6 +61,7 @@ Robustness (docs/BAD_INPUTS.md):
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -63,14 +69,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from .cases import canonical_modality, modality_from_name
 from .files import folder_lock, remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like
 from .gated import context_of, neighbour_index
-from .lesionfill import FILL_GROW, FILLS, fill_lesion
+from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
-from .volume import OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError, load_mask, load_nifti
+from .synthesis_blend import back_on_input, compose_outputs
+from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, resample_slices  # noqa: F401
+from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
+                               check_lesion_mask, check_modality)
+from .volume import CanonicalVolume, load_mask, load_nifti  # noqa: F401 (CanonicalVolume: tests)
 
 OUTPUT_NAMES = ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference")
 
@@ -79,33 +87,8 @@ class SynthesisCancelled(Exception):
     pass
 
 
-class ModalityMismatch(ValueError):
-    """The input's modality (stated, or from its name) is not the model's."""
-
-
 class SynthesisWarning(UserWarning):
     """Something the user should know about a synthesis that still ran (see `notify`)."""
-
-
-def check_modality(model: SmileModel, stated: str | None = None, name: str | Path | None = None,
-                   where: str = "volume") -> str | None:
-    """Refuse an input whose modality differs from the model's. The input's modality is the
-    `stated` one, else the one its `name` carries as a BraTS suffix; unknown (None) passes.
-    Returns the input's modality."""
-    source = "stated"
-    if stated:
-        modality = canonical_modality(stated)
-    else:
-        modality = modality_from_name(name) if name is not None else None
-        source = f"from its name {Path(str(name)).name}"
-    model_modality = model.config.get("modality")
-    if modality is None or model_modality is None or canonical_modality(model_modality) == modality:
-        return modality
-    model_name = f"model file {model.path}" if model.path else "the model"
-    raise ModalityMismatch(
-        f"{where} is {modality} ({source}) but {model_name} was trained on {model_modality}: a model only "
-        f"works on its own modality. Choose a {modality} model, or, if the image really is "
-        f"{model_modality}, state it (smile synthesize --modality {model_modality})")
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -152,69 +135,6 @@ class SynthesisResult:
         return {n: getattr(self, n) for n in OUTPUT_NAMES}
 
 
-CROP_MARGIN = 16  # pixels of background kept around the brain box (see _brain_box)
-SPACING_TOLERANCE = 0.05  # in-plane voxel sizes within 5 % of the model's are used as they are
-THICK_SLICE_FACTOR = 2.0  # slices thicker than this x the model's spacing get a note
-MAX_LESION_SHARE = 0.5    # a lesion mask larger than this share of the brain is refused
-OUTSIDE_NOTE_ML = 5.0     # bright tissue outside the brain above this volume gets a note
-
-
-def model_spacing(model: SmileModel) -> tuple[float, float, float]:
-    """The voxel size (mm, canonical L, P, S) the model was trained at; 1 mm before it was recorded."""
-    return tuple(float(v) for v in model.config.get("spacing_mm", (1.0, 1.0, 1.0)))
-
-
-def resample_slices(volume: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Each axial slice of an (X, Y, Z) array resampled to `size` in-plane, pixel centres kept in
-    their physical place: shrinking averages the area of each new pixel (what a scanner's larger
-    voxel records; torch's antialiased bilinear blurred more and cost the default model another
-    0.02 Dice at 0.5 mm, Fourier cropping rang at the brain's edge), enlarging is bilinear."""
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume.astype(np.float32, copy=False), 2, 0)))[:, None]
-    size = tuple(int(n) for n in size)
-    if size[0] <= volume.shape[0] and size[1] <= volume.shape[1]:
-        out = torch.nn.functional.interpolate(t, size=size, mode="area")
-    else:
-        out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
-    return np.ascontiguousarray(np.moveaxis(out[:, 0].numpy(), 0, 2))
-
-
-def check_lesion_mask(mask: np.ndarray, brain: np.ndarray, where: str, tell) -> None:
-    """Refuse a lesion mask that is not one: most of the brain, or mostly outside it."""
-    n = int(mask.sum())
-    inside = int((mask & brain).sum())
-    share = inside / max(int(brain.sum()), 1)
-    if share > MAX_LESION_SHARE:
-        raise VolumeError(f"{where}: the lesion mask covers {100 * share:.0f} % of the brain (at most "
-                          f"{100 * MAX_LESION_SHARE:.0f} % is taken as a lesion); is it a brain mask? "
-                          "(a brain mask goes to --brain-mask)")
-    if n and inside < n / 2:
-        raise VolumeError(f"{where}: {n - inside} of the lesion mask's {n} voxels lie outside the brain: the "
-                          "mask does not belong to this image")
-    if inside < n:
-        tell(f"{where}: {n - inside} of the lesion mask's {n} voxels lie outside the brain and are ignored")
-
-
-def _brain_box(brain: np.ndarray, multiple: int, margin: int = CROP_MARGIN) -> tuple[slice, slice, np.ndarray]:
-    """In-plane bounding box of the brain over all slices, widened by `margin` pixels and with
-    its corners on the network's down-sampling grid (multiples of 2**depth from the slice's
-    origin), where the volume allows; and the axial indices that hold brain.
-
-    Why: a U-Net is not shift-invariant off its pooling grid, and at a crop edge it sees zero
-    padding instead of the features it computes over real background. Measured on the bundled
-    sample with the default model against whole slices: a tight, unaligned box changed the
-    pseudo-normal inside the brain by up to 0.10 (mean 7.7e-3, in units of V99.5); aligned with
-    16 pixels of margin, up to 0.029 (mean 2.3e-4, lesion-mask Dice 0.997); 32 pixels, 0.007."""
-    xs = np.nonzero(brain.any(axis=(1, 2)))[0]
-    ys = np.nonzero(brain.any(axis=(0, 2)))[0]
-    zs = np.nonzero(brain.any(axis=(0, 1)))[0]
-    boxes = []
-    for idx, size in ((xs, brain.shape[0]), (ys, brain.shape[1])):
-        lo = max(0, int(idx[0]) - margin) // multiple * multiple
-        hi = min(size, -(-(int(idx[-1]) + 1 + margin) // multiple) * multiple)
-        boxes.append(slice(lo, hi))
-    return boxes[0], boxes[1], zs
-
-
 def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: torch.device,
                channels_last: bool = False, lesion_fill: str = "smooth", context=None):
     """G, S and R on a stack of slices (N, X, Y) in [0, 1]; numpy (G(I), R(G(I), M), p, M).
@@ -245,6 +165,127 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
     return (G_I[:, 0].cpu().numpy(), Pab[:, 0].cpu().numpy(), p.cpu().numpy(), M.cpu().numpy())
 
 
+class _Notes:
+    """What the user is told during one synthesis: kept (SynthesisResult.notes) and given to
+    `notify`, else issued as a SynthesisWarning that points at the line that called `synthesize`
+    (frame `code`), whichever of its steps the note comes from."""
+
+    def __init__(self, notify, code):
+        self.notes: list[str] = []
+        self.notify, self.code = notify, code
+
+    def __call__(self, message: str):
+        self.notes.append(message)
+        if self.notify is not None:
+            self.notify(message)
+            return
+        frame, level = sys._getframe(1), 2   # level 2: the frame that called this note
+        while frame is not None and frame.f_code is not self.code:
+            frame, level = frame.f_back, level + 1
+        warnings.warn(message, SynthesisWarning, stacklevel=level + 1 if frame is not None else 2)
+
+
+class _Placement:
+    """Where the networks run: their own device (`home`), or the CPU once one slice did not fit on
+    an accelerator; `after_out_of_memory` picks the retry, `return_home` moves them back."""
+
+    def __init__(self, model: SmileModel, tell, where: str):
+        self.model, self.tell, self.where = model, tell, where
+        self.device = self.home = next(model.nets["G"].parameters()).device
+        self.moved = False
+
+    def after_out_of_memory(self, batch: int, batch_size: int, failure: str, image: np.ndarray) -> int:
+        """The batch size to retry with: half of `batch`, down to one slice, then (an accelerator
+        only, once) `batch_size` on the CPU; a RuntimeError when even one slice fails on the CPU."""
+        _release(self.device)
+        if batch > 1:
+            batch = max(1, batch // 2)
+            self.tell(f"{self.where}: out of memory on {self.device} ({failure}); retrying with {batch} "
+                      f"slice{'s' if batch > 1 else ''} per batch")
+            return batch
+        if _is_accelerator(self.device) and not self.moved:
+            self.tell(f"{self.where}: out of memory on {self.device} even one slice at a time; continuing "
+                      "on the CPU (slower)")
+            self.device, self.moved = torch.device("cpu"), True
+            _move(self.model, self.device)
+            _release(self.home)
+            return max(1, int(batch_size))
+        raise RuntimeError(f"{self.where}: out of memory on {self.device} even for one slice of "
+                           f"{image.shape[1]} x {image.shape[2]} pixels ({failure})")
+
+    def return_home(self):
+        """Back to `home` after a CPU fallback; wholly on the CPU if that runs out of memory (a
+        partial move would leave the networks on two devices)."""
+        if not self.moved:
+            return
+        back = None
+        try:
+            _move(self.model, self.home)
+            back = True
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+        if not back:
+            _move(self.model, torch.device("cpu"))
+            _release(self.home)
+            self.tell(f"the model stays on the CPU: moving it back to {self.home} ran out of memory")
+
+
+def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.device, channels_last: bool,
+               lesion_fill: str, around):
+    """`_run_batch` on one batch: (its outputs, None), or (None, the error's first sentences) when
+    it ran out of memory. The error is only summarised here, so that the retry runs outside the
+    except block (whose traceback would keep the failed batch's tensors alive)."""
+    try:
+        if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
+            _channels_last(model)
+        nets = tuple(model.nets[n] for n in "GSR")
+        return _run_batch(nets, image, m, threshold, device, channels_last, lesion_fill, around), None
+    except (RuntimeError, MemoryError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        return None, ". ".join(" ".join(str(exc).split()).split(". ")[:2]).rstrip(".")[:160]
+
+
+def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size: int, channels_last: bool,
+                  lesion_fill: str, progress, cancel, tell, where: str) -> NetOutputs:
+    """G, S and R over the slices of `grid` that hold brain, cropped to its brain box, in batches
+    under inference mode; out of memory, a batch is retried smaller or on the CPU (`_Placement`).
+    Slices are independent (BatchNorm in eval mode), so the result is that of an uninterrupted run."""
+    place = _Placement(model, tell, where)
+    # a G that sees neighbouring slices gets them among the slices with brain, as in training
+    # (dataset.SliceSet: beyond the brain's last slice it sees that slice repeated)
+    context = context_of(model.nets["G"])
+    neighbours = grid.zs[neighbour_index(grid.zs, context)]
+    outs = NetOutputs.empty(grid.image.shape)
+    total, batch, start = len(grid.zs), max(1, int(batch_size)), 0
+    try:
+        with torch.inference_mode():
+            while start < total:
+                if cancel is not None and cancel():
+                    raise SynthesisCancelled("synthesis cancelled")
+                z = grid.zs[start:start + batch]
+                image = grid.slices(grid.image, z)
+                m = None if grid.mask is None else grid.slices(grid.mask, z)
+                around = None
+                if context:   # N x C x X x Y: the slices with their neighbours
+                    rows = neighbours[start:start + len(z)]
+                    around = tuple(None if a is None else grid.slices_with_neighbours(a, rows)
+                                   for a in (grid.image, grid.mask))
+                out, failure = _try_batch(model, image, m, threshold, place.device, channels_last, lesion_fill,
+                                          around)
+                if out is None:
+                    batch = place.after_out_of_memory(batch, batch_size, failure, image)
+                    continue
+                outs.put(grid, z, out)
+                start += len(z)
+                if progress is not None:
+                    progress(start, total)
+    finally:
+        place.return_home()
+    return outs
+
+
 def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np.ndarray | None = None,
                batch_size: int = 16, progress=None, cancel=None, where: str = "volume",
                modality: str | None = None, notify=None, channels_last: bool = True,
@@ -264,188 +305,21 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     """
     if lesion_fill not in FILLS:
         raise ValueError(f"lesion_fill must be one of {FILLS}, not {lesion_fill!r}")
-    notes: list[str] = []
-
-    def tell(message: str):
-        notes.append(message)
-        if notify is not None:
-            notify(message)
-        else:
-            warnings.warn(message, SynthesisWarning, stacklevel=3)
-
+    tell = _Notes(notify, sys._getframe().f_code)
     if modality is not None:
         check_modality(model, stated=modality, where=where)
-    vol = CanonicalVolume.from_array(data, affine, where=where, brain=brain,
-                                     clip_percentile=model.config["normalisation"]["clip_percentile"],
-                                     normalisation=model.normalisation)
-    if vol.obliquity_deg > OBLIQUE_WARNING_DEG:
-        tell(f"{where}: the voxel axes are {vol.obliquity_deg:.0f} degrees oblique to the anatomical axes; "
-             "slices are taken along the voxel axis nearest to axial without resampling, so they are "
-             "tilted by that much from the axial slices the model was trained on (resample the image to "
-             "axial for the best result)")
-    if vol.found.outside_ml > OUTSIDE_NOTE_ML:
-        tell(f"{where}: {vol.found.outside_ml:.0f} mL of bright voxels lie apart from the brain (skull, scalp or "
-             "noise); they are left unchanged")
-    user_mask = None
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != np.shape(data):
-            raise VolumeError(f"{where}: lesion mask shape {mask.shape} differs from the image's {np.shape(data)}")
-        user_mask = vol.to_canonical_order(mask > 0)
-        check_lesion_mask(user_mask, vol.brain, where, tell)
-    # the networks' grid: the model's in-plane spacing
-    trained = model_spacing(model)
-    factor = np.array(vol.spacing[:2]) / np.array(trained[:2])
-    resampled = bool(np.any(np.abs(factor - 1) > SPACING_TOLERANCE))
-    if vol.spacing[2] > THICK_SLICE_FACTOR * trained[2]:
-        tell(f"{where}: slices are {vol.spacing[2]:.1f} mm thick, the model was trained on {trained[2]:.1f} mm; "
-             "thick slices blur small lesions and lesion edges, so the lesion mask may be less precise"
-             + ("; its G also looks at the neighbouring slices, which lie that much farther apart than in "
-                "training" if context_of(model.nets["G"]) else ""))
-    if resampled:
-        size = tuple(max(1, int(round(n * f))) for n, f in zip(vol.image.shape[:2], factor))
-        tell(f"{where}: in-plane voxels {vol.spacing[0]:.2f} x {vol.spacing[1]:.2f} mm; slices are resampled "
-             f"to the model's {trained[0]:.2f} x {trained[1]:.2f} mm for the networks and back")
-        net_image = resample_slices(vol.image, size)
-        net_brain = resample_slices(vol.brain, size) > 0.5
-        net_mask = None if user_mask is None else resample_slices(user_mask, size) > 0.5
-    else:
-        net_image, net_brain, net_mask = vol.image, vol.brain, user_mask
-    nets = tuple(model.nets[n] for n in "GSR")
-    device = home = next(nets[0].parameters()).device
-    multiple = max(net.unet.multiple for net in nets)
-    bx, by, zs = _brain_box(net_brain, multiple)
-    # a G that sees neighbouring slices gets them among the slices with brain, as in training
-    # (dataset.SliceSet: beyond the brain's last slice it sees that slice repeated)
-    context = context_of(nets[0])
-    neighbours = zs[neighbour_index(zs, context)]
+    # canonical LPS order, brain, the model's normalisation; the caller's lesion mask checked
+    vol = canonical_volume(data, affine, model, where, brain, tell)
+    user_mask = canonical_lesion_mask(mask, data, vol, where, tell)
+    # the networks' grid: the model's in-plane spacing, cropped to the brain
+    grid = network_grid(vol, user_mask, model, where, tell)
     threshold = float(model.config.get("lesion_threshold", 0.5))
-
-    shape = net_image.shape
-    G_out = np.zeros(shape, np.float32)
-    R_out = np.zeros(shape, np.float32)
-    prob = np.zeros(shape, np.float32)
-    lesion = np.zeros(shape, bool)
-    total = len(zs)
-    batch = max(1, int(batch_size))
-    moved = False
-    start = 0
-    try:
-        with torch.inference_mode():
-            while start < total:
-                if cancel is not None and cancel():
-                    raise SynthesisCancelled("synthesis cancelled")
-                z = zs[start:start + batch]
-                image = np.moveaxis(net_image[bx, by][:, :, z], 2, 0)
-                m = None if net_mask is None else np.moveaxis(net_mask[bx, by][:, :, z], 2, 0)
-                around = None
-                if context:   # N x C x X x Y: the slices with their neighbours
-                    rows = neighbours[start:start + len(z)]
-                    around = tuple(None if a is None else np.moveaxis(a[bx, by][:, :, rows], (2, 3), (0, 1))
-                                   for a in (net_image, net_mask))
-                out, failure = None, None
-                try:
-                    nhwc = channels_last   # faster convolutions on CUDA and on CPUs (oneDNN) alike
-                    if nhwc:
-                        _channels_last(model)
-                    out = _run_batch(nets, image, m, threshold, device, nhwc, lesion_fill, around)
-                except (RuntimeError, MemoryError) as exc:
-                    if not _is_out_of_memory(exc):
-                        raise
-                    failure = ". ".join(" ".join(str(exc).split()).split(". ")[:2]).rstrip(".")[:160]
-                if out is None:  # out of memory (handled here, outside the except block)
-                    _release(device)
-                    if batch > 1:
-                        batch = max(1, batch // 2)
-                        tell(f"{where}: out of memory on {device} ({failure}); retrying with {batch} "
-                             f"slice{'s' if batch > 1 else ''} per batch")
-                        continue
-                    if _is_accelerator(device) and not moved:
-                        tell(f"{where}: out of memory on {device} even one slice at a time; continuing "
-                             "on the CPU (slower)")
-                        device, moved, batch = torch.device("cpu"), True, max(1, int(batch_size))
-                        _move(model, device)
-                        _release(home)
-                        continue
-                    raise RuntimeError(f"{where}: out of memory on {device} even for one slice of "
-                                       f"{image.shape[1]} x {image.shape[2]} pixels ({failure})")
-                G_b, R_b, p_b, M_b = out
-                G_out[bx, by, z] = np.moveaxis(G_b, 0, 2)
-                R_out[bx, by, z] = np.moveaxis(R_b, 0, 2)
-                prob[bx, by, z] = np.moveaxis(p_b, 0, 2)
-                lesion[bx, by, z] = np.moveaxis(M_b, 0, 2)
-                start += len(z)
-                if progress is not None:
-                    progress(start, total)
-    finally:
-        if moved:
-            back = None
-            try:
-                _move(model, home)
-                back = True
-            except (RuntimeError, MemoryError) as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-            if not back:  # a partial move would leave the networks on two devices
-                _move(model, torch.device("cpu"))
-                _release(home)
-                tell(f"the model stays on the CPU: moving it back to {home} ran out of memory")
-
-    if resampled:  # the networks' change goes back to the input's grid; the input's detail stays
-        full = vol.image.shape[:2]
-        G_image, R_image = resample_slices(G_out, full), resample_slices(R_out, full)
-        synthesised = np.zeros(shape, np.float32)
-        synthesised[bx, by] = 1.0
-        G_change = resample_slices((G_out - net_image) * synthesised, full)
-        R_change = resample_slices((R_out - net_image) * synthesised, full)
-        prob = resample_slices(prob, full)
-        lesion = prob > threshold
-        bx, by = slice(0, full[0]), slice(0, full[1])
-    else:
-        G_image, R_image, G_change, R_change = G_out, R_out, G_out - net_image, R_out - net_image
-    # blend only inside the box that was synthesised (outside it every change is 0)
-    brain = vol.brain
-    prob *= brain
-    if user_mask is None:
-        lesion &= brain
-    else:
-        lesion = user_mask.astype(bool)
-    norm = vol.norm
-    box = (bx, by, slice(int(zs[0]), int(zs[-1]) + 1))
-    # Inside the lesion the network's image replaces the input: input + scale * (net - I) would
-    # carry over whatever the input had above the clipping percentile (a bright cyst kept its
-    # excess as a blob in the pseudo-normal). Elsewhere the change is added to the exact input.
-    replaced = brain[box] & lesion[box]
-    raw = vol.raw[box]
-    change = G_change[box] * norm.scale
-    change[replaced] = norm.invert(G_image[box][replaced]) - raw[replaced]
-    change[~replaced if user_mask is not None else ~brain[box]] = 0.0
-    pseudo_normal = vol.raw.copy()
-    pseudo_normal[box] += change
-    difference = np.zeros(vol.raw.shape, np.float32)
-    difference[box] = -change
-    painted = R_change[box] * norm.scale
-    painted[replaced] = norm.invert(R_image[box][replaced]) - raw[replaced]
-    # R paints a lesion at M: its change fades out over FILL_GROW px around M (in-plane distance)
-    # and beyond that the pseudo-abnormal is the input exactly, not R's faint rewrite of the
-    # whole slice (its up-sampling checkerboard); the fade avoids a step at the rim's edge
-    if lesion[box].any():
-        distance = ndimage.distance_transform_edt(~lesion[box], sampling=(1.0, 1.0, 1e6))
-        painted *= np.clip(1.0 - distance / (FILL_GROW + 1), 0.0, 1.0)
-    else:
-        painted[...] = 0.0
-    painted[~(brain[box] | lesion[box])] = 0.0
-    pseudo_abnormal = vol.raw.copy()
-    pseudo_abnormal[box] += painted
-    back = vol.to_input_order
-    return SynthesisResult(
-        pseudo_normal=back(pseudo_normal),
-        lesion_probability=back(prob),
-        lesion_mask=back(lesion.astype(np.uint8)),
-        pseudo_abnormal=back(pseudo_abnormal),
-        difference=back(difference),
-        mask_source="user" if user_mask is not None else "segmentor",
-        notes=notes)
+    outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
+                         where)
+    # back on the input's grid and in its scale, then in its voxel order
+    outputs = compose_outputs(vol, back_on_input(grid, outs, vol, threshold), user_mask)
+    return SynthesisResult(**{name: vol.to_input_order(outputs[name]) for name in OUTPUT_NAMES},
+                           mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes)
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
