@@ -141,7 +141,7 @@ def test_training_g_against_a_frozen_segmentor_from_a_model_file(cohort, tmp_pat
     assert isinstance(G, GatedGenerator) and (G.grow, G.floor) == (1, 0.1)
     warm = GatedGenerator.from_segmentor(before.nets["S"], grow=1, floor=0.1).state_dict()
     assert any(not torch.equal(v, warm[k]) for k, v in G.state_dict().items() if v.is_floating_point())
-    assert model.config["training"]["init_from"] == str(start) and model.config["training"]["frozen"] == "S"
+    assert model.config["training"]["init_from"]["file"] == start.name and model.config["training"]["frozen"] == "S"
     assert before.normalisation == model.normalisation == "median"   # the start's scaling, unless told otherwise
 
 

@@ -28,6 +28,7 @@ from smilecore.dataset import SliceSet, cache_case
 from smilecore.losses import L_ce
 from smilecore.metrics import dice
 from smilecore.modelfile import load_model, model_config, save_model
+from smilecore.provenance import file_record, folder_name, provenance
 from smilecore.synthesis import synthesize
 from smilecore.synthetic import resample_case
 from smilecore.volume import NORMALISATIONS, load_label, load_nifti
@@ -77,6 +78,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = load_model(args.model)
+    origin = {"model": file_record(args.model), "data_dir": folder_name(args.data_dir),   # no machine paths
+              "provenance": provenance("scripts/finetune_segmentor.py", sys.argv[1:] if argv is None else argv)}
     norm = args.normalisation or model.normalisation
     model.config["normalisation"] = model_config(model.config["networks"], model.modality,
                                                  normalisation=norm)["normalisation"]
@@ -116,8 +119,8 @@ def main(argv=None):
     config = dict(model.config, normalisation=current["normalisation"],
                   spacing_mm=model.config.get("spacing_mm", current["spacing_mm"]))
     config["training"] = dict(config["training"], segmentor_resolution_finetune={
-        "script": "scripts/finetune_segmentor.py", "steps": args.steps, "batch_size": args.batch_size,
-        "crop": args.crop, "lr": args.lr, "seed": args.seed, "seconds": round(time.time() - t0)})
+        "steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "seed": args.seed,
+        "seconds": round(time.time() - t0), **origin})
     save_model(args.out, model.nets, config, half=True)
     print(json.dumps(config["training"]["segmentor_resolution_finetune"]))
     return 0

@@ -40,6 +40,7 @@ from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_c
 from .events import PHASE_NAMES, EventLog
 from .modelfile import model_config, save_model
 from .phases import frozen  # noqa: F401  (importable from here, as before)
+from .provenance import file_record, folder_name, provenance
 from .gated import GATE_FLOOR, GatedGenerator, context_of
 from .unet import GENERATORS, build_networks
 from .volume import NORMALISATIONS
@@ -235,6 +236,7 @@ class Trainer:
         self.acc = P.new_confidence_record()
         self.loss_sums: dict[str, float] = {}   # per loss term, over the current epoch
         self.history: list[dict] = []
+        self.origin = {"init_from": file_record(cfg.init_from), "provenance": provenance()}  # for the model file
 
     def _initial_networks(self, sizes: dict) -> dict:
         """The networks of model file `init_from` (their sizes replace the configured ones); a
@@ -436,13 +438,12 @@ class Trainer:
                     "phases": cfg.phases, "epochs_per_phase": [cfg.epochs_of(p) for p in cfg.phases],
                     "transplant_weight": cfg.transplant_weight,
                     "transplant_lesion_weight": cfg.transplant_lesion_weight,
-                    "init_from": cfg.init_from, "frozen": cfg.freeze,
-                    "gate_weight": cfg.gate_weight, "gate_dice_weight": cfg.gate_dice_weight,
+                    "frozen": cfg.freeze, "gate_weight": cfg.gate_weight, "gate_dice_weight": cfg.gate_dice_weight,
                     "context_slices": cfg.context_slices,
                     "steps_per_epoch": self.steps_per_epoch(), "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "crop": cfg.crop, "seed": cfg.seed, "split": self.split.summary(),
                     "final_eps": self.eps, "last_val": self.history[-1]["val"] if self.history else {},
-                    "data_dir": str(cfg.data_dir)}
+                    "data_dir": folder_name(cfg.data_dir), **self.origin}
         config = model_config(self.sizes, cfg.modality, training, spacing_mm=self.spacing,
                               normalisation=cfg.normalisation)
         return save_model(self.out / MODEL_NAME, self.nets, config, half=cfg.save_half)
