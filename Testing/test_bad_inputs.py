@@ -21,10 +21,10 @@ from smilecore.cli import main as cli_main
 from smilecore.dataset import cache_case
 from smilecore.events import PHASE_NAMES
 from smilecore.modelfile import ModelFileError, load_model, model_config, save_model
+from smilecore.networks import build_networks
 from smilecore.synthesis import ModalityMismatch, SynthesisWarning, synthesize, synthesize_file
 from smilecore.synthetic import LPS, make_case, write_cohort
 from smilecore.train import CHECKPOINT_NAME, MODEL_NAME, Trainer
-from smilecore.unet import build_networks
 from smilecore.volume import VolumeError, load_label, load_nifti
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,10 +21,10 @@ from smilecore.cases import DataFolderWarning, NoCasesFound, find_cases
 from smilecore.cli import build_parser, main as cli_main
 from smilecore.files import LOCK_NAME, folder_lock, temp_name, write_text_atomic
 from smilecore.modelfile import atomic_torch_save, model_config, save_model
+from smilecore.networks import build_networks
 from smilecore.synthesis import synthesize_file
 from smilecore.synthetic import LPS, make_case, write_cohort
 from smilecore.train import MODEL_NAME
-from smilecore.unet import build_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}

@@ -15,9 +15,9 @@ from scipy import ndimage
 from conftest import SHARED_DATA
 from smilecore.metrics import dice
 from smilecore.modelfile import default_model_path, load_model, model_config, resources_dir, save_model
+from smilecore.networks import build_networks
 from smilecore.synthesis import model_spacing, resample_slices, synthesize, synthesize_file
 from smilecore.synthetic import LPS, make_case, resample_case, with_noise, with_scalp
-from smilecore.unet import build_networks
 from smilecore.volume import CanonicalVolume, VolumeError, load_label, load_mask, load_nifti
 
 SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}

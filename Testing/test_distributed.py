@@ -11,8 +11,8 @@ import torch
 
 from smilecore.events import read_events
 from smilecore.modelfile import load_model
+from smilecore.networks import build_networks
 from smilecore.synthetic import write_cohort
-from smilecore.unet import build_networks
 from smilecore.train import CHECKPOINT_NAME, MODEL_NAME
 
 pytestmark = pytest.mark.slow  # torchrun processes training end to end

@@ -11,9 +11,9 @@ from smilecore.dataset import cache_case
 from smilecore.gated import GATE_FLOOR, GatedGenerator, soft_fill
 from smilecore.lesionfill import smooth_fill
 from smilecore.modelfile import load_model, model_config, save_model
+from smilecore.networks import build_networks
 from smilecore.synthetic import make_case
 from smilecore.train import MODEL_NAME, Trainer
-from smilecore.unet import build_networks
 
 
 def _slices(n=4, size=32, seed=0):

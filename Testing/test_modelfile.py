@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smilecore.modelfile import FORMAT_VERSION, ModelFileError, load_model, model_config, save_model
-from smilecore.unet import build_networks
+from smilecore.networks import build_networks
 
 SIZES = {n: {"base": 4, "depth": 2} for n in "GSR"}
 

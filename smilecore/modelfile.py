@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .unet import build_networks
 from .files import temporary_beside, write_failed
+from .networks import build_networks
 from .volume import MEDIAN_LEVEL
 
 FORMAT = "smile-model"

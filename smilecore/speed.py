@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .gated import context_of, neighbour_index
 from .modelfile import SmileModel, default_model_path, load_model, model_config
+from .networks import build_networks
 from .synthesis import synthesize
 from .train import resolve_device
-from .unet import build_networks
 from .volume import CanonicalVolume, load_label, load_nifti
 
 SIZES = {"default": {"base": 16, "depth": 4, "norm": "batch"}, "paper": {"base": 32, "depth": 4, "norm": "batch"}}

@@ -42,7 +42,7 @@ from .modelfile import model_config, save_model
 from .phases import frozen  # noqa: F401  (importable from here, as before)
 from .provenance import file_record, folder_name, provenance
 from .gated import GATE_FLOOR, GatedGenerator, context_of
-from .unet import GENERATORS, build_networks
+from .networks import GENERATORS, build_networks
 from .volume import NORMALISATIONS
 
 MODEL_NAME = "smile-model.pt"

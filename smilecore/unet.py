@@ -130,22 +130,3 @@ class Reconstructor(nn.Module):
 
     def forward(self, pseudo_normal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return pseudo_normal + self.unet(torch.cat([pseudo_normal, mask], dim=1))
-
-
-NETWORKS = {"G": Generator, "S": Segmentor, "R": Reconstructor}
-GENERATORS = ("unet", "gated")
-
-
-def build_networks(sizes: dict) -> dict[str, nn.Module]:
-    """sizes: {"G": {"base": 32, "depth": 4, "norm": "batch", "upsample": "bilinear", "kind": "gated"},
-    "S": {...}, "R": {...}} ("upsample" may be absent: model files from before it existed use
-    "transpose"; G's "kind" likewise, "unet": the paper's residual G; "gated": gated.GatedGenerator)."""
-    from .gated import GatedGenerator
-    nets = {}
-    for name, cls in NETWORKS.items():
-        settings = dict(sizes[name])
-        kind = settings.pop("kind", "unet")
-        if kind not in GENERATORS or (kind != "unet" and name != "G"):
-            raise ValueError(f"unknown {name} kind {kind!r}; G is one of {GENERATORS}")
-        nets[name] = (GatedGenerator if kind == "gated" else cls)(**settings)
-    return nets
