@@ -1,0 +1,309 @@
+"""Cross-validation of segmentor (S) recipes over the 12 labelled BraTS cases (issue 23).
+
+Four folds of three test cases (a fixed, seeded assignment); each fold's S is trained on the other
+nine cases with the expert labels (cross-entropy on random crops, half of them centred on
+tumour), then judged on its three test cases, which no part of that run saw:
+
+- dice: whole-tumour Dice of S's mask per case (p > 0.5), and with a test-time flip (the
+  probability averaged over the slice as it is and flipped left-right);
+- csf_fp: the share of bright non-tumour tissue S calls lesion: brain voxels brighter than the
+  95th percentile of the case's non-tumour brain and at least 5 voxels from the expert tumour
+  (on T2 that is CSF: ventricles and sulci, the confusion seen on scans from other sources);
+- healthy_fp: the share of a healthy-ised brain S calls lesion: each tumour voxel replaced by the
+  voxel mirrored across the mid-sagittal plane (BraTS volumes are atlas-aligned, so that is the
+  array's centre line), voxels whose mirror is tumour too left out of the count;
+- dice_lr / dice_rot180: Dice of the case flipped left-right, and with its slices rotated 180
+  degrees in-plane (voxels only: what a wrong header would give).
+
+Recipes (each a row; a recipe is a set of options):
+  paper       V99.5 scaling, no augmentation: the supervised part of today's default's S
+  median      median scaling (does not depend on how bright or large the tumour is)
+  median+aug  + flips, rotation, scaling, gamma, bias field, noise, resolution
+  mirror      median+aug with the left-right mirrored slice as a second input channel
+  mirror+neg  mirror, and healthy-ised slices (tumour replaced by the mirrored side) as negatives
+
+    python scripts/cv_segmentor.py DATA_DIR --out DIR [--recipes paper,median] [--steps 1500]
+
+Each (recipe, fold) writes DIR/<recipe>/fold<k>.json and is skipped when present, so an
+interrupted run continues; `--summary` prints the table (mean +- SD over folds) from what exists.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from smilecore.cases import find_cases
+from smilecore.dataset import cache_case
+from smilecore.unet import UNet
+
+RECIPES = {
+    "paper": {"normalisation": "clip-percentile", "augment": False, "mirror": False, "negatives": False},
+    "median": {"normalisation": "median", "augment": False, "mirror": False, "negatives": False},
+    "median+aug": {"normalisation": "median", "augment": True, "mirror": False, "negatives": False},
+    "mirror": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False},
+    "mirror+neg": {"normalisation": "median", "augment": True, "mirror": True, "negatives": True},
+}
+N_FOLDS = 4
+FOLD_SEED = 2026
+BRIGHT_PERCENTILE = 95
+CSF_MARGIN = 5
+ROTATION_CHECK = False  # the 180-degree check costs a pass per case: on for the final recipe
+
+
+def folds(case_ids: list[str]) -> list[list[str]]:
+    order = np.random.default_rng(FOLD_SEED).permutation(sorted(case_ids))
+    return [sorted(order[k::N_FOLDS].tolist()) for k in range(N_FOLDS)]
+
+
+def mirrored(x: torch.Tensor) -> torch.Tensor:
+    """Left-right mirror of (N, C, X, Y) slices: canonical axis X runs right to left (LPS)."""
+    return torch.flip(x, dims=[-2])
+
+
+def net_input(image: torch.Tensor, recipe: dict) -> torch.Tensor:
+    return torch.cat([image, mirrored(image)], 1) if recipe["mirror"] else image
+
+
+def healthy_ised(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image with tumour replaced by its mirror, voxels that stay unknown: tumour on both sides)."""
+    mirror_img, mirror_mask = image[:, ::-1, :], mask[:, ::-1, :]
+    out = np.where(mask > 0, mirror_img, image)
+    return out, (mask > 0) & (mirror_mask > 0)
+
+
+# ---- augmentation ------------------------------------------------------------------------
+def augment(x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch x (N, C, H, W) in [0, 1], masks m (N, H, W): what a segmentation expert expects."""
+    n = len(x)
+    for dim in (-2, -1):  # flips: left-right and front-back (both: a 180-degree rotation)
+        sel = torch.from_numpy(rng.random(n) < 0.5)
+        x[sel], m[sel] = torch.flip(x[sel], dims=[dim]), torch.flip(m[sel], dims=[dim])
+    angle = torch.from_numpy(rng.uniform(-15, 15, n) * math.pi / 180).float()
+    scale = torch.from_numpy(rng.uniform(0.85, 1.15, n)).float()
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    m = F.grid_sample(m[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].long()
+    brain = x[:, :1] > 0
+    gamma = torch.from_numpy(rng.uniform(0.7, 1.5, (n, 1, 1, 1))).float()
+    x = x.clamp(min=0) ** gamma
+    h, w = x.shape[-2:]  # bias field: a smooth multiplicative field, +-20 %
+    coarse = torch.from_numpy(rng.uniform(-0.2, 0.2, (n, 1, 3, 3))).float()
+    x = x * (1 + F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True))
+    low_res = rng.random(n) < 0.3
+    for i in np.nonzero(low_res)[0]:   # acquired coarser: area down, bilinear back
+        f = rng.uniform(1.2, 2.5)
+        small = F.interpolate(x[i:i + 1], size=(max(1, round(h / f)), max(1, round(w / f))), mode="area")
+        x[i:i + 1] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    noise = torch.from_numpy(rng.uniform(0, 0.03, (n, 1, 1, 1))).float()
+    x = x + noise * torch.randn_like(x)
+    return x * brain, m
+
+
+# ---- data --------------------------------------------------------------------------------
+class Slices:
+    """Every kept slice of the training cases, full size, with labels (and healthy-ised copies)."""
+
+    def __init__(self, cached, negatives: bool):
+        self.images = [np.asarray(c.image, dtype=np.float32) for c in cached]
+        self.masks = [np.asarray(c.mask, dtype=np.int64) for c in cached]
+        self.index = [(ci, si) for ci, c in enumerate(cached) for si in range(len(c.z))]
+        self.abnormal = [i for i, (ci, si) in enumerate(self.index) if self.masks[ci][si].any()]
+        self.healthy = None
+        if negatives:  # tumour replaced by the mirrored side; label: none, except tumour on both sides
+            self.healthy = [healthy_ised(im, m) for im, m in zip(self.images, self.masks)]
+
+    def batch(self, size: int, crop: int, rng: np.random.Generator, mirror: bool):
+        xs, ms = [], []
+        for _ in range(size):
+            i = int(rng.choice(self.abnormal)) if rng.random() < 0.5 else int(rng.integers(len(self.index)))
+            ci, si = self.index[i]
+            img, m = self.images[ci][si], self.masks[ci][si]
+            if self.healthy is not None and m.any() and rng.random() < 0.25:
+                img = self.healthy[ci][0][si]
+                m = self.healthy[ci][1][si].astype(np.int64)
+            full = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+            if mirror:
+                full = torch.cat([full, mirrored(full)], 1)
+            target = m if m.any() and rng.random() < 0.5 else (img > 0)
+            xs_, ys_ = np.nonzero(target)
+            cx, cy = (xs_[len(xs_) // 2], ys_[len(ys_) // 2]) if len(xs_) else (img.shape[0] // 2, img.shape[1] // 2)
+            cx += int(rng.integers(-crop // 4, crop // 4 + 1))
+            cy += int(rng.integers(-crop // 4, crop // 4 + 1))
+            x0 = int(np.clip(cx - crop // 2, 0, max(img.shape[0] - crop, 0)))
+            y0 = int(np.clip(cy - crop // 2, 0, max(img.shape[1] - crop, 0)))
+            xs.append(full[0, :, x0:x0 + crop, y0:y0 + crop])
+            ms.append(torch.from_numpy(np.ascontiguousarray(m[x0:x0 + crop, y0:y0 + crop])))
+        return torch.stack(xs), torch.stack(ms)
+
+
+# ---- train and judge ------------------------------------------------------------------------
+def train_S(cached, recipe: dict, args, log) -> UNet:
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    S = UNet(2 if recipe["mirror"] else 1, 2, base=args.base, depth=args.depth, norm="batch")
+    opt = torch.optim.Adam(S.parameters(), lr=args.lr)
+    data = Slices(cached, recipe["negatives"])
+    t0, losses = time.time(), []
+    for step in range(1, args.steps + 1):
+        lr = 0.5 * args.lr * (1 + math.cos(math.pi * (step - 1) / args.steps))  # cosine decay
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, m = data.batch(args.batch_size, args.crop, rng, recipe["mirror"])
+        if recipe["augment"]:
+            x, m = augment(x, m, rng)
+        loss = F.cross_entropy(S(x), m)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if step % 100 == 0:
+            log(f"  step {step}/{args.steps} loss {np.mean(losses[-100:]):.4f} ({time.time() - t0:.0f} s)")
+    return S.eval()
+
+
+@torch.no_grad()
+def lesion_probability(S, image: np.ndarray, recipe: dict) -> np.ndarray:
+    """S's lesion probability for every slice (N, X, Y) of a case. The network runs on the
+    bounding box of the case's brain (a multiple of 16, centred, so that the left-right mirror
+    of the box is the box of the mirrored slice): outside it, no lesion."""
+    brain = (image > 0).any(0)
+    xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
+    nx, ny = image.shape[1:]
+    half = max(xs[-1] + 1 - nx // 2, nx // 2 - xs[0])      # symmetric about the centre line
+    width = min(nx, -(-2 * half // 16) * 16)
+    x0 = (nx - width) // 2
+    x1 = x0 + width
+    y0 = ys[0]
+    y1 = min(ny, y0 + -(-(ys[-1] + 1 - y0) // 16) * 16)
+    out = np.zeros(image.shape, np.float32)
+    for start in range(0, len(image), 16):
+        x = torch.from_numpy(np.ascontiguousarray(image[start:start + 16, x0:x1, y0:y1], dtype=np.float32))[:, None]
+        out[start:start + 16, x0:x1, y0:y1] = torch.softmax(S(net_input(x, recipe)), 1)[:, 1].numpy()
+    return out
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    total = pred.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
+
+
+def judge_case(S, case, recipe: dict) -> dict:
+    # every other slice (CPU budget): Dice and shares pooled over half the slices
+    image = np.asarray(case.image[::2], dtype=np.float32)
+    truth = np.asarray(case.mask[::2]) > 0
+    brain = image > 0
+    p = lesion_probability(S, image, recipe)
+    lr = lesion_probability(S, image[:, ::-1, :], recipe)[:, ::-1, :]   # the case flipped left-right
+    p_tta = (p + lr) / 2                                                # test-time flip: both averaged
+    pred = p > 0.5
+    far = ndimage.distance_transform_edt(~truth, sampling=(2, 1, 1)) >= CSF_MARGIN
+    healthy_tissue = brain & ~truth
+    bright = brain & far & (image > np.percentile(image[healthy_tissue], BRIGHT_PERCENTILE))
+    hi, unknown = healthy_ised(image, truth.astype(np.uint8))
+    p_h = p > 0.5
+    tumour_slices = truth.any(axis=(1, 2))   # elsewhere the healthy-ised slice is the slice itself
+    p_h[tumour_slices] = lesion_probability(S, hi[tumour_slices], recipe) > 0.5
+    counted = (hi > 0) & ~ndimage.binary_dilation(unknown, iterations=2)
+    rot = lesion_probability(S, image[:, ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5 if ROTATION_CHECK else pred
+    lr = lr > 0.5
+    return {"case": case.case_id, "dice": dice(pred, truth), "dice_tta": dice(p_tta > 0.5, truth),
+            "csf_fp": float(pred[bright].mean()), "csf_fp_tta": float((p_tta > 0.5)[bright].mean()),
+            "healthy_fp": float(p_h[counted].mean()),
+            "dice_lr": dice(lr, truth), "dice_rot180": dice(rot, truth),
+            "lesion_ml": float(truth.sum()) / 1000, "predicted_ml": float(pred.sum()) / 1000}
+
+
+def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, log) -> dict:
+    recipe = RECIPES[recipe_name]
+    norm = recipe["normalisation"]
+    train = [cache_case(cases[i], args.cache_dir, normalisation=norm) for i in sorted(cases) if i not in test_ids]
+    test = [cache_case(cases[i], args.cache_dir, normalisation=norm) for i in test_ids]
+    t0 = time.time()
+    S = train_S(train, recipe, args, log)
+    seconds = time.time() - t0
+    per_case = [judge_case(S, c, recipe) for c in test]
+    return {"recipe": recipe_name, "options": recipe, "fold": k, "test": test_ids,
+            "train": [c.case_id for c in train], "train_seconds": round(seconds),
+            "settings": {n: getattr(args, n) for n in ("steps", "batch_size", "crop", "base", "depth", "lr", "seed")},
+            "cases": per_case}
+
+
+MEASURES = ("dice", "dice_tta", "csf_fp", "csf_fp_tta", "healthy_fp", "dice_lr", "dice_rot180")
+
+
+def summary(out: Path) -> str:
+    rows = ["| recipe | folds | " + " | ".join(MEASURES) + " | worst csf_fp | worst healthy_fp |",
+            "|---" * (len(MEASURES) + 4) + "|"]
+    for recipe in RECIPES:
+        results = [json.loads(p.read_text()) for p in sorted((out / recipe).glob("fold*.json"))]
+        if not results:
+            continue
+        cells = []
+        for m in MEASURES:  # per fold: the mean over its test cases; then mean +- SD over folds
+            per_fold = [np.mean([c[m] for c in r["cases"]]) for r in results]
+            scale = 100 if m.endswith("_fp") or "_fp_" in m else 1
+            cells.append(f"{scale * np.mean(per_fold):.3f} +- {scale * np.std(per_fold):.3f}")
+        worst_csf = max(c["csf_fp"] for r in results for c in r["cases"]) * 100
+        worst_h = max(c["healthy_fp"] for r in results for c in r["cases"]) * 100
+        rows.append(f"| {recipe} | {len(results)} | " + " | ".join(cells) + f" | {worst_csf:.2f} % | {worst_h:.2f} % |")
+    return "\n".join(rows) + "\n(csf_fp, healthy_fp in percent)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data_dir")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--folds", default=",".join(str(k) for k in range(N_FOLDS)))
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--rotation-check", action="store_true", help="also Dice with slices rotated 180 degrees")
+    ap.add_argument("--summary", action="store_true", help="print the table of what exists and stop")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.summary:
+        print(summary(out))
+        return 0
+    torch.set_num_threads(args.threads)
+    global ROTATION_CHECK
+    ROTATION_CHECK = args.rotation_check
+    args.cache_dir = Path(args.cache_dir or out / "cache")
+    cases = {c.case_id: c for c in find_cases(args.data_dir, require=True) if c.labeled}
+    fold_ids = folds(list(cases))
+
+    def log(msg):
+        print(msg, flush=True)
+    for k in (int(f) for f in args.folds.split(",")):
+        for name in args.recipes.split(","):
+            path = out / name / f"fold{k}.json"
+            if path.is_file():
+                continue
+            log(f"{name} fold {k}: test {fold_ids[k]}")
+            result = run_fold(name, k, fold_ids[k], cases, args, log)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1))
+            log(json.dumps({c["case"]: round(c["dice"], 3) for c in result["cases"]}))
+    print(summary(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
