@@ -210,3 +210,25 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack slices (with their neighbours, SliceSet's context), zero-padding to the largest in
+    the batch (cases may differ in size)."""
+    h = max(it["image"].shape[-2] for it in items)
+    w = max(it["image"].shape[-1] for it in items)
+    channels = items[0]["image"].shape[0]
+    image = torch.zeros(len(items), channels, h, w)
+    mask = torch.zeros(len(items), h, w, dtype=torch.long)
+    masks = torch.zeros(len(items), channels, h, w, dtype=torch.long) if "masks" in items[0] else None
+    for k, it in enumerate(items):
+        ih, iw = it["image"].shape[-2:]
+        image[k, :, :ih, :iw] = it["image"]
+        mask[k, :ih, :iw] = it["mask"]
+        if masks is not None:
+            masks[k, :, :ih, :iw] = it["masks"]
+    batch = {"image": image, "mask": mask, "labeled": torch.tensor([it["labeled"] for it in items]),
+             "index": torch.tensor([it["index"] for it in items])}
+    if masks is not None:
+        batch["masks"] = masks
+    return batch

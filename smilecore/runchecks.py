@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .checkpoints import CHECKPOINT_NAME
+from .dataset import collate
 from .events import PHASE_NAMES
 
 
@@ -16,7 +17,6 @@ from .events import PHASE_NAMES
 def validate(t, phase: int) -> dict[str, float]:
     """Cheap checks on validation slices: Dice of S (pooled over abnormal slices), G's
     change to normal slices (mean squared), and R's reconstruction error after phase 1."""
-    from .train import collate
     if len(t.val_set) == 0:
         return {}
     G, S, R = (t.nets[n].eval() for n in "GSR")

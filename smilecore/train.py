@@ -36,7 +36,7 @@ from . import checkpoints, runchecks
 from . import phases as P
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_NAME  # noqa: F401  (importable from here)
 from .cases import find_cases, split_cases, canonical_modality, PAPER_FRACTIONS
-from .dataset import DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
+from .dataset import collate, DEFAULT_MIN_BRAIN_FRACTION, EpochSampler, SliceSet, cache_case
 from .events import PHASE_NAMES, EventLog
 from .modelfile import model_config, save_model
 from .phases import frozen  # noqa: F401  (importable from here, as before)
@@ -175,28 +175,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' asked for, but no CUDA GPU is available to torch")
     return torch.device(name)
-
-
-def collate(items: list[dict]) -> dict:
-    """Stack slices (with their neighbours, SliceSet's context), zero-padding to the largest in
-    the batch (cases may differ in size)."""
-    h = max(it["image"].shape[-2] for it in items)
-    w = max(it["image"].shape[-1] for it in items)
-    channels = items[0]["image"].shape[0]
-    image = torch.zeros(len(items), channels, h, w)
-    mask = torch.zeros(len(items), h, w, dtype=torch.long)
-    masks = torch.zeros(len(items), channels, h, w, dtype=torch.long) if "masks" in items[0] else None
-    for k, it in enumerate(items):
-        ih, iw = it["image"].shape[-2:]
-        image[k, :, :ih, :iw] = it["image"]
-        mask[k, :ih, :iw] = it["mask"]
-        if masks is not None:
-            masks[k, :, :ih, :iw] = it["masks"]
-    batch = {"image": image, "mask": mask, "labeled": torch.tensor([it["labeled"] for it in items]),
-             "index": torch.tensor([it["index"] for it in items])}
-    if masks is not None:
-        batch["masks"] = masks
-    return batch
 
 
 class Trainer:
