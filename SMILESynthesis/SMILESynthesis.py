@@ -1,7 +1,7 @@
+import logging
 import os
 import sys
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Union
 
 import qt
 import slicer
@@ -19,7 +19,7 @@ from slicer.util import VTKObservationMixin
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
-from SMILESynthesisLib.logic import bundled_model_path, model_choices, sample_data_source  # noqa: E402
+from SMILESynthesisLib.logic import DEFAULT_MODEL, model_choice, model_choices, sample_data_source  # noqa: E402
 
 
 class SMILESynthesis(ScriptedLoadableModule):
@@ -28,12 +28,14 @@ class SMILESynthesis(ScriptedLoadableModule):
         self.parent.title = _("SMILE Synthesis")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["SMILE developers"]
+        self.parent.contributors = ["SMILE developers (SlicerSMILE)"]
         self.parent.helpText = _(
             "Synthesises the brain without its lesion (pseudo-normal), segments the lesion, and paints "
             "a lesion where a segment says (pseudo-abnormal), with a SMILE model. Edit the lesion segment "
             "and press 'Re-synthesise from lesion segment' to review a segmentation or to paint a lesion. "
-            "Not for clinical use.")
+            "For a head that is not skull-stripped, give a brain mask. Synthesis runs in a background process; "
+            "Cancel stops it at once. Not for clinical use. See the "
+            '<a href="https://github.com/smile-slicer/SlicerSMILE#readme">documentation</a>.')
         self.parent.acknowledgementText = _(
             "SMILE: semi-supervised pseudo-normality synthesis. The bundled sample case is BraTS 2018 data "
             "(Menze et al. 2015; Bakas et al. 2017, 2018).")
@@ -51,8 +53,11 @@ def registerSampleData():
 @parameterNodeWrapper
 class SMILESynthesisParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
-    modelPath: Path = bundled_model_path()
+    # DEFAULT_MODEL ("default") for the bundled model, whatever folder this installation is in (a saved
+    # scene loads anywhere and after updates), or the path of a model file.
+    modelPath: str = DEFAULT_MODEL
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    brainMask: Union[vtkMRMLSegmentationNode, vtkMRMLScalarVolumeNode, None]
     makePseudoNormal: bool = True
     makeLesion: bool = True
     makeDifference: bool = False
@@ -63,6 +68,9 @@ class SMILESynthesisParameterNode:
     pseudoAbnormalVolume: vtkMRMLScalarVolumeNode
 
 
+OUTPUT_PARAMETERS = ("pseudoNormalVolume", "lesionSegmentation", "differenceVolume", "pseudoAbnormalVolume")
+
+
 class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -70,8 +78,11 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = False
-        self._cancelRequested = False
+        self._job = None
+        self._otherModelFile = False  # "Model file below" chosen while the field is still empty
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.connect("timeout()", self.onTimer)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -86,21 +97,33 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.reviewButton.connect("clicked(bool)", self.onReviewButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChoice)
+        # The real ctkPathLineEdit emits currentPathChanged only for a path its validator accepts (one
+        # ending in .pt here); a cleared field is seen through validInputChanged.
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.modelPathLineEdit.connect("validInputChanged(bool)", self.onModelPathValidity)
         self.ui.progressBar.hide()
+        self._fillModelChoices()
         self.initializeParameterNode()
 
     def cleanup(self):
+        """Also when Slicer closes: a synthesis still running is cancelled (its process killed)."""
+        self._timer.stop()
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
         self._disconnect()  # before removeObservers: _disconnect removes its own observer
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
         self._fillModelChoices()
+        self.initializeParameterNode()
 
     def exit(self):
         self._disconnect()
 
     def onSceneStartClose(self, caller, event):
+        if self._job is not None and self._job.running:  # its nodes are going: nothing to write into
+            self._cancel(_("Cancelled: the scene was closed."))
         self._disconnect()
 
     def onSceneEndClose(self, caller, event):
@@ -116,73 +139,170 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParametersChanged)
 
     def setParameterNode(self, inputParameterNode):
         self._disconnect()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParametersChanged)
+            self.onParametersChanged()
 
+    # ---- model choice: the combo box and the path field show the parameter node's model -------------
     def _fillModelChoices(self):
         choices = model_choices() + [(_("Model file below"), "")]
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
         try:  # signals are unblocked whatever happens
             self.ui.modelComboBox.clear()
-            for label, path in choices:
-                self.ui.modelComboBox.addItem(label, str(path))
+            for label, choice in choices:
+                self.ui.modelComboBox.addItem(label, str(choice))
         finally:
             self.ui.modelComboBox.blockSignals(wasBlocked)
+        if self._parameterNode:
+            self._showModel()
 
     def onModelChoice(self, index):
-        path = self.ui.modelComboBox.itemData(index)
-        if path:
-            self._parameterNode.modelPath = Path(path)
+        choice = self.ui.modelComboBox.itemData(index)
+        self._otherModelFile = not choice
+        if choice and self._parameterNode:
+            self._parameterNode.modelPath = choice
+        self._showModel()
+
+    def onModelPathChanged(self, path):
+        if self._parameterNode and not self._showingModel:
+            self._otherModelFile = False
+            self._parameterNode.modelPath = model_choice(path)
+
+    def onModelPathValidity(self, valid):
+        cleared = not self.ui.modelPathLineEdit.currentPath.strip()
+        if not valid and cleared and self._parameterNode and not self._showingModel:
+            self._parameterNode.modelPath = DEFAULT_MODEL  # cleared: the bundled model
+
+    _showingModel = False
+
+    def _showModel(self):
+        """Combo box and path field from the parameter node: the bundled model shows as its entry and an
+        empty field; a registered model as its entry and its path; any other file as "Model file below"."""
+        choice = model_choice(self._parameterNode.modelPath)
+        combo = self.ui.modelComboBox
+        datas = [combo.itemData(i) for i in range(combo.count)]
+        if self._otherModelFile and choice == DEFAULT_MODEL:
+            index = combo.count - 1
+        else:
+            index = datas.index(choice) if choice in datas else combo.count - 1
+        self._showingModel = True
+        wasBlocked = combo.blockSignals(True)
+        try:
+            combo.currentIndex = index
+            text = "" if choice == DEFAULT_MODEL else choice
+            if self.ui.modelPathLineEdit.currentPath != text:
+                self.ui.modelPathLineEdit.currentPath = text
+        finally:
+            combo.blockSignals(wasBlocked)
+            self._showingModel = False
+
+    # ---- parameters -> buttons, refusals ------------------------------------------------------------
+    def onParametersChanged(self, caller=None, event=None):
+        params = self._parameterNode
+        if params is None:
+            return
+        for name in OUTPUT_PARAMETERS:  # an output that is the input (or the brain mask) is refused
+            node = getattr(params, name)
+            if node is not None and (node is params.inputVolume or node is params.brainMask):
+                setattr(params, name, None)
+                message = _("The {output} output cannot be the input volume or the brain mask: it would be "
+                            "overwritten. A new node will be created instead.").format(output=self._outputLabel(name))
+                self.ui.statusLabel.text = message
+                logging.warning(message)
+                return  # the change above calls this again
+        self._showModel()
+        self._updateButtons()
+
+    @staticmethod
+    def _outputLabel(name):
+        return {"pseudoNormalVolume": _("pseudo-normal"), "lesionSegmentation": _("lesion"),
+                "differenceVolume": _("difference"), "pseudoAbnormalVolume": _("pseudo-abnormal")}[name]
 
     def _updateButtons(self, caller=None, event=None):
+        running = self._job is not None and self._job.running
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.applyButton.enabled = hasInput or self._running
-        self.ui.applyButton.text = _("Cancel") if self._running else _("Apply")
-        self.ui.reviewButton.enabled = hasInput and bool(self._parameterNode.lesionSegmentation) and not self._running
+        self.ui.applyButton.enabled = hasInput or running
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
+        self.ui.reviewButton.enabled = hasInput and bool(self._parameterNode.lesionSegmentation) and not running
 
+    # ---- running --------------------------------------------------------------------------------------
     def onApplyButton(self):
-        if self._running:
-            self._cancelRequested = True
+        if self._job is not None and self._job.running:
+            self._cancel(_("Cancelled: no output was changed."))
             return
-        self._run(review=False)
+        self._start(review=False)
 
     def onReviewButton(self):
-        self._run(review=True)
+        self._start(review=True)
 
-    def _run(self, review):
-        self._running, self._cancelRequested = True, False
+    def _start(self, review):
+        self._job = None
+        with slicer.util.tryWithErrorDisplay(_("SMILE synthesis could not start."), waitCursor=True):
+            self.logic.ensureDependencies()
+            self._job = self.logic.startJob(self._parameterNode, review)
+            self.ui.statusLabel.text = _("Starting: loading the model...")
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.show()
+            self._timer.start()
         self._updateButtons()
-        self.ui.progressBar.show()
-        self.ui.progressBar.value = 0
-        try:
-            with slicer.util.tryWithErrorDisplay(_("SMILE synthesis failed."), waitCursor=True):
-                self.logic.ensureDependencies()
-                self.logic.process(self._parameterNode, review, progress=self._onProgress,
-                                   cancel=lambda: self._cancelRequested)
-                self.ui.statusLabel.text = _("Done.")
-        finally:
-            if self._cancelRequested:
-                self.ui.statusLabel.text = _("Cancelled: no output was changed.")
-            self._running = False
-            self.ui.progressBar.hide()
-            self._updateButtons()
 
-    def _onProgress(self, done, total):
-        self.ui.progressBar.maximum = total
-        self.ui.progressBar.value = done
-        slicer.app.processEvents()  # keeps the window responsive and lets Cancel be clicked
+    def _cancel(self, message):
+        self._timer.stop()
+        if self._job.cancel():
+            self.ui.statusLabel.text = message
+        self._end()
+
+    def _end(self):
+        self._timer.stop()
+        self.ui.progressBar.hide()
+        self._updateButtons()
+
+    def onTimer(self):
+        job = self._job
+        if job is None:
+            return self._end()
+        job.poll()
+        if job.total:
+            self.ui.statusLabel.text = self._status(_("Synthesising: slice {done} of {total}.").format(
+                done=job.done, total=job.total), job.notes)
+        elif job.notes:
+            self.ui.statusLabel.text = self._status(_("Starting: loading the model..."), job.notes)
+        if job.total:  # after the status: a Cancel pressed as the bar moves writes its own status
+            self.ui.progressBar.maximum = job.total
+            self.ui.progressBar.value = job.done
+        if job is not self._job or job.state not in ("finished", "failed"):
+            return
+        if job.state == "finished":
+            try:
+                with slicer.util.tryWithErrorDisplay(_("SMILE synthesis failed."), waitCursor=True):
+                    self.logic.finishJob(job, self._parameterNode)
+                    self.ui.statusLabel.text = self._status(_("Done."), job.notes)
+            finally:
+                self._end()
+        elif job.state == "failed":
+            self.ui.statusLabel.text = self._status(_("Failed."), job.notes)
+            self._end()
+            slicer.util.errorDisplay(_("SMILE synthesis failed: {error}").format(error=job.error),
+                                     detailedText="\n".join(job.log[-50:]))
+
+    @staticmethod
+    def _status(headline, notes):
+        return "\n".join([headline] + [_("Note: {note}").format(note=note) for note in notes])
 
 
 class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
     """Application-level logic: parameter node, dependencies, views. The MRML work is done by
-    SMILESynthesisLib.SynthesisLogic, which is tested outside the application."""
+    SMILESynthesisLib (SynthesisLogic, SynthesisJob), which is tested outside the application."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._lib = None
 
     def getParameterNode(self):
         return SMILESynthesisParameterNode(super().getParameterNode())
@@ -191,22 +311,27 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
         from SMILESynthesisLib.dependencies import ensure_dependencies
         ensure_dependencies(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
 
-    def process(self, params, review=False, progress=None, cancel=None):
-        from SMILESynthesisLib import SynthesisLogic, plan_outputs
-        from smilecore.synthesis import SynthesisCancelled
-        lib = SynthesisLogic(slicer.mrmlScene)
-        model = lib.load_model(str(params.modelPath) if str(params.modelPath) not in ("", ".") else None,
-                               params.device)
+    @staticmethod
+    def outputs(params):
+        from SMILESynthesisLib import plan_outputs
         wanted = {"pseudoNormal": params.makePseudoNormal, "lesion": params.makeLesion,
                   "difference": params.makeDifference, "pseudoAbnormal": params.makePseudoAbnormal}
         chosen = {"pseudoNormal": params.pseudoNormalVolume, "lesion": params.lesionSegmentation,
                   "difference": params.differenceVolume, "pseudoAbnormal": params.pseudoAbnormalVolume}
-        mask = params.lesionSegmentation if review else None
-        try:
-            used = lib.run(params.inputVolume, model, plan_outputs(wanted, chosen), mask_segmentation=mask,
-                           progress=progress, cancel=cancel)
-        except SynthesisCancelled:
-            return None
+        return plan_outputs(wanted, chosen)
+
+    def startJob(self, params, review=False, python=None):
+        """Start a synthesis in a background process (SMILESynthesisLib.SynthesisJob); the scene is
+        changed only by finishJob."""
+        from SMILESynthesisLib import SynthesisJob, SynthesisLogic
+        lib = SynthesisLogic(slicer.mrmlScene)
+        return SynthesisJob(lib, params.inputVolume, self.outputs(params), model=params.modelPath,
+                            device=params.device, mask_segmentation=params.lesionSegmentation if review else None,
+                            brain_mask=params.brainMask, python=python).start()
+
+    def finishJob(self, job, params):
+        """The finished job's result into the output nodes, the parameter node and the views."""
+        used = job.finish()
         params.pseudoNormalVolume = used.pseudoNormal or params.pseudoNormalVolume
         params.lesionSegmentation = used.lesion or params.lesionSegmentation
         params.differenceVolume = used.difference or params.differenceVolume

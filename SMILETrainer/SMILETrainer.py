@@ -24,13 +24,20 @@ class SMILETrainer(ScriptedLoadableModule):
         self.parent.title = _("SMILE Trainer")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = ["SMILESynthesis"]
-        self.parent.contributors = ["SMILE developers"]
+        self.parent.contributors = ["SMILE developers (SlicerSMILE)"]
         self.parent.helpText = _(
             "Trains a SMILE model (generator, segmentor, reconstructor) in four phases on a folder of BraTS "
             "cases, with a share of the cases used without their labels (semi-supervised). Training runs "
             "in a separate process; Stop leaves a checkpoint that Resume continues from. The finished model "
-            "is offered by SMILE Synthesis.")
+            "is offered by SMILE Synthesis. See the "
+            '<a href="https://github.com/smile-slicer/SlicerSMILE/blob/main/docs/training.md">training '
+            "documentation</a>.")
         self.parent.acknowledgementText = _("SMILE: semi-supervised pseudo-normality synthesis.")
+
+
+# smilecore.train.LR_SCHEDULES (a test checks they agree): the engine imports torch, which module
+# start-up must not need.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 # Ranges as in the .ui: without them connectGui widens the spin boxes to the whole int/float range.
@@ -42,6 +49,7 @@ class SMILETrainerParameterNode:
     epochs: Annotated[int, WithinRange(1, 1000)] = 10
     batchSize: Annotated[int, WithinRange(1, 512)] = 8
     learningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-4
+    lrSchedule: Annotated[str, Choice(list(LR_SCHEDULES))] = "constant"
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     outputDir: Path = Path.home() / "SMILE" / "run"
 
@@ -67,6 +75,8 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.startButton.connect("clicked(bool)", lambda: self.onStart(resume=False))
         self.ui.resumeButton.connect("clicked(bool)", lambda: self.onStart(resume=True))
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
         self._updateButtons()
 
@@ -82,6 +92,17 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self):
         self._disconnect()
+
+    def onSceneStartClose(self, caller, event):
+        self._disconnect()
+
+    def onSceneEndClose(self, caller, event):
+        """A training still running fills a table in the new scene, with every epoch so far, and
+        shows its plot again."""
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+        if self.logic.lib.active:
+            self.logic.showPlot()
 
     def initializeParameterNode(self):
         self._disconnect()
@@ -104,6 +125,7 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStart(self, resume):
         with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
             self.logic.ensureDependencies()
+            self.onParametersChanged()  # a summary that needed a package just installed is made again
             self.logic.start(self._parameterNode, resume)
             self.ui.logTextEdit.clear()
             self.logic.showPlot()
@@ -125,10 +147,12 @@ class SMILETrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.phaseProgressBar.value = phase
         self.ui.overallProgressBar.value = overall
         self.ui.statusLabel.text = text
-        if not lib.running:
+        if not lib.active:  # ended, and everything it wrote has been read
             self._timer.stop()
             if lib.finished and lib.finished["event"] == "error":
-                slicer.util.errorDisplay(_("Training failed: ") + lib.finished["message"])
+                self.ui.statusLabel.text = _("Training failed.")
+                slicer.util.errorDisplay(_("Training failed: {message}").format(message=lib.finished["message"]),
+                                         detailedText="\n".join(lib.log[-50:]))
         self._updateButtons()
 
     def _updateButtons(self):
@@ -164,10 +188,11 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
         return TrainingSettings(data_dir=str(params.dataDir), out_dir=str(params.outputDir),
                                 modality=params.modality, labeled_fraction=params.labeledFraction,
                                 epochs=params.epochs, batch_size=params.batchSize, lr=params.learningRate,
-                                device=params.device)
+                                lr_schedule=params.lrSchedule, device=params.device)
 
     def describeDataset(self, params):
-        """Summary of the chosen folder; scanned again only when the folder or modality changes."""
+        """Summary of the chosen folder; scanned again only when the folder or modality changes. A
+        summary that cannot be made yet (nibabel is installed on first Start) is not kept."""
         folder = str(params.dataDir)
         if folder in ("", ".") or not os.path.isdir(folder):
             return _("Choose a folder of BraTS cases.")
@@ -175,6 +200,9 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
             from SMILETrainerLib import scan_dataset
             try:
                 text = scan_dataset(folder, params.modality).summary()
+            except ImportError as exc:
+                return _("The dataset summary needs {package}, which Start installs (with your consent).").format(
+                    package=getattr(exc, "name", None) or str(exc))
             except Exception as exc:
                 text = str(exc)
             self._described = ((folder, params.modality), text)
@@ -191,15 +219,16 @@ class SMILETrainerLogic(ScriptedLoadableModuleLogic):
             return 0, 0, _("Preparing data...") if self.lib.running else ""
         in_phase = (e["epoch"] * e["steps_per_epoch"] + e["step"]) / max(e["epochs"] * e["steps_per_epoch"], 1)
         overall = e["global_step"] / max(e["total_steps"], 1)
-        text = (f"Phase {e['phase']} ({e['phase_name']}), epoch {e['epoch'] + 1}/{e['epochs']}; "
-                f"eps {e['eps']:.3f}, pseudo-label share {e['pseudo_label_share']:.4f}; "
-                f"about {e['eta_s'] / 60:.0f} min left")
+        text = _("Phase {phase} ({name}), epoch {epoch}/{epochs}; eps {eps:.3f}, pseudo-label share {share:.4f}; "
+                 "about {minutes:.0f} min left").format(
+            phase=e["phase"], name=e["phase_name"], epoch=e["epoch"] + 1, epochs=e["epochs"], eps=e["eps"],
+            share=e["pseudo_label_share"], minutes=e["eta_s"] / 60)
         if self.lib.finished is not None and self.lib.finished["event"] == "done":
-            text = _("Done. Model registered for SMILE Synthesis: ") + self.lib.finished["model"]
+            text = _("Done. Model registered for SMILE Synthesis: {model}").format(model=self.lib.finished["model"])
         return int(100 * in_phase), int(100 * overall), text
 
     def showPlot(self):
-        table, chart = self.lib.ensure_plot_nodes()
+        table, chart = self.lib.ensure_plot_nodes()  # made again if the scene was closed
         slicer.modules.plots.logic().ShowChartInLayout(chart)
 
 

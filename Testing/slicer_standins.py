@@ -146,15 +146,16 @@ class qMRMLWidget(QtWidgets.QWidget):
 
 
 class qMRMLNodeComboBox(qMRMLWidget):
-    """Holds the current node, which must be in its scene and of one of its nodeTypes (the real
-    widget ignores others silently; this one raises, so that a test cannot choose them). Not
-    checked: the node list and its filters, automatic selection of an added node when None is not
+    """Holds the current node, which must be in its scene and of one of its nodeTypes, and of exactly one
+    of them when showChildNodeTypes is false (the real widget does not list others and ignores them
+    silently; this one raises, so that a test cannot choose them). Not checked: the node list, the
+    hide-child-node-type and attribute filters, automatic selection of an added node when None is not
     enabled, the add/rename/remove actions, dropping a node removed from the scene."""
     currentNodeChanged = QtCore.pyqtSignal(object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.nodeTypes, self._node = [], None
+        self.nodeTypes, self._node, self.showChildNodeTypes = [], None, True
         self._label = _hold(self, QtWidgets.QComboBox())  # what the user sees: the current node's name
         for option in ("NoneEnabled", "AddEnabled", "RemoveEnabled", "RenameEnabled", "ShowChildNodeTypes"):
             setattr(self, "set" + option, lambda value, o=option: setattr(self, o[0].lower() + o[1:], value))
@@ -170,6 +171,9 @@ class qMRMLNodeComboBox(qMRMLWidget):
             scene = self.mrmlScene()
             assert scene is not None and scene.IsNodePresent(node), "node not in the combo box's scene"
             assert any(node.IsA(t) for t in self.nodeTypes), f"{node.GetClassName()} not in {self.nodeTypes}"
+            # showChildNodeTypes false: a subclass (a labelmap for scalar volumes) is not listed
+            assert self.showChildNodeTypes or node.GetClassName() in self.nodeTypes, (
+                f"{node.GetClassName()} is a child type of {self.nodeTypes}, not shown (showChildNodeTypes false)")
         if node is not self._node:
             self._node = node
             self._label.clear()
@@ -177,22 +181,63 @@ class qMRMLNodeComboBox(qMRMLWidget):
             self.currentNodeChanged.emit(node)
 
 
+def _name_filters_pattern(name_filters) -> str:
+    """The validator's pattern of a ctkPathLineEdit, as CTK builds it (ctkUtils.cpp,
+    nameFiltersToRegExpPattern): "SMILE model (*.pt)" -> "(.*\\.pt?$)"; no usable filter -> ".+"."""
+    import re
+    parts = []
+    for name_filter in name_filters:
+        m = re.match(r"^(.*)\(([a-zA-Z0-9_.*? +;#\-\[\]@\{\}/!<>\$%&=^~:\|]*)\)$", name_filter)
+        if m:
+            extensions = m.group(2).split()
+        else:
+            extensions = [name_filter] if re.match(r"^[\w\s\.\*\_\~\$\[\]]+$", name_filter) else []
+        for extension in extensions:
+            e = re.search(r"\*\.(\w+)", extension)
+            if e:
+                parts.append(".*\\." + e.group(1) + "?$")
+    return "(" + "|".join(parts) + ")" if parts else ".+"
+
+
 class ctkPathLineEdit(QtWidgets.QWidget):
-    """A path in a line edit; currentPathChanged when it changes. Not checked: the browse dialog,
-    the Files/Dirs and name filters, path history, validity colouring."""
+    """A path in a real QLineEdit with the validator CTK gives it (a QRegularExpressionValidator built
+    from the name filters as ctkPathLineEditPrivate::updateFilter builds it). As in CTK
+    (ctkPathLineEdit::updateHasValidInput), currentPathChanged is emitted on a text change only when
+    the text is acceptable to the validator (an empty field never is), and validInputChanged when
+    acceptability changes. Not checked: the browse dialog, the Files/Dirs filters (they steer the
+    completer and the dialog, not the validator), path history, the completer, size policies."""
     Files, Dirs = 1, 2
     currentPathChanged = QtCore.pyqtSignal(str)
+    validInputChanged = QtCore.pyqtSignal(bool)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._edit = _hold(self, QtWidgets.QLineEdit())
         self.filters, self.nameFilters = 0, []
+        self._validator = QtGui.QRegularExpressionValidator(self)
+        self._edit.setValidator(self._validator)
+        self._hasValidInput = False
+        self._updateFilter()
+        self._edit.textChanged.connect(self._updateHasValidInput)
+
+    def _updateFilter(self):
+        self._validator.setRegularExpression(QtCore.QRegularExpression(_name_filters_pattern(self.nameFilters)))
 
     def setFilters(self, value):
         self.filters = value
+        self._updateFilter()
 
     def setNameFilters(self, value):
         self.nameFilters = list(value)
+        self._updateFilter()
+
+    def _updateHasValidInput(self, text):
+        old = self._hasValidInput
+        self._hasValidInput = self._edit.hasAcceptableInput()
+        if self._hasValidInput:
+            self.currentPathChanged.emit(self.currentPath)
+        if self._hasValidInput != old:
+            self.validInputChanged.emit(self._hasValidInput)
 
     @property
     def currentPath(self):
@@ -200,12 +245,15 @@ class ctkPathLineEdit(QtWidgets.QWidget):
 
     @currentPath.setter
     def currentPath(self, path):
-        if path != self.currentPath:
-            QtWidgets.QLineEdit.setText(self._edit, path)
-            self.currentPathChanged.emit(path)
+        QtWidgets.QLineEdit.setText(self._edit, path)  # as ctkPathLineEdit::setCurrentPath: setText
 
     def setCurrentPath(self, path):
         self.currentPath = path
+
+    def clearByUser(self):
+        """What a user's select-all + Delete does: the line edit's text becomes empty."""
+        self._edit.selectAll()
+        self._edit.del_()
 
 
 class ctkSliderWidget(QtWidgets.QWidget):
@@ -265,10 +313,54 @@ class ModuleManager(QtCore.QObject):
         return self.modules.get(name)
 
 
+class SliceWidget:
+    """A slice view of the layout manager: its slice node and slice composite node are real MRML nodes of
+    the scene, named and laid out by the view's name (Red, Yellow, Green), as Slicer's are."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def _node(self, class_name):
+        import slicer
+        scene = slicer.mrmlScene
+        for k in range(scene.GetNumberOfNodesByClass(class_name)):
+            node = scene.GetNthNodeByClass(k, class_name)
+            if node.GetLayoutName() == self.name:
+                return node
+        node = scene.CreateNodeByClass(class_name)
+        node.SetName(self.name)
+        node.SetLayoutName(self.name)
+        scene.AddNode(node)
+        return node
+
+    def mrmlSliceNode(self):
+        return self._node("vtkMRMLSliceNode")
+
+    def mrmlSliceCompositeNode(self):
+        return self._node("vtkMRMLSliceCompositeNode")
+
+
+class LayoutManager:
+    """slicer.app.layoutManager(): records the layouts set (`layouts`) and each resetSliceViews call
+    (`resets`); sliceWidget(name) gives views whose MRML nodes are real (SliceWidget). Not checked: the
+    views themselves, rendering, which views a layout shows, an unknown view name (Slicer returns None)."""
+
+    def __init__(self):
+        self.layouts, self.resets = [], 0
+
+    def setLayout(self, layout):
+        self.layouts.append(layout)
+
+    def sliceWidget(self, name):
+        return SliceWidget(name)
+
+    def resetSliceViews(self):
+        self.resets += 1
+
+
 class SlicerApp(QtCore.QObject):
-    """slicer.app. Not checked: the main window, layout manager and views (layoutManager() is None, as
-    without a main window), IO manager, settings panels, the application's own start-up sequence (a
-    test emits startupCompleted)."""
+    """slicer.app. Not checked: the main window, the views behind the layout manager (LayoutManager), IO
+    manager, settings panels, the application's own start-up sequence (a test emits startupCompleted)."""
     startupCompleted = QtCore.pyqtSignal()
     applicationName = "Slicer"
 
@@ -276,6 +368,7 @@ class SlicerApp(QtCore.QObject):
         super().__init__()
         self.testing = testing
         self._moduleManager = ModuleManager()
+        self._layoutManager = LayoutManager()
 
     def testingEnabled(self):
         return self.testing
@@ -284,7 +377,7 @@ class SlicerApp(QtCore.QObject):
         return self._moduleManager
 
     def layoutManager(self):
-        return None
+        return self._layoutManager
 
     def processEvents(self, *flags):
         QtWidgets.QApplication.processEvents()

@@ -193,3 +193,58 @@ def test_stop_kills_the_process_tree_and_resume_continues(scene, cohort, tmp_pat
     starts = [e for e in __import__("smilecore.events", fromlist=["x"]).read_events(tmp_path / "run" / "events.jsonl")
               if e["event"] == "start"]
     assert starts[-1]["resumed"] and starts[-1]["global_step"] >= 1
+
+
+# ---- issue 22: output checks, brain mask, the background job ------------------------------------
+def test_an_output_that_is_the_input_is_refused_before_any_work(scene, model, cohort):
+    from SMILESynthesisLib import OutputIsInput
+    data, affine, _ = _case(cohort)
+    node = _volume_node(scene, data, affine)
+    before = scene.GetNumberOfNodes()
+    for outputs in (Outputs(node, NEW, None, None), Outputs(None, None, node, None), Outputs(None, None, None, node)):
+        with pytest.raises(OutputIsInput, match="cannot be the input volume 'input'"):
+            SynthesisLogic(scene).run(node, model, outputs)
+    assert scene.GetNumberOfNodes() == before and np.array_equal(nodes.array_from_volume(node)[0], data)
+
+
+def test_a_brain_mask_segmentation_or_volume_reaches_the_engine(scene, model, cohort):
+    data, affine, _ = _case(cohort)
+    node = _volume_node(scene, data, affine)
+    brain = np.zeros(data.shape, bool)
+    brain[5:35, 5:35, 3:13] = True
+    logic = SynthesisLogic(scene)
+    as_segmentation = nodes.mask_to_segmentation(scene, brain, node, name="brain")
+    as_volume = _volume_node(scene, brain.astype(np.float32), affine, "brain volume")
+    for mask_node in (as_segmentation, as_volume):
+        used = logic.run(node, model, Outputs(NEW, None, None, None), brain_mask=mask_node)
+        pn = nodes.array_from_volume(used.pseudoNormal)[0]
+        assert np.array_equal(pn[~brain], data[~brain])  # outside the given brain: left as it is
+    elsewhere = _volume_node(scene, brain[:, :, :8].astype(np.float32), affine, "cropped mask")
+    with pytest.raises(ValueError, match="not on the grid of input volume"):
+        logic.run(node, model, Outputs(NEW, None, None, None), brain_mask=elsewhere)
+
+
+def test_the_job_writes_its_inputs_for_the_worker_and_fails_clearly_when_it_dies(scene, cohort, tmp_path):
+    from SMILESynthesisLib import SynthesisJob, job
+    data, affine, truth = _case(cohort)
+    node = _volume_node(scene, data, affine)
+    brain = nodes.mask_to_segmentation(scene, truth | (data > 0), node, name="brain")
+    dies = tmp_path / "dies.py"  # a "python" that ends at once without an event, as a crashed worker
+    dies.write_text("import sys\nprint('Segmentation fault (core dumped)')\nsys.exit(139)\n")
+    launcher = tmp_path / "python"
+    launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "{dies}"\n')
+    launcher.chmod(0o755)
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # as in the application
+    before = scene.GetNumberOfNodes()
+    run = SynthesisJob(SynthesisLogic(scene), node, Outputs(NEW, NEW, None, NEW), brain_mask=brain,
+                       python=str(launcher))
+    run.start()
+    folder = run.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["affine.npy", "brain.npy", "data.npy", "job.json"]
+    assert run.model == job.model_file("default") and run.model.is_file()
+    deadline = time.time() + 60
+    while run.running and time.time() < deadline:
+        run.poll()
+        time.sleep(0.05)
+    assert run.state == job.FAILED and "exit code 139" in run.error and "Segmentation fault" in run.error
+    assert not folder.exists() and scene.GetNumberOfNodes() == before

@@ -154,63 +154,88 @@ def test_trainer_self_test_passes_and_restores_smile_home(slicer, monkeypatch):
 
 
 # ---- SMILESynthesis ------------------------------------------------------------------------------
-def test_synthesis_panel_apply_review_cancel(slicer, cohort, tmp_path):
+def test_synthesis_panel_model_choice_is_symbolic_and_clearing_works(slicer, cohort, tmp_path):
+    """Issue 22, 3 and 4: the bundled model is kept as "default", never its install path; combo box and
+    path field agree; clearing the field (which the real ctkPathLineEdit reports only through
+    validInputChanged) goes back to the bundled model."""
     _, widget = _panel(slicer, "SMILESynthesis")
     ui, params = widget.ui, widget._parameterNode
+    combo, field = ui.modelComboBox, ui.modelPathLineEdit
     assert [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)] == ["auto", "cuda", "cpu"]
-    assert ui.modelPathLineEdit.currentPath not in ("", ".")
+    assert params.modelPath == "default" and combo.currentIndex == 0 and field.currentPath == ""
     assert not ui.applyButton.enabled
     ui.deviceComboBox.currentIndex = 2
     assert params.device == "cpu"
     volume = _read_volume(slicer, cohort / "Synth_000" / "Synth_000_t2.nii.gz")
     ui.inputVolumeSelector.setCurrentNode(volume)
     assert ui.applyButton.enabled
-    ui.modelComboBox.currentIndex = ui.modelComboBox.count - 1  # "Model file below": type a path
-    ui.modelPathLineEdit.currentPath = str(tmp_path / "elsewhere.pt")
-    assert params.modelPath == tmp_path / "elsewhere.pt"
-    ui.modelComboBox.currentIndex = 0  # back to the bundled default model
-    assert params.modelPath.name == "smile-default-t2.pt" and params.modelPath.is_file()
 
-    ui.applyButton.click()
-    assert standins.slot_errors == []
-    assert ui.statusLabel.text == "Done."
-    for node in (params.pseudoNormalVolume, params.lesionSegmentation, params.pseudoAbnormalVolume):
-        assert node is not None and slicer.mrmlScene.IsNodePresent(node)
-    assert ui.pseudoNormalSelector.currentNode() is params.pseudoNormalVolume
-    segment = params.lesionSegmentation.GetSegmentation().GetNthSegment(0)
-    tag = segment.GetTerminology()
-    # Slicer lists Neoplasm (SCT 108369006) in this context only (SegmentationCategoryTypeModifier-DICOM-Master.json)
-    assert tag.split("~")[0] == "Segmentation category and type - DICOM master list" and "^108369006^" in tag
-    assert ui.reviewButton.enabled
+    combo.currentIndex = combo.count - 1  # "Model file below": the user types a path
+    assert combo.currentIndex == combo.count - 1 and params.modelPath == "default"
+    field.currentPath = str(tmp_path / "elsewhere.pt")
+    assert params.modelPath == str(tmp_path / "elsewhere.pt") and combo.currentIndex == combo.count - 1
+    field.clearByUser()  # select all, Delete: the real widget emits no currentPathChanged for ""
+    assert field.currentPath == "" and params.modelPath == "default" and combo.currentIndex == 0
 
+    field.currentPath = str(tmp_path / "elsewhere.pt")
+    combo.currentIndex = 0  # back to the bundled default model
+    assert params.modelPath == "default" and field.currentPath == ""
+    params.modelPath = str(tmp_path / "other.pt")  # a scene with another file: the panel shows it
+    assert combo.currentIndex == combo.count - 1 and field.currentPath == str(tmp_path / "other.pt")
+    from SMILESynthesisLib.logic import bundled_model_path
+    field.currentPath = str(bundled_model_path())  # the bundled file by its path is still "default"
+    assert params.modelPath == "default" and combo.currentIndex == 0
+
+    # the brain mask selector (issue 22, 5): a segmentation or a volume, passed to the worker
+    assert set(ui.brainMaskSelector.nodeTypes) == {"vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode"}
     from SMILESynthesisLib import nodes
     data, _ = nodes.array_from_volume(volume)
-    painted = np.zeros(data.shape, bool)
-    painted[10:20, 12:22, 6:10] = True  # the user's edited lesion
-    nodes.mask_to_segmentation(slicer.mrmlScene, painted, volume, params.lesionSegmentation)
-    ui.reviewButton.click()
+    brain = nodes.mask_to_segmentation(slicer.mrmlScene, data > 0, volume, name="brain")
+    ui.brainMaskSelector.setCurrentNode(brain)
+    assert params.brainMask is brain
+    waits = tmp_path / "waits"  # a worker that only waits: the job is looked at, then cancelled
+    waits.write_text("#!/bin/sh\nsleep 60\n")
+    waits.chmod(0o755)
+    job = widget.logic.startJob(params, python=str(waits))
+    assert np.array_equal(np.load(job.folder / "brain.npy"), data > 0)
+    assert json.loads((job.folder / "job.json").read_text())["model"] == str(bundled_model_path())
+    assert job.cancel() and job.folder is None
+
+    # an output set to the input volume is refused with a message (issue 22, 4)
+    ui.pseudoNormalSelector.setCurrentNode(volume)
+    assert params.pseudoNormalVolume is None and ui.pseudoNormalSelector.currentNode() is None
+    assert "cannot be the input volume" in ui.statusLabel.text
     assert standins.slot_errors == []
-    pseudo_normal = nodes.array_from_volume(params.pseudoNormalVolume)[0]
-    assert np.array_equal(pseudo_normal[~painted], data[~painted])
-    assert not np.array_equal(pseudo_normal[painted], data[painted])
+    widget.cleanup()
 
-    before = pseudo_normal.copy()
-    clicks = []
-    ui.progressBar.valueChanged.connect(lambda v: clicks or clicks.append(ui.applyButton.click()))
-    assert ui.applyButton.text == "Apply"
-    ui.applyButton.click()  # Apply; its first progress step presses the same button, now Cancel
-    assert clicks and ui.statusLabel.text.startswith("Cancelled")
-    assert np.array_equal(nodes.array_from_volume(params.pseudoNormalVolume)[0], before)
-    assert ui.applyButton.text == "Apply" and ui.applyButton.enabled
 
-    picture = ui.applyButton.window().grab()
-    assert picture.width() > 200 and picture.height() > 300
-    if os.environ.get("SMILE_WRITE_SCREENSHOT"):  # refreshes the catalog's screenshot (docs/screenshots)
-        picture.save(str(ROOT / "docs" / "screenshots" / "SMILESynthesis-panel.png"))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        widget.cleanup()
-    assert [str(w.message) for w in caught] == []
+def test_a_scene_saved_with_the_default_model_synthesises_from_another_installation(slicer, tmp_path,
+                                                                                  monkeypatch):
+    """Issue 22, 3: the saved scene holds "default", not the install path; loaded where the engine is in
+    another folder, the model is that installation's bundled file."""
+    _, widget = _panel(slicer, "SMILESynthesis")
+    scene = slicer.mrmlScene
+    from SMILESynthesisLib import logic
+    installed = logic.bundled_model_path()
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    text = (tmp_path / "scene.mrml").read_text()
+    assert "default" in text and str(installed.parent) not in text
+    moved = tmp_path / "Slicer-5.12" / "qt-scripted-modules" / "smilecore" / "resources"
+    moved.mkdir(parents=True)
+    (moved / installed.name).symlink_to(installed)
+    monkeypatch.setattr(logic, "engine_resources", lambda: moved)
+    widget.cleanup()
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert loaded.Connect()
+    node = loaded.GetFirstNodeByClass("vtkMRMLScriptedModuleNode")
+    module_file = sys.modules["SMILESynthesis"]
+    params = module_file.SMILESynthesisParameterNode(node)
+    assert params.modelPath == "default" and logic.model_file(params.modelPath) == moved / installed.name
+    # a scene saved before the choice was symbolic (the old installation's path) loads too
+    assert logic.model_file("/Applications/Slicer-5.8/lib/qt-scripted-modules/smilecore/resources/"
+                            + installed.name) == moved / installed.name
 
 
 # ---- SMILETrainer --------------------------------------------------------------------------------
@@ -284,6 +309,16 @@ def test_trainer_panel_start_stop_resume_and_cleanup(slicer, tmp_path, monkeypat
                  and (tmp_path / "run" / "checkpoint.pt").is_file()), lib.log  # written at each epoch's end
     assert ui.phaseProgressBar.value > 0 and ui.statusLabel.text.startswith("Phase")
     assert lib.chart.GetNumberOfPlotSeriesNodes() >= 3
+    rows = lib.table.GetTable().GetNumberOfRows()
+    slicer.mrmlScene.Clear(0)  # File > Close Scene during the training (issue 22, 7)
+    assert slicer.mrmlScene.IsNodePresent(lib.table) and lib.table.GetTable().GetNumberOfRows() >= rows
+    assert slicer.modules.plots.logic().shown[-1] is lib.chart and slicer.mrmlScene.IsNodePresent(lib.chart)
+    assert lib.chart.GetNumberOfPlotSeriesNodes() >= 3 and widget._parameterNode is not None
+    # the new scene has a new parameter node (Slicer's rule): the settings are chosen again for Resume
+    ui.dataDirLineEdit.currentPath = str(data)
+    ui.outputDirLineEdit.currentPath = str(tmp_path / "run")
+    ui.epochsSpinBox.value, ui.batchSizeSpinBox.value = 3, 2
+    ui.deviceComboBox.currentIndex = 2  # cpu
     tree = _tree(lib.process.proc.pid)
     assert len(tree) >= 2  # the launcher and the training interpreter
     ui.stopButton.click()
@@ -300,16 +335,18 @@ def test_trainer_panel_start_stop_resume_and_cleanup(slicer, tmp_path, monkeypat
 
 
 def test_stop_without_psutil_kills_the_group_or_calls_taskkill(monkeypatch, tmp_path):
-    sys.path.insert(0, str(ROOT / "SMILETrainer"))
+    sys.path[:0] = [str(ROOT / "SMILETrainer"), str(ROOT / "SMILESynthesis")]
     try:
+        from SMILESynthesisLib import background
         from SMILETrainerLib import process
     finally:
         sys.path.remove(str(ROOT / "SMILETrainer"))
+        sys.path.remove(str(ROOT / "SMILESynthesis"))
     import builtins
     real_import = builtins.__import__
 
     def import_without_psutil(name, *args, **kwargs):  # for process.stop() only: psutil uses itself
-        if name == "psutil" and sys._getframe(1).f_globals.get("__name__") == process.__name__:
+        if name == "psutil" and sys._getframe(1).f_globals.get("__name__") == background.__name__:
             raise ImportError("psutil hidden by the test")
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", import_without_psutil)
@@ -325,12 +362,12 @@ def test_stop_without_psutil_kills_the_group_or_calls_taskkill(monkeypatch, tmp_
 
     calls = []
     windows_os = type("WindowsOs", (), {"name": "nt", "__getattr__": lambda self, a: getattr(os, a)})()
-    monkeypatch.setattr(process, "os", windows_os)  # os.name for process.py only (pathlib reads it too)
-    monkeypatch.setattr(process.subprocess, "run", lambda args, **kw: calls.append(args))
+    monkeypatch.setattr(background, "os", windows_os)  # os.name for background.py only (pathlib reads it too)
+    monkeypatch.setattr(background.subprocess, "run", lambda args, **kw: calls.append(args))
     fake = process.TrainingProcess([], python=sys.executable)
     fake.proc = type("P", (), {"pid": 4321, "poll": lambda self: None, "wait": lambda self, t: 0})()
     fake.stop()
-    assert calls == [["taskkill", "/T", "/F", "/PID", "4321"]]
+    assert calls == [["taskkill", "/T", "/F", "/PID", "4321"]]  # (no console window: CREATE_NO_WINDOW)
 
 
 def test_psutil_is_installed_with_the_other_dependencies(monkeypatch):
@@ -342,3 +379,274 @@ def test_psutil_is_installed_with_the_other_dependencies(monkeypatch):
     find_spec = dependencies.importlib.util.find_spec
     monkeypatch.setattr(dependencies.importlib.util, "find_spec", lambda n: None if n == "psutil" else find_spec(n))
     assert [r for r in dependencies.missing_pip_packages() if r.startswith("psutil")]
+
+
+# ---- SMILESynthesis in the background (issue 22) ---------------------------------------------------
+def _slab(tmp_path, every=3, first=45, count=8) -> Path:
+    """A small real case: `count` slices of the bundled sample through the tumour, every `every`-th
+    (so `every` mm thick: the engine notes slices thicker than twice the model's 1 mm), as NIfTI."""
+    import nibabel as nib
+    image = nib.load(next((ROOT / "smilecore" / "resources" / "sample").glob("*_t2.nii.gz")))
+    data = np.asarray(image.dataobj)[:, :, first:first + every * count:every].astype(np.float32)
+    affine = image.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, every, first], [0, 0, 0, 1.0]])
+    path = tmp_path / "slab.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def _node_ids(scene):
+    return [scene.GetNthNode(k).GetID() for k in range(scene.GetNumberOfNodes())]
+
+
+def _ticking():
+    """Timestamps of a 50 ms QTimer: the moments Qt's event loop ran (a repaint can happen only then)."""
+    from PyQt5 import QtCore
+    ticks = [time.monotonic()]
+    timer = QtCore.QTimer()
+    timer.setInterval(50)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    return ticks, timer
+
+
+def test_synthesis_runs_in_the_background_with_per_slice_progress_and_notes(slicer, tmp_path, caplog):
+    """Issue 22, 1 and 2: the event loop runs at least every 0.5 s throughout; nodes appear only at the
+    end; the thick-slice note is in the panel and in the log."""
+    _, widget = _panel(slicer, "SMILESynthesis")
+    ui, params, scene = widget.ui, widget._parameterNode, slicer.mrmlScene
+    volume = _read_volume(slicer, _slab(tmp_path))
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    ui.deviceComboBox.currentIndex = 2  # cpu
+    before = _node_ids(scene)
+    during = []
+    ui.progressBar.valueChanged.connect(lambda v: during.append((v, ui.progressBar.maximum, _node_ids(scene))))
+    ticks, timer = _ticking()
+    caplog.set_level("WARNING")
+    ui.applyButton.click()
+    ticks.append(time.monotonic())
+    assert ui.applyButton.text == "Cancel"
+    assert _wait(lambda: ui.applyButton.text == "Apply", timeout=240), ui.statusLabel.text
+    timer.stop()
+    ticks.append(time.monotonic())
+    assert standins.slot_errors == []
+    gaps = np.diff(ticks)
+    assert gaps.max() < 0.5, f"the event loop stalled for {gaps.max():.2f} s"
+    assert ui.statusLabel.text.startswith("Done."), ui.statusLabel.text
+    assert "slices are 3.0 mm thick" in ui.statusLabel.text  # the engine's note, in the panel
+    assert any("slices are 3.0 mm thick" in r.getMessage() for r in caplog.records)  # and in the log
+    shown = sorted({v for v, _, _ in during if v > 0})
+    assert during and during[-1][1] == 8 and len(shown) >= 4, during  # slice by slice (a poll may see two)
+    assert all(ids == before for _, _, ids in during)  # no node while running
+    for node in (params.pseudoNormalVolume, params.lesionSegmentation, params.pseudoAbnormalVolume):
+        assert node is not None and scene.IsNodePresent(node)
+    assert params.pseudoNormalVolume.GetDisplayNode() is not None  # created with its display nodes
+    assert ui.pseudoNormalSelector.currentNode() is params.pseudoNormalVolume
+    views = slicer.app.layoutManager()  # input and pseudo-normal side by side
+    assert views.layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView] and views.resets == 1
+    assert views.sliceWidget("Red").mrmlSliceCompositeNode().GetBackgroundVolumeID() == volume.GetID()
+    assert (views.sliceWidget("Yellow").mrmlSliceCompositeNode().GetBackgroundVolumeID()
+            == params.pseudoNormalVolume.GetID())
+    segment = params.lesionSegmentation.GetSegmentation().GetNthSegment(0)
+    tag = segment.GetTerminology()
+    # Slicer lists Neoplasm (SCT 108369006) in this context only (SegmentationCategoryTypeModifier-DICOM-Master.json)
+    assert tag.split("~")[0] == "Segmentation category and type - DICOM master list" and "^108369006^" in tag
+    assert ui.reviewButton.enabled
+
+    from SMILESynthesisLib import nodes
+    data, _ = nodes.array_from_volume(volume)
+    painted = np.zeros(data.shape, bool)
+    painted[100:120, 100:125, 2:5] = True  # the user's edited lesion
+    painted &= data > 0
+    nodes.mask_to_segmentation(scene, painted, volume, params.lesionSegmentation)
+    ui.reviewButton.click()
+    assert _wait(lambda: ui.applyButton.text == "Apply", timeout=240), ui.statusLabel.text
+    assert standins.slot_errors == [] and ui.statusLabel.text.startswith("Done."), ui.statusLabel.text
+    pseudo_normal = nodes.array_from_volume(params.pseudoNormalVolume)[0]
+    assert np.array_equal(pseudo_normal[~painted], data[~painted])
+    assert not np.array_equal(pseudo_normal[painted], data[painted])
+
+    picture = ui.applyButton.window().grab()
+    assert picture.width() > 200 and picture.height() > 300
+    if os.environ.get("SMILE_WRITE_SCREENSHOT"):  # refreshes the catalog's screenshot (docs/screenshots)
+        picture.save(str(ROOT / "docs" / "screenshots" / "SMILESynthesis-panel.png"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        widget.cleanup()
+    assert [str(w.message) for w in caught] == []
+
+
+def test_synthesis_cancel_stops_the_process_within_a_second_and_changes_nothing(slicer, tmp_path):
+    """Issue 22, 1, 8 and 11: Cancel mid-run kills the worker within 1 s with the scene unchanged; a
+    Cancel on the last slice's progress says "Cancelled" only when nothing was written; cleanup cancels."""
+    _, widget = _panel(slicer, "SMILESynthesis")
+    ui, params, scene = widget.ui, widget._parameterNode, slicer.mrmlScene
+    volume = _read_volume(slicer, _slab(tmp_path, count=4))
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    ui.deviceComboBox.currentIndex = 2  # cpu
+    before = _node_ids(scene)
+
+    ui.applyButton.click()
+    job = widget._job
+    assert _wait(lambda: job.done >= 1, timeout=240), (job.state, job.log)
+    tree = _tree(job.process.proc.pid)
+    assert tree
+    pressed = time.monotonic()
+    ui.applyButton.click()  # Cancel
+    assert _alive(tree, grace=1.0) == [] and time.monotonic() - pressed < 1.0
+    assert ui.statusLabel.text == "Cancelled: no output was changed." and ui.applyButton.text == "Apply"
+    _wait(lambda: False, timeout=0.5)
+    assert _node_ids(scene) == before and params.pseudoNormalVolume is None
+
+    # Cancel pressed when the last slice's progress shows: either nothing was written and the panel says
+    # so, or the outputs were written and it does not say "Cancelled".
+    pressed_at_end = []
+    ui.progressBar.valueChanged.connect(
+        lambda v: v == ui.progressBar.maximum and not pressed_at_end and ui.applyButton.text == "Cancel"
+        and pressed_at_end.append(ui.applyButton.click() or True))
+    ui.applyButton.click()
+    assert _wait(lambda: ui.applyButton.text == "Apply", timeout=240)
+    assert pressed_at_end
+    if ui.statusLabel.text.startswith("Cancelled"):
+        assert _node_ids(scene) == before
+    else:
+        assert params.pseudoNormalVolume is not None
+
+    ui.progressBar.valueChanged.disconnect()
+    ui.applyButton.click()
+    job = widget._job
+    tree = _tree(job.process.proc.pid)
+    widget.cleanup()  # the module is unloaded or Slicer closes during a synthesis
+    assert _alive(tree, grace=1.0) == [] and job.state == "cancelled"
+
+
+# ---- SMILETrainer defects (issue 22, 7) ----------------------------------------------------------------
+def test_a_training_process_that_dies_without_an_error_event_gives_an_error_dialog(slicer, tmp_path, monkeypatch):
+    launcher = tmp_path / "bin" / "PythonSlicer"
+    launcher.parent.mkdir()
+    launcher.write_text('#!/bin/sh\necho "Killed (out of memory)"\nexit 137\n')  # as the kernel's OOM killer
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{launcher.parent}{os.pathsep}{os.environ['PATH']}")
+    data = write_cohort(tmp_path / "data", n_cases=3, shape=(24, 24, 8), unlabeled=1)
+    standins.load_module("SMILESynthesis")
+    _, widget = _panel(slicer, "SMILETrainer")
+    shown = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: shown.append((text, kw)))
+    ui, lib = widget.ui, widget.logic.lib
+    ui.dataDirLineEdit.currentPath = str(data)
+    ui.outputDirLineEdit.currentPath = str(tmp_path / "run")
+    ui.startButton.click()
+    assert standins.slot_errors == [] and lib.process is not None, shown
+    assert _wait(lambda: shown, timeout=30), lib.log
+    text, kw = shown[0]
+    assert text.startswith("Training failed: the training process ended without reporting why (exit code 137)")
+    assert "Killed (out of memory)" in text and ui.statusLabel.text == "Training failed."
+    assert ui.startButton.enabled and not ui.stopButton.enabled
+    widget.cleanup()
+
+
+def test_the_last_output_lines_of_a_process_are_read(monkeypatch):
+    """The reader thread may still hold the last lines when the process has ended: they are waited for."""
+    sys.path.insert(0, str(ROOT / "SMILETrainer"))
+    sys.path.insert(0, str(ROOT / "SMILESynthesis"))
+    try:
+        from SMILETrainerLib import process
+    finally:
+        sys.path.remove(str(ROOT / "SMILETrainer"))
+        sys.path.remove(str(ROOT / "SMILESynthesis"))
+    run = process.TrainingProcess([], python=sys.executable)
+    run.command = [sys.executable, "-c", "for i in range(2000): print('line', i)"]
+    put = run.output.put
+    monkeypatch.setattr(run.output, "put", lambda line: time.sleep(0.0005) or put(line))  # a slow reader
+    run.start()
+    run.proc.wait()
+    lines = run.output_lines()
+    assert len(lines) == 2000 and lines[-1] == "line 1999"
+
+
+def test_trainer_dataset_summary_after_install_lr_schedule_and_hidden_console(slicer, tmp_path, monkeypatch):
+    _, widget = _panel(slicer, "SMILETrainer")
+    ui = widget.ui
+    import SMILETrainerLib
+    scan = SMILETrainerLib.scan_dataset
+
+    def without_nibabel(*args):
+        raise ModuleNotFoundError("No module named 'nibabel'", name="nibabel")
+    monkeypatch.setattr(SMILETrainerLib, "scan_dataset", without_nibabel)
+    small = write_cohort(tmp_path / "small", n_cases=3, shape=(24, 24, 8), unlabeled=1)
+    ui.dataDirLineEdit.currentPath = str(small)
+    assert ui.datasetInfoLabel.text == "The dataset summary needs nibabel, which Start installs (with your consent)."
+    monkeypatch.setattr(SMILETrainerLib, "scan_dataset", scan)  # Start installed it
+    started = []
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda: None)
+    monkeypatch.setattr(widget.logic, "start", lambda params, resume: started.append(widget.logic.settings(params)))
+    monkeypatch.setattr(widget.logic, "showPlot", lambda: None)
+    from smilecore.train import LR_SCHEDULES
+    assert [ui.lrScheduleComboBox.itemText(i) for i in range(ui.lrScheduleComboBox.count)] == list(LR_SCHEDULES)
+    ui.lrScheduleComboBox.currentIndex = 1
+    assert widget._parameterNode.lrSchedule == "cosine"
+    ui.startButton.click()
+    widget._timer.stop()
+    assert ui.datasetInfoLabel.text.startswith(f"3 cases found in {small}")
+    args = started[0].cli_args()
+    assert args[args.index("--lr-schedule") + 1] == "cosine"
+    assert standins.slot_errors == []
+    widget.cleanup()
+
+    # Windows: no console window (hidden as slicer.util.launchConsoleProcess hides it, and none created)
+    from SMILESynthesisLib import background
+    calls = []
+
+    class StartupInfo:
+        dwFlags, wShowWindow = 0, 1
+    windows_os = type("WindowsOs", (), {"name": "nt", "__getattr__": lambda self, a: getattr(os, a)})()
+    monkeypatch.setattr(background, "os", windows_os)
+    monkeypatch.setattr(background.subprocess, "STARTUPINFO", StartupInfo, raising=False)
+    monkeypatch.setattr(background.subprocess, "Popen", lambda *a, **kw: calls.append(kw) or (_ for _ in ()).throw(
+        OSError("not started by the test")))
+    with pytest.raises(OSError):
+        background.BackgroundProcess(["PythonSlicer.exe", "-c", "pass"]).start()
+    info = calls[0]["startupinfo"]
+    assert info.dwFlags & 1 and info.wShowWindow == 0  # STARTF_USESHOWWINDOW, SW_HIDE
+    assert calls[0]["creationflags"] & 0x08000000 and calls[0]["creationflags"] & 0x00000200  # NO_WINDOW, GROUP
+
+
+def test_self_tests_skip_in_testing_mode_without_tqdm_or_psutil(tmp_path):
+    """Issue 22, 8: Slicer bundles neither; testing mode installs nothing, so the self-tests skip."""
+    view = _site_packages_without(tmp_path, hidden=("tqdm", "psutil"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(view), str(ROOT / "Testing")]),
+               SMILE_HOME=str(tmp_path / "home"), QT_QPA_PLATFORM="offscreen")
+    script = textwrap.dedent("""
+        import importlib.util, json, unittest
+        assert importlib.util.find_spec('tqdm') is None and importlib.util.find_spec('psutil') is None
+        import slicer_standins as standins
+        standins.assemble(testing=True)
+        skipped = {}
+        for name in ("SMILESynthesis", "SMILETrainer"):
+            _, module = standins.load_module(name)
+            try:
+                module.runTest()
+            except unittest.SkipTest as exc:
+                skipped[name] = str(exc)
+        print(json.dumps(skipped))
+    """)
+    out = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    skipped = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(skipped) == {"SMILESynthesis", "SMILETrainer"}
+    assert all(reason.startswith("tqdm, psutil not installed") for reason in skipped.values()), skipped
+
+
+def test_metadata_and_translatable_strings_as_the_slicer_template_has_them(slicer):
+    """Issue 22, 11: contributors "Name (Organisation)", a documentation link in the help, translated
+    strings formatted rather than concatenated, cmake_minimum_required as the 5.10 template's."""
+    import re
+    for name in ("SMILESynthesis", "SMILETrainer"):
+        _, module = standins.load_module(name)
+        parent = module.parent
+        assert parent.contributors and all(re.fullmatch(r"[^()]+ \([^()]+\)", c) for c in parent.contributors)
+        assert re.search(r'<a href="https://[^"]+">[^<]+</a>', parent.helpText)
+        source = (ROOT / name / f"{name}.py").read_text()
+        assert not re.search(r'_\("[^"]*"\)\s*\+|\+\s*_\(', source), f"{name}: a translated string concatenated"
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert cmake.startswith("cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)")  # Slicer v5.10.0 template

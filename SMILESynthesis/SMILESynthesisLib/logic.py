@@ -41,8 +41,40 @@ def engine_resources() -> Path:
     return Path(spec.origin).parent / "resources"
 
 
+BUNDLED_MODEL_NAME = "smile-default-t2.pt"
+DEFAULT_MODEL = "default"  # the parameter node's value for the bundled model: never its install path
+
+
 def bundled_model_path() -> Path:
-    return engine_resources() / "smile-default-t2.pt"  # smilecore.modelfile.default_model_path()
+    return engine_resources() / BUNDLED_MODEL_NAME  # smilecore.modelfile.default_model_path()
+
+
+def model_file(choice: str | Path | None) -> Path:
+    """The model file of a panel's model choice: DEFAULT_MODEL (or nothing) is the bundled model of
+    this installation, wherever it is; anything else is a file path. A path to a bundled model that no
+    longer exists (a scene saved before the choice was symbolic, by an installation since moved or
+    updated) is the bundled model too."""
+    text = str(choice or "").strip()
+    if text in ("", ".", DEFAULT_MODEL):
+        return bundled_model_path()
+    path = Path(text)
+    if path.name == BUNDLED_MODEL_NAME and path.parent.name == "resources" and not path.exists():
+        return bundled_model_path()
+    return path
+
+
+def model_choice(path: str | Path | None) -> str:
+    """What the parameter node keeps for a model file: DEFAULT_MODEL for the bundled model (or no
+    path), else the path."""
+    text = str(path or "").strip()
+    if text in ("", ".", DEFAULT_MODEL):
+        return DEFAULT_MODEL
+    try:
+        if Path(text).resolve() == bundled_model_path().resolve():
+            return DEFAULT_MODEL
+    except (OSError, ModuleNotFoundError):
+        pass
+    return text
 
 
 def bundled_sample_paths() -> tuple[Path, Path]:
@@ -60,17 +92,19 @@ class SynthesisLogic:
         """Model files are cached per (path, modification time, device)."""
         from smilecore.modelfile import load_model
         from smilecore.train import resolve_device
-        path = Path(path) if path else bundled_model_path()
+        path = model_file(path)
         key = (str(path.resolve()), path.stat().st_mtime_ns if path.exists() else 0, device)
         if key not in self._models:
             self._models[key] = load_model(path, resolve_device(device))
         return self._models[key]
 
     def run(self, input_volume, model, outputs: Outputs, mask_segmentation=None, segment_id=None,
-            progress=None, cancel=None, modality=None, notify=None):
-        """Synthesise and fill the output nodes. With `mask_segmentation`, its segment (or all
-        segments) replaces S's lesion mask: the pseudo-normal is the input outside the mask and
-        G inside, and the pseudo-abnormal is R(G(I), mask).
+            progress=None, cancel=None, modality=None, notify=None, brain_mask=None):
+        """Synthesise in this thread and fill the output nodes (the panel runs the same in a background
+        process: job.SynthesisJob). With `mask_segmentation`, its segment (or all segments) replaces
+        S's lesion mask: the pseudo-normal is the input outside the mask and G inside, and the
+        pseudo-abnormal is R(G(I), mask). `brain_mask`: a segmentation node (all its segments) or a
+        volume node on the input's grid (voxels > 0) for an input that is not skull-stripped.
 
         `modality`: the input's modality if the user states it; else a BraTS modality suffix of
         the node's name (``..._flair``) is taken as the input's modality. A modality other than
@@ -81,35 +115,66 @@ class SynthesisLogic:
         Nothing is written to any node until the engine has finished, so a cancelled or failed
         run leaves no half-filled node. Returns the Outputs with the nodes actually used."""
         from smilecore.synthesis import check_modality, synthesize
+        given = self.inputs(input_volume, outputs, mask_segmentation, segment_id, brain_mask)
+        check_modality(model, stated=modality, name=given["name"], where=given["where"])
+        result = synthesize(given["data"], given["affine"], model, mask=given["mask"], progress=progress,
+                            cancel=cancel, where=given["where"], notify=notify or (lambda message: None),
+                            brain=given["brain"])
+        self.notes = list(result.notes)
+        return self.write_outputs(input_volume, {name: getattr(result, name) for name in RESULT_NAMES},
+                                  outputs, mask_segmentation)
+
+    def inputs(self, input_volume, outputs: Outputs, mask_segmentation=None, segment_id=None,
+               brain_mask=None) -> dict:
+        """What the engine needs, read from the nodes: the input's array and affine (IJK order), the
+        lesion mask and brain mask as arrays on its grid (or None), its name; the outputs checked
+        (`check_outputs`). Raises ValueError naming the problem."""
         if input_volume is None:
             raise ValueError("select an input volume")
-        where = f"volume '{input_volume.GetName()}'"
-        check_modality(model, stated=modality, name=input_volume.GetName(), where=where)
+        check_outputs(input_volume, outputs, brain_mask)
         data, affine = nodes.array_from_volume(input_volume)
         mask = None
         if mask_segmentation is not None:
             mask = nodes.segmentation_to_mask(self.scene, mask_segmentation, input_volume, segment_id)
-        result = synthesize(data, affine, model, mask=mask, progress=progress, cancel=cancel,
-                            where=where, notify=notify or (lambda message: None))
-        self.notes = list(result.notes)
+        brain = None if brain_mask is None else self.brain_mask_array(brain_mask, input_volume)
+        return {"data": data, "affine": affine, "mask": mask, "brain": brain, "name": input_volume.GetName(),
+                "where": f"volume '{input_volume.GetName()}'"}
+
+    def brain_mask_array(self, brain_mask, input_volume):
+        """A brain mask node as a boolean array on the input's grid: every segment of a segmentation
+        (exported onto the input's grid), or the voxels > 0 of a volume on the input's grid."""
+        import numpy as np
+        if brain_mask.IsA("vtkMRMLSegmentationNode"):
+            return nodes.segmentation_to_mask(self.scene, brain_mask, input_volume)
+        array, affine = nodes.array_from_volume(brain_mask)
+        data_shape = input_volume.GetImageData().GetDimensions()
+        if array.shape != tuple(data_shape) or not np.allclose(affine, nodes.ijk_to_ras(input_volume), atol=1e-3):
+            raise ValueError(f"brain mask '{brain_mask.GetName()}' is not on the grid of input volume "
+                             f"'{input_volume.GetName()}' (size {array.shape} against {tuple(data_shape)}); "
+                             "resample it onto the input first, or give it as a segmentation")
+        return array > 0
+
+    def write_outputs(self, input_volume, arrays: dict, outputs: Outputs, mask_segmentation=None) -> Outputs:
+        """Fill the output nodes (new ones created with display nodes, next to the input) from the
+        engine's arrays (RESULT_NAMES, IJK order of the input). Returns the nodes used."""
         base = input_volume.GetName()
         used = Outputs()
-        arrays = {"pseudoNormal": (result.pseudo_normal, "pseudo-normal"),
-                  "difference": (result.difference, "difference"),
-                  "pseudoAbnormal": (result.pseudo_abnormal, "pseudo-abnormal")}
-        for role, (array, suffix) in arrays.items():
+        volumes = {"pseudoNormal": ("pseudo_normal", "pseudo-normal"),
+                   "difference": ("difference", "difference"),
+                   "pseudoAbnormal": ("pseudo_abnormal", "pseudo-abnormal")}
+        for role, (name, suffix) in volumes.items():
             target = getattr(outputs, role)
             if target is None:
                 continue
-            node = nodes.volume_from_array(self.scene, array, input_volume, f"{base} {suffix}",
-                                           None if target == NEW else target)
+            node = nodes.volume_from_array(self.scene, arrays[name], input_volume, f"{base} {suffix}",
+                                           None if target == NEW else target, display=True)
             nodes.place_next_to(self.scene, node, input_volume)
             setattr(used, role, node)
         if outputs.lesion is not None:
             if mask_segmentation is not None and outputs.lesion in (NEW, mask_segmentation):
                 used.lesion = mask_segmentation  # the user's edited mask is the lesion: leave it
             else:
-                seg = nodes.mask_to_segmentation(self.scene, result.lesion_mask, input_volume,
+                seg = nodes.mask_to_segmentation(self.scene, arrays["lesion_mask"], input_volume,
                                                  None if outputs.lesion == NEW else outputs.lesion,
                                                  f"{base} lesion")
                 nodes.place_next_to(self.scene, seg, input_volume)
@@ -117,12 +182,35 @@ class SynthesisLogic:
         return used
 
 
-def model_choices() -> list[tuple[str, Path]]:
-    """What the model selector offers: the bundled default first, then models trained by the
-    user (SMILETrainer registers them), newest first."""
+RESULT_NAMES = ("pseudo_normal", "lesion_mask", "difference", "pseudo_abnormal")
+
+
+class OutputIsInput(ValueError):
+    """An output node is the input volume (or the brain mask): writing it would destroy the input."""
+
+
+def check_outputs(input_volume, outputs: Outputs, brain_mask=None) -> None:
+    """Refuse an output node that is the input volume or the brain mask volume."""
+    labels = {"pseudoNormal": "pseudo-normal", "difference": "difference", "pseudoAbnormal": "pseudo-abnormal",
+              "lesion": "lesion"}
+    for role in OUTPUT_ROLES:
+        node = getattr(outputs, role)
+        if node is None or node == NEW:
+            continue
+        if input_volume is not None and node is input_volume:
+            raise OutputIsInput(f"the {labels[role]} output cannot be the input volume "
+                                f"'{input_volume.GetName()}': it would be overwritten. Choose another "
+                                "node, or none to create a new one")
+        if brain_mask is not None and node is brain_mask:
+            raise OutputIsInput(f"the {labels[role]} output cannot be the brain mask '{brain_mask.GetName()}'")
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """What the model selector offers, (label, choice): the bundled default first (DEFAULT_MODEL),
+    then models trained by the user (SMILETrainer registers them), newest first (their paths)."""
     from smilecore.registry import registered_models
-    return [("Default T2 model (bundled)", bundled_model_path())] + [
-        (f"{e['name']} ({e['modality']})", Path(e["path"])) for e in registered_models()]
+    return [("Default T2 model (bundled)", DEFAULT_MODEL)] + [
+        (f"{e['name']} ({e['modality']})", str(Path(e["path"]))) for e in registered_models()]
 
 
 def sample_data_source() -> dict:

@@ -40,10 +40,13 @@ def array_from_volume(node) -> tuple[np.ndarray, np.ndarray]:
 
 
 def volume_from_array(scene, array_ijk: np.ndarray, reference, name: str, node=None,
-                      class_name: str = "vtkMRMLScalarVolumeNode"):
-    """Fill `node` (or a new node of `class_name`) with an IJK array on the reference's grid."""
+                      class_name: str = "vtkMRMLScalarVolumeNode", display: bool = False):
+    """Fill `node` (or a new node of `class_name`) with an IJK array on the reference's grid. With
+    `display`, a node without display node gets the default ones (so that it shows in the views)."""
     if node is None:
         node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    if display and node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
     su.updateVolumeFromArray(node, np.ascontiguousarray(np.asarray(array_ijk).transpose(2, 1, 0)))
     node.CopyOrientation(reference)
     return node
@@ -85,6 +88,8 @@ def segmentation_to_mask(scene, segmentation, reference, segment_id: str | None 
     """Binary IJK mask (on the reference volume's grid) of one segment, or of all segments."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic()
     logic.SetMRMLScene(scene)
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # the application always has one
+    existing = {scene.GetNthNode(k).GetID() for k in range(scene.GetNumberOfNodes())}
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     try:
         ids = vtk.vtkStringArray()
@@ -98,8 +103,10 @@ def segmentation_to_mask(scene, segmentation, reference, segment_id: str | None 
         if not logic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, reference):
             raise RuntimeError("exporting the lesion segment to a labelmap failed")
         mask = np.asarray(su.arrayFromVolume(labelmap)).transpose(2, 1, 0) > 0
-    finally:
-        scene.RemoveNode(labelmap)
+    finally:  # the labelmap and what the export made for it (display node, colour table): the scene is unchanged
+        added = [scene.GetNthNode(k) for k in range(scene.GetNumberOfNodes())]
+        for node in [n for n in added if n.GetID() not in existing]:
+            scene.RemoveNode(node)
     return np.ascontiguousarray(mask)
 
 

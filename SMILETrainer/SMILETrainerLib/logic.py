@@ -92,6 +92,7 @@ class TrainingSettings:
     epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: str = "constant"   # one of smilecore.train.LR_SCHEDULES
     device: str = "auto"
     base: int = 32
     depth: int = 4
@@ -105,7 +106,7 @@ class TrainingSettings:
             return args + ["--resume"]
         args += ["--modality", self.modality, "--labeled-fraction", str(self.labeled_fraction),
                  "--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--lr", str(self.lr),
-                 "--base", str(self.base), "--depth", str(self.depth)]
+                 "--lr-schedule", self.lr_schedule, "--base", str(self.base), "--depth", str(self.depth)]
         if self.crop:
             args += ["--crop", str(self.crop)]
         if self.steps_per_epoch:
@@ -124,6 +125,7 @@ class TrainerLogic:
         self.finished: dict | None = None      # the "done" or "error" event
         self.registered: dict | None = None
         self.log: list[str] = []
+        self.epochs: list[dict] = []            # the epoch events of this run (the table is made from them)
 
     # ---- process ----------------------------------------------------------------------
     def start(self, settings: TrainingSettings, resume: bool = False, python: str | None = None):
@@ -139,23 +141,37 @@ class TrainerLogic:
         self.follower = EventFollower(out / "events.jsonl")
         self.follower.read_new()  # skip events of earlier runs in this folder
         self.finished = self.registered = self.last_step = None
+        self.stopped_by_user = self._drained = False
+        self.epochs = []
+        self.plot_name = Path(settings.out_dir).name
         self.process = TrainingProcess(settings.cli_args(resume), python=python).start()
-        self.ensure_plot_nodes(Path(settings.out_dir).name)
+        self.table = self.chart = None
+        self.ensure_plot_nodes()
         return self.process
 
     def stop(self):
         if self.process is not None:
+            self.stopped_by_user = self.process.running or self.stopped_by_user
             self.process.stop()
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.running
 
+    @property
+    def active(self) -> bool:
+        """True until a poll after the process ended has read all it wrote (events and output)."""
+        return self.process is not None and not self._drained
+
     def poll(self) -> list[dict]:
         """Read new events and output; fill the table; register the model when done. Call
-        periodically (the widget uses a timer)."""
+        periodically (the widget uses a timer). Whether the process still runs is read first, so that
+        the poll that sees it ended also reads its last events and output lines; a process that ended
+        without "done", "error" or "stopped" (and was not stopped here) becomes an "error" event
+        (`finished`) with its exit code and last output lines."""
         if self.follower is None:
             return []
+        alive = self.process is not None and self.process.running
         events = self.follower.read_new()
         if self.process is not None:
             self.log += self.process.output_lines()
@@ -163,23 +179,42 @@ class TrainerLogic:
             if e["event"] == "step":
                 self.last_step = e
             elif e["event"] == "epoch":
+                self.epochs.append(e)
                 self.add_epoch_row(e)
             elif e["event"] in ("done", "error", "stopped"):
                 self.finished = e
                 if e["event"] == "done":
                     from smilecore.registry import register_model
                     self.registered = register_model(e["model"])
+        if self.process is not None and not alive:
+            self._drained = True
+            if self.finished is None and not self.stopped_by_user:
+                tail = "\n".join(self.log[-10:])
+                self.finished = {"event": "error", "message": (
+                    f"the training process ended without reporting why (exit code {self.process.returncode})"
+                    + (f"; its last output:\n{tail}" if tail else ""))}
         return events
 
+    _drained = False
+    stopped_by_user = False
+    plot_name = "SMILE training"
+
     # ---- MRML ------------------------------------------------------------------------
-    def ensure_plot_nodes(self, name: str = "SMILE training"):
-        if self.table is None or self.scene.GetNodeByID(self.table.GetID()) is None:
-            self.table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} losses")
-            self.chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} chart")
-            self.chart.SetTitle("SMILE training: loss terms and eps per epoch")
-            self.chart.SetXAxisTitle("epoch (all phases)")
-            for column in FIXED_COLUMNS:
-                self._add_column(column)
+    def ensure_plot_nodes(self, name: str | None = None):
+        """The table and chart of this run, made again (with every epoch so far) when they are not in
+        the scene: after File > Close Scene during a training, the plot comes back in the new scene."""
+        if self.table is not None and self.scene.IsNodePresent(self.table) and self.chart is not None \
+                and self.scene.IsNodePresent(self.chart):
+            return self.table, self.chart
+        name = name or self.plot_name
+        self.table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} losses")
+        self.chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} chart")
+        self.chart.SetTitle("SMILE training: loss terms and eps per epoch")
+        self.chart.SetXAxisTitle("epoch (all phases)")
+        for column in FIXED_COLUMNS:
+            self._add_column(column)
+        for e in self.epochs:
+            self._add_row(e)
         return self.table, self.chart
 
     def _add_column(self, name: str):
@@ -199,6 +234,12 @@ class TrainerLogic:
         return column
 
     def add_epoch_row(self, e: dict):
+        if self.table is None or not self.scene.IsNodePresent(self.table):
+            self.ensure_plot_nodes()  # made again with every epoch so far, this one included
+            return
+        self._add_row(e)
+
+    def _add_row(self, e: dict):
         table = self.table.GetTable()
         values = {"global epoch": table.GetNumberOfRows() + 1, "phase": e["phase"], "epoch": e["epoch"] + 1,
                   "eps": e["eps"], "pseudo-label share": e["pseudo_label_share"],
