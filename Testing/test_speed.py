@@ -40,7 +40,7 @@ def test_flops_per_slice_follow_the_network_size():
 
 def test_fast_synthesis_equals_the_naive_path(cohort):
     """Brain-box crop, brain slices only and batching change nothing beyond the stated tolerance
-    (synthesis._brain_box: up to 0.03 of V99.5 near the crop edge, mean below 1e-3)."""
+    (synthesis_grid.brain_box: up to 0.03 of V99.5 near the crop edge, mean below 1e-3)."""
     volume = next(cohort.glob("*/*_t2.nii.gz"))
     result = bench_synthesis(volume, load_model(default_model_path()), batch_size=4)
     diff = result["difference"]
