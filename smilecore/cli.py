@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_parser import build_parser
+from .cli_parser import build_parser, unknown_options, unrecognized
 
 _bars: list = []  # open progress bars, closed before an error is printed
 
@@ -90,7 +90,41 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder` and its parents that does not exist yet (None: it exists)."""
+    missing = None
+    for f in (folder, *folder.parents):
+        if f.exists():
+            return missing
+        missing = f
+    return missing
+
+
+def _remove_created(folder: Path, created: Path | None) -> None:
+    """Remove `folder` and its parents up to `created`, the ones this run made, while empty: a
+    refused run leaves no empty output folder behind (never a folder that was there before)."""
+    if created is None:
+        return
+    for f in (folder, *folder.parents):
+        try:
+            f.rmdir()
+        except OSError:
+            return
+        if f == created:
+            return
+
+
 def cmd_synthesize(args, input_path=None, model_path=None) -> int:
+    out_dir = Path(args.out_dir)
+    created = _first_missing(out_dir.absolute())
+    try:
+        return _synthesize(args, input_path, model_path)
+    except BaseException:
+        _remove_created(out_dir.absolute(), created)
+        raise
+
+
+def _synthesize(args, input_path=None, model_path=None) -> int:
     from .modelfile import default_model_path, load_model
     from .synthesis import synthesize_file
     from .train import resolve_device
@@ -142,9 +176,7 @@ def cmd_evaluate(args) -> int:
     if not test_ids or not train_ids:
         raise ValueError("name --test-cases and --train-cases (the model file records no split)")
     cases = {c.case_id: c for c in find_cases(args.data, require=True)}
-    missing = [c for c in (*test_ids, *train_ids, *args.known_truth_cases) if c not in cases]
-    if missing:
-        raise ValueError(f"cases not found in {args.data}: {', '.join(missing)}")
+    _check_evaluation_cases(args, cases, test_ids, train_ids)
     modality = model.modality
     cache_dir = args.cache_dir or default_cache_dir()
     norm = model.normalisation
@@ -178,6 +210,23 @@ def cmd_evaluate(args) -> int:
     if args.report and not args.json:
         print(f"full report: {args.report}")
     return 0
+
+
+def _check_evaluation_cases(args, cases: dict, test_ids, train_ids) -> None:
+    """Every case evaluate needs is in --data; else one line saying what it needs and what is there
+    (the bundled sample is one case, the default model's test case: not enough on its own)."""
+    missing = {role: [c for c in ids if c not in cases] for role, ids in
+               (("test", test_ids), ("training", train_ids), ("known-truth", args.known_truth_cases))}
+    if not any(missing.values()):
+        return
+    shown = lambda ids: ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")  # noqa: E731
+    lacking = "; ".join(f"{len(ids)} {role} case{'s' if len(ids) > 1 else ''} ({shown(ids)})"
+                        for role, ids in missing.items() if ids)
+    here = sorted(cases)
+    raise ValueError(f"cases not found in {args.data}: {lacking}. smile evaluate needs the model's test cases (each "
+                     "with its segmentation) and its training cases (to train Spred, the reference segmentor): give "
+                     "the BraTS folder the model was trained on, or name cases of this folder with --test-cases and "
+                     f"--train-cases (it holds {len(here)} case{'s' if len(here) != 1 else ''}: {shown(here)})")
 
 
 _LESIONS_FROM = {"other": "lesions of other cases", "same": "each host's own lesions",
@@ -264,8 +313,10 @@ def cmd_bench(args) -> int:
 
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
-    model = load_model(args.model or default_model_path())
-    print(json.dumps(model.config, indent=1))
+    from .modelsummary import model_summary
+    path = args.model or default_model_path()
+    model = load_model(path)
+    print(json.dumps(model.config, indent=1) if args.json else model_summary(Path(path).name, model.config))
     return 0
 
 
@@ -277,23 +328,29 @@ def cmd_make_cohort(args) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every `finally` runs (temporary files and locks are
-    removed); the default action would end the process on the spot."""
+    """SIGTERM or SIGHUP (a closed terminal, a dropped ssh connection), raised like Ctrl-C so that
+    every `finally` runs (temporary files and locks are removed); the default action would end
+    the process on the spot."""
 
 
 def _on_sigterm(signum, frame):
-    raise Terminated("SIGTERM")
+    import signal
+    raise Terminated("SIGHUP" if signum == getattr(signal, "SIGHUP", None) else "SIGTERM")
+
+
+_EXIT_CODES = {"SIGTERM": 143, "SIGHUP": 129}
 
 
 def _note_warnings(command: str):
     """SMILE's own warnings (skipped files, ...) as one `smile <command>: note:` line each."""
     import warnings
     from .cases import DataFolderWarning
+    from .inputchecks import InputWarning
     from .synthesis import SynthesisWarning
     shown, told = warnings.showwarning, set()
 
     def show(message, category, *args, **kwargs):
-        if not issubclass(category, (DataFolderWarning, SynthesisWarning)):
+        if not issubclass(category, (DataFolderWarning, SynthesisWarning, InputWarning)):
             shown(message, category, *args, **kwargs)
         elif str(message) not in told:  # the data folder is searched more than once per command
             told.add(str(message))
@@ -307,14 +364,21 @@ def main(argv=None) -> int:
     import signal
     import threading
     import warnings
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    command, unknown = unknown_options(parser, argv)
+    if unknown:
+        return unrecognized(parser, command, unknown)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        return unrecognized(parser, args.command, extra)
     handlers = {"train": cmd_train, "synthesize": cmd_synthesize, "demo": cmd_demo, "info": cmd_info,
                 "evaluate": cmd_evaluate, "benchmark": cmd_benchmark, "bench": cmd_bench,
                 "make-cohort": cmd_make_cohort}
     from .modelfile import ModelFileError
     from .volume import VolumeError
     main_thread = threading.current_thread() is threading.main_thread()
-    old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    caught = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    old_handlers = {s: signal.signal(s, _on_sigterm) for s in caught} if main_thread else {}
     old_showwarning = warnings.showwarning
     _note_warnings(args.command)
     try:
@@ -331,13 +395,16 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt as exc:
         _close_bars()
-        term = isinstance(exc, Terminated)
-        print(f"smile {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
-        return 143 if term else 130
+        name = str(exc) if isinstance(exc, Terminated) else ""
+        try:  # after SIGHUP the terminal may be gone
+            print(f"smile {args.command}: {f'terminated ({name})' if name else 'interrupted'}", file=sys.stderr)
+        except OSError:
+            pass
+        return _EXIT_CODES.get(name, 130)
     finally:  # main() may run inside another program (tests): leave its settings as they were
         warnings.showwarning = old_showwarning
-        if main_thread:
-            signal.signal(signal.SIGTERM, old_sigterm)
+        for s, old in old_handlers.items():
+            signal.signal(s, old)
 
 
 if __name__ == "__main__":

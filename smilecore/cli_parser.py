@@ -6,6 +6,8 @@ together. What each command does is cli.py's (`cmd_train`, ...).
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 
 EXAMPLES = """examples:
   smile demo                                   # bundled sample case + default model
@@ -33,6 +35,33 @@ def _ids(text: str) -> tuple:
     return tuple(p for p in text.split(",") if p)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {value}")
+    return value
+
+
+DEVICES = "auto, cpu, cuda, cuda:N (a GPU's index, e.g. cuda:1) or mps"
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device; choose {DEVICES}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as the README promises: one line, `smile <command>: error: ...`, exit 1."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(1)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Appends an option's default to its help once: not when the help already names a default,
     not for flags, required options or None; tuples as "4,1,1,2"."""
@@ -49,14 +78,45 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smile", description="SMILE: pseudo-normal synthesis, lesion "
+    from . import __version__
+    p = _Parser(prog="smile", description="SMILE: pseudo-normal synthesis, lesion "
                                 "segmentation and lesion painting for brain MRI.",
                                 epilog=EXAMPLES, formatter_class=_Formatter)
+    p.add_argument("--version", action="version", version=f"smile {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_train_parser, _add_synthesize_parser, _add_demo_parser, _add_evaluate_parser,
                 _add_benchmark_parser, _add_bench_parser, _add_info_parser, _add_make_cohort_parser):
         add(sub)
     return p
+
+
+def _commands(parser) -> dict:
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def unknown_options(parser, argv) -> tuple:
+    """(command, the `--options` it does not have, nor as an abbreviation), found before argparse
+    parses, so that a mistyped option is named rather than a required one said to be missing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    sub = _commands(parser).get(command)
+    if sub is None:
+        return command, []
+    rest = argv[argv.index(command) + 1:]
+    rest = rest[:rest.index("--")] if "--" in rest else rest
+    known = [o for a in sub._actions for o in a.option_strings]
+    return command, [a for a in rest if a.startswith("--") and not any(o.startswith(a.split("=")[0]) for o in known)]
+
+
+def unrecognized(parser, command: str, extra: list) -> int:
+    """Options the command does not have, in one line, with the nearest real option named."""
+    import difflib
+    known = [o for a in _commands(parser)[command]._actions for o in a.option_strings]
+    hints = [f"{x} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(x.split("=")[0], known, 1, 0.6)) else x
+             for x in extra]
+    print(f"smile {command}: error: unrecognized arguments: {' '.join(hints)} (see smile {command} --help)",
+          file=sys.stderr)
+    return 1
 
 
 def _add_train_parser(sub) -> None:
@@ -83,7 +143,7 @@ def _add_train_parser(sub) -> None:
                    help="epochs per phase: one number for all, or one per phase (e.g. 4,1,1,2)")
     t.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimisation steps per epoch (default: one pass over the training slices)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="slices per optimisation step")
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="slices per optimisation step")
     t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     t.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES,
                    help="learning rate over the run: constant, or a cosine decay to 0 at its last step")
@@ -100,7 +160,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--min-brain-fraction", type=float, default=d.min_brain_fraction,
                    help="keep axial slices with at least this share of brain pixels")
     t.add_argument("--cache-dir", default=None, help="slice cache folder (default: <out>/cache)")
-    t.add_argument("--device", default=d.device, help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")
+    t.add_argument("--device", type=_device, default=d.device, help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")
     t.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on GPU")
     t.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 2 on GPU, 0 on CPU)")
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
@@ -161,8 +221,8 @@ def _add_synthesize_parser(sub) -> None:
     s.add_argument("--brain-mask", default=None,
                    help="brain mask (NIfTI on the image's grid) for an image that is not skull-stripped: "
                         "the brain is taken from it, and voxels outside it are left unchanged")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    s.add_argument("--batch-size", type=int, default=16,
+    s.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
+    s.add_argument("--batch-size", type=_positive_int, default=16,
                    help="slices per forward pass (halved automatically when memory runs out)")
     s.add_argument("--modality", default=None,
                    help="the input's modality (t2, t1, t1ce, flair); default: from a BraTS suffix of the "
@@ -174,7 +234,7 @@ def _add_demo_parser(sub) -> None:
     m = sub.add_parser("demo", help="run the bundled default model on the bundled sample case",
                        formatter_class=_Formatter)
     m.add_argument("--out-dir", default="smile-demo", help="where to write the outputs")
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    m.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -229,7 +289,7 @@ def _add_benchmark_parser(sub) -> None:
     b.add_argument("--modality", default="t2", help="t2 (t2w), t1 (t1n), t1ce (t1c), flair (t2f)")
     for name, kind, help_text in (("epochs", _ints, "epochs per phase (default 2,1,1,1)"),
                                   ("steps-per-epoch", int, "steps per epoch (default 60)"),
-                                  ("batch-size", int, "batch size (default 8)"), ("lr", float, "learning rate (default 1e-3)"),
+                                  ("batch-size", _positive_int, "batch size (default 8)"), ("lr", float, "learning rate (default 1e-3)"),
                                   ("base", int, "U-Net width (default 8)"), ("depth", int, "U-Net depth (default 4)"),
                                   ("crop", int, "training crop, 0 for whole slices (default 96)"),
                                   ("spred-steps", int, "steps of Spred and of each augmentation segmentor (default 600)"),
@@ -237,7 +297,7 @@ def _add_benchmark_parser(sub) -> None:
                                   ("transplants", int, "transplanted lesions for the known-truth errors (default 32)")):
         b.add_argument(f"--{name}", type=kind, default=None, help=help_text)
     b.add_argument("--no-augmentation", action="store_true", help="skip the Table 3 experiment")
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    b.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
 
 
 def _add_bench_parser(sub) -> None:
@@ -249,20 +309,22 @@ def _add_bench_parser(sub) -> None:
                    help="folder of BraTS cases for training and preprocessing (default: the bundled sample case's folder)")
     q.add_argument("--sizes", type=_ids, default=("default", "paper"), help="network sizes: default, paper")
     q.add_argument("--steps", type=int, default=3, help="timed training steps per phase")
-    q.add_argument("--batch-size", type=int, default=8, help="slices per timed synthesis and training step")
+    q.add_argument("--batch-size", type=_positive_int, default=8, help="slices per timed synthesis and training step")
     q.add_argument("--no-naive", action="store_true", help="skip the naive path (no ratios)")
     q.add_argument("--no-training", action="store_true", help="synthesis only")
     q.add_argument("--quick", action="store_true",
                    help="the default networks only, one timed step per phase, batch 2 (a check that it all runs)")
     q.add_argument("--no-channels-last", action="store_true", help="NCHW tensors on CUDA (for comparison)")
-    q.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    q.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
     q.add_argument("--out", default=None, help="write every number as JSON here")
 
 
 def _add_info_parser(sub) -> None:
     """smile info: a model file's configuration."""
-    i = sub.add_parser("info", help="print a model file's configuration", formatter_class=_Formatter)
+    i = sub.add_parser("info", help="summarise a model file (its whole configuration with --json)", formatter_class=_Formatter)
     i.add_argument("model", nargs="?", default=None, help="model file (default: the bundled one)")
+    i.add_argument("--json", action="store_true", help="print the whole configuration as JSON (the summary "
+                   "gives only file names of the paths it records)")
 
 
 def _add_make_cohort_parser(sub) -> None:

@@ -5,7 +5,7 @@ Every output is written to a hidden temporary name beside it (`temp_name`:
 leaves the earlier file whole. The pid in the name says whose a temporary is: a later run removes
 those of processes that no longer exist (`remove_stale_temps`; only a SIGKILL leaves one). A run
 writing into a folder holds its lock (`folder_lock`: a second live run is refused with
-`FolderInUse`), and a group of renames is not cut in half by Ctrl-C or SIGTERM
+`FolderInUse`), and a group of renames is not cut in half by Ctrl-C, SIGTERM or SIGHUP
 (`signals_deferred`). A failed write raises `write_failed`'s OSError, naming the real file.
 """
 from __future__ import annotations
@@ -157,19 +157,40 @@ def folder_lock(folder: Path, what: str = "output folder"):
 
 @contextmanager
 def signals_deferred():
-    """Ctrl-C and SIGTERM wait until the block ends (POSIX, main thread): a group of renames
-    is never cut in half, so outputs stay of one run."""
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends (main thread): a group of renames
+    is never cut in half, so outputs stay of one run. The signals' handlers are swapped for ones
+    that note them, and the first noted is raised again once the block is over (blocking them
+    with pthread_sigmask is not enough: the kernel hands a process's signal to any thread that
+    does not block it, such as a numpy or torch worker, and Python then runs the handler at once)."""
     import signal
     import threading
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    noted: list = []
+    old = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if noted:
+            signal.raise_signal(noted[0])
+
+
+@contextmanager
+def nibabel_quiet():
+    """nibabel logs "sizeof_hdr should be 348" and the like while it probes which format a file
+    is, or when it converts a NIfTI-2 header to NIfTI-1 for the outputs: not the user's concern."""
+    import logging
+    logger = logging.getLogger("nibabel")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def write_text_atomic(path: str | Path, text: str, what: str = "file") -> Path:
@@ -194,7 +215,8 @@ def write_temp_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Pa
     path = Path(path)
     header = reference.header.copy()
     header.set_data_dtype(dtype)
-    out = nib.Nifti1Image(np.asarray(data, dtype=dtype), reference.affine, header)
+    with nibabel_quiet():  # a NIfTI-2 reference's header is converted, with a log line per output
+        out = nib.Nifti1Image(np.asarray(data, dtype=dtype), reference.affine, header)
     out.header.set_slope_inter(1, 0)
     tmp = temp_name(path)
     try:

@@ -44,6 +44,8 @@ import numpy as np
 from nibabel import orientations as nio
 
 from .files import one_line
+from .inputchecks import (InputWarning, VolumeError, check_not_label_map, nibabel_quiet,  # noqa: F401
+                          orientation_note, signed_intensities, verify_gzip)
 
 CANONICAL_AXCODES = ("L", "P", "S")
 CLIP_PERCENTILE = 99.5
@@ -74,10 +76,6 @@ BACKGROUND_NOISE_SDS = 5.0
 MAX_LABEL_VALUES = 64
 
 
-class VolumeError(ValueError):
-    """An input volume that cannot be used; the message names the file and the problem."""
-
-
 def _nonfinite_message(data: np.ndarray) -> str:
     n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
     parts = [f"{n} {kind} voxel{'s' if n != 1 else ''}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
@@ -90,8 +88,11 @@ def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.nd
     if not path.is_file():
         raise VolumeError(f"{what} {path}: file not found" if not path.exists()
                           else f"{what} {path}: is a folder, not a NIfTI file")
+    if path.name.lower().endswith(".gz"):
+        verify_gzip(path, what)
     try:
-        img = nib.load(str(path))
+        with nibabel_quiet():
+            img = nib.load(str(path))
         kind = np.dtype(img.get_data_dtype()).kind
         if kind == "c":
             raise VolumeError(f"{what} {path}: complex-valued voxels ({img.get_data_dtype()}); "
@@ -114,6 +115,10 @@ def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.nd
             raise VolumeError(f"{what} {path}: values up to {float(np.abs(source).max()):.3g} are "
                               f"beyond the float32 range")
         raise VolumeError(f"{what} {path}: {_nonfinite_message(data)}")
+    note = orientation_note(img, path, what) if what == "image" else None
+    if note:
+        import warnings
+        warnings.warn(note, InputWarning, stacklevel=2)
     return data, img.affine, img
 
 
@@ -251,14 +256,17 @@ def find_brain(data: np.ndarray, spacing=(1.0, 1.0, 1.0), where: str = "volume",
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
     level, noise = background_level(data)
+    signed = signed_intensities(data, _outer_shell(data))  # z-scored: the brain is the non-zero region
     if given is not None:
         mask = np.asarray(given, bool)
+        level = float(data[mask].min()) if signed and mask.any() else level
         return Brain(mask, level, noise, float(mask.sum()) * voxel_ml, given=True)
     if float(data.max()) == float(data.min()) > 0:
         raise VolumeError(f"{where}: every brain voxel (> 0), indeed every voxel, has the same value "
                           f"{float(data.max()):g}; a constant image holds no anatomy (is this a mask rather "
                           "than an MRI?)")
-    foreground = data > max(level + BACKGROUND_NOISE_SDS * noise, 0.0)  # a magnitude image is > 0
+    # a magnitude image: brighter than the background (and > 0); a z-scored one: not exactly 0
+    foreground = (data != 0) if signed else data > max(level + BACKGROUND_NOISE_SDS * noise, 0.0)
     labels, n = ndimage.label(foreground)
     if n == 0:
         return Brain(foreground, level, noise, 0.0)
@@ -287,6 +295,7 @@ def find_brain(data: np.ndarray, spacing=(1.0, 1.0, 1.0), where: str = "volume",
             raise _not_skull_stripped(where, f"{skull_ml:.0f} mL of dark voxels lie within {SURFACE_MM:.0f} mm "
                                              "of the surface, between the brain and a bright outer layer "
                                              "(a skull between brain and scalp)")
+    level = float(data[mask].min()) if signed else level  # the scaling starts at the brain's minimum
     return Brain(mask, level, noise, brain_ml, outside_ml)
 
 
@@ -325,6 +334,7 @@ class CanonicalVolume:
         if not np.isfinite(data).all():
             raise VolumeError(f"{where}: {_nonfinite_message(data)}")
         affine = check_affine(affine, where)
+        check_not_label_map(data, where)
         transform = to_canonical(affine)
         raw = reorient(data, transform)
         sizes = voxel_sizes(affine)
@@ -401,8 +411,15 @@ def load_mask(path: str | Path, image_shape: tuple, image_affine: np.ndarray,
     `on_image_grid` and `binary_from_mask_values`)."""
     data, affine, _ = load_nifti(path, what=what)
     where = f"{what} {path}"
-    return binary_from_mask_values(on_image_grid(data, affine, image_shape, image_affine, where, image_name),
-                                   where)
+    mask = binary_from_mask_values(on_image_grid(data, affine, image_shape, image_affine, where, image_name), where)
+    if not mask.any():
+        if what.startswith("brain"):
+            raise VolumeError(f"{where}: the brain mask is empty (no voxel > 0); give a mask that is > 0 on the "
+                              "brain, or leave --brain-mask out to have the brain found")
+        import warnings
+        warnings.warn(f"{where} is empty (no voxel > 0): there is no lesion to review, and the outputs show no "
+                      "lesion; run without --mask for the automatic lesion mask", InputWarning, stacklevel=2)
+    return mask
 
 
 def load_label(path: str | Path, image_shape: tuple, image_affine: np.ndarray) -> np.ndarray:

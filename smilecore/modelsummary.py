@@ -1,0 +1,43 @@
+"""`smile info`'s summary of a model file: a few lines, recorded paths as file names only (the
+folders of the machine a model was trained on are not the reader's business); `smile info
+--json` prints the whole configuration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def base_name(value) -> str:
+    """A recorded path as its file name (a machine's folders are not the reader's business); an
+    init_from record {file, sha256} as its file and the hash's start."""
+    if isinstance(value, dict):
+        return f"{base_name(value.get('file', '?'))} (sha256 {str(value.get('sha256', '?'))[:12]})"
+    return Path(str(value).replace("\\", "/")).name or str(value)
+
+
+def model_summary(name: str, config: dict) -> str:
+    """A model file's configuration in a few lines (`smile info --json`: all of it)."""
+    nets = config.get("networks", {})
+    norm = config.get("normalisation", {})
+    tr = config.get("training", {})
+    split = tr.get("split", {})
+    lines = [f"model file     {name} (format {config.get('format_version', '?')}, written by smilecore "
+             f"{config.get('smilecore_version', '?')})",
+             f"modality       {config.get('modality', '?')}",
+             "networks       " + "; ".join(f"{role}: {'' if n.get('kind', 'unet') == 'unet' else n['kind'] + ' '}U-Net, width "
+                                         f"{n.get('base')}, depth {n.get('depth')}" for role, n in nets.items()),
+             f"normalisation  {norm.get('method', 'clip-percentile')} (V{norm.get('clip_percentile', 99.5):g}); "
+             f"voxel size {' x '.join(f'{v:g}' for v in config.get('spacing_mm', (1, 1, 1)))} mm; lesion "
+             f"threshold {config.get('lesion_threshold', 0.5)}"]
+    if tr:
+        lines.append(f"training       {tr.get('variant', '?')}, labelled fraction {tr.get('labeled_fraction', '?')}, "
+                     f"phases {tr.get('phases', '?')}, seed {tr.get('seed', '?')}; cases: "
+                     + ", ".join(f"{len(split.get(k, ()))} {k}" for k in ("train", "val", "test") if k in split))
+        if tr.get("data_dir"):
+            lines.append(f"trained on     data folder {base_name(tr['data_dir'])}")
+        if tr.get("init_from"):
+            lines.append(f"started from   {base_name(tr['init_from'])}")
+        val = tr.get("last_val", {})
+        if "dice_S" in val:
+            lines.append(f"last val Dice  {val['dice_S']:.3f} (lesion mask of S)")
+    lines.append("the whole configuration: smile info --json")
+    return "\n".join(lines)
