@@ -207,15 +207,13 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         params = self._parameterNode
         if params is None:
             return
-        for name in OUTPUT_PARAMETERS:  # an output that is the input (or the brain mask) is refused
-            node = getattr(params, name)
-            if node is not None and (node is params.inputVolume or node is params.brainMask):
-                setattr(params, name, None)
-                message = _("The {output} output cannot be the input volume or the brain mask: it would be "
-                            "overwritten. A new node will be created instead.").format(output=self._outputLabel(name))
-                self.ui.statusLabel.text = message
-                logging.warning(message)
-                return  # the change above calls this again
+        for name in self.logic.refusedOutputs(params):  # an output that is the input (or the brain mask)
+            setattr(params, name, None)
+            message = _("The {output} output cannot be the input volume or the brain mask: it would be "
+                        "overwritten. A new node will be created instead.").format(output=self._outputLabel(name))
+            self.ui.statusLabel.text = message
+            logging.warning(message)
+            return  # the change above calls this again
         self._showModel()
         self._updateButtons()
 
@@ -310,6 +308,12 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self):
         from SMILESynthesisLib.dependencies import ensure_dependencies
         ensure_dependencies(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
+
+    @staticmethod
+    def refusedOutputs(params):
+        """The output parameters whose node is the input volume or the brain mask (it would be overwritten)."""
+        return [name for name in OUTPUT_PARAMETERS if getattr(params, name) is not None
+                and getattr(params, name) in (params.inputVolume, params.brainMask)]
 
     @staticmethod
     def outputs(params):
