@@ -264,3 +264,21 @@ def test_evaluate_on_the_bundled_sample_says_what_it_needs(tmp_path, capsys):
     assert err[0].startswith(f"smile evaluate: error: cases not found in {data}: 10 training cases (")
     assert "needs the model's test cases" in err[0] and "--train-cases" in err[0]
     assert err[0].endswith("(it holds 1 case: Brats18_TCIA02_370_1)")
+
+
+# ---- 8: review mode's own names -------------------------------------------------------------
+def test_review_mode_writes_under_its_own_names(model_path, tmp_path):
+    data, label = _brain()
+    image = _save(tmp_path / "case_t2.nii.gz", data)
+    mask = _save(tmp_path / "edited.nii.gz", label.astype(np.uint8))
+    model, out = load_model(model_path), tmp_path / "out"
+    automatic = synthesize_file(image, out, model, notify=lambda m: None)
+    before = {name: path.read_bytes() for name, path in automatic.items()}
+    notes = []
+    reviewed = synthesize_file(image, out, model, mask_path=mask, notify=notes.append)
+    assert {p.name for p in reviewed.values()} == {f"case_t2_reviewed_{n}.nii.gz" for n in OUTPUTS} | {
+        "case_t2_reviewed_overview.png"}
+    assert all(path.read_bytes() == before[name] for name, path in automatic.items())   # untouched
+    assert not any("replaced" in n for n in notes)
+    given = nib.load(reviewed["lesion_mask"]).get_fdata() > 0
+    assert given.any() and not (given & ~(label > 0)).any()                             # the edited mask

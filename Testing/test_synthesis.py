@@ -110,7 +110,7 @@ def test_cli_synthesize_and_its_errors(cohort, trained_run, tmp_path):
            str(trained_run / MODEL_NAME), "--out-dir", str(tmp_path / "out"), "--mask", str(seg)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "Synth_000_t2_pseudo_normal.nii.gz").exists()
+    assert (tmp_path / "out" / "Synth_000_t2_reviewed_pseudo_normal.nii.gz").exists()  # review mode's names
     bad = tmp_path / "broken_t2.nii.gz"
     bad.write_bytes(image.read_bytes()[:200])                       # truncated file
     r = subprocess.run(cmd[:4] + [str(bad)] + cmd[5:7] + ["--out-dir", str(tmp_path / "x")],

@@ -345,7 +345,8 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
 
     `modality`: the input's modality, if the user states it; else the file name's BraTS suffix
     is used (see `check_modality`). `mask_path`, `brain_mask`: a lesion mask and a brain mask on the
-    image's grid (volume.load_mask). Outputs appear together: each is written to a temporary
+    image's grid (volume.load_mask). With a lesion mask (review mode) the outputs are named
+    `NAME_reviewed_<output>`, never replacing the automatic ones. Outputs appear together: each is written to a temporary
     name first, and all are renamed into place once every one has been written. The output
     folder is locked for the run (files.folder_lock: a second run into it is refused), stale
     temporary files of killed runs are removed, and `notify` says when earlier outputs are replaced."""
@@ -372,6 +373,8 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
         result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify,
                             lesion_fill=lesion_fill, brain=brain)
         stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
+        if mask_path is not None:  # review mode has its own names: the automatic results stay as they are
+            stem += "_reviewed"
         pending: list[tuple[Path, Path]] = []  # (temporary, final)
         try:
             for name, arr in result.arrays().items():
