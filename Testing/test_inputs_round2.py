@@ -4,7 +4,6 @@ import gzip
 import json
 import os
 import signal
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -236,18 +235,17 @@ def test_usage_errors_name_a_mistyped_option_in_one_line_and_exit_1(capsys):
                    "(see smile synthesize --help)"]
 
 
-def test_version_and_a_short_info_without_machine_paths():
+def test_version_and_a_short_info_without_machine_paths(capsys):
     from smilecore import __version__
-    r = subprocess.run([os.sys.executable, "-m", "smilecore.cli", "--version"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip() == f"smile {__version__}"
-    r = subprocess.run([os.sys.executable, "-m", "smilecore.cli", "info"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
-    assert r.returncode == 0 and len(r.stdout.splitlines()) <= 12, r.stdout
-    assert "/work" not in r.stdout and "../" not in r.stdout and "stage3.pt" in r.stdout
-    r = subprocess.run([os.sys.executable, "-m", "smilecore.cli", "info", "--json"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
-    assert json.loads(r.stdout)["modality"] == "t2"
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"smile {__version__}"
+    assert cli_main(["info"]) == 0                 # the bundled default: trained from /work/exp2/stage3.pt
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 12, out
+    assert "/work" not in out and "../" not in out and "stage3.pt" in out
+    assert cli_main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["modality"] == "t2"
 
 
 # ---- 9: evaluate on the bundled sample ------------------------------------------------------
