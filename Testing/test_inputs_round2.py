@@ -280,3 +280,12 @@ def test_review_mode_writes_under_its_own_names(model_path, tmp_path):
     assert not any("replaced" in n for n in notes)
     given = nib.load(reviewed["lesion_mask"]).get_fdata() > 0
     assert given.any() and not (given & ~(label > 0)).any()                             # the edited mask
+
+
+def test_an_analyze_pair_is_synthesised_with_a_note_and_plain_output_names(model_path, tmp_path):
+    data, _ = _brain()
+    path = _save(tmp_path / "case_t2.hdr", data, LPS, nib.AnalyzeImage)
+    with pytest.warns(InputWarning, match="Analyze file stores no orientation"):
+        written = synthesize_file(path, tmp_path / "out", load_model(model_path), notify=lambda m: None)
+    assert written["pseudo_normal"].name == "case_t2_pseudo_normal.nii.gz"
+    assert nib.load(written["pseudo_normal"]).shape == data.shape

@@ -373,6 +373,7 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
         result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify,
                             lesion_fill=lesion_fill, brain=brain)
         stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
+        stem = stem[:-4] if stem.endswith((".hdr", ".img")) else stem  # an Analyze pair
         if mask_path is not None:  # review mode has its own names: the automatic results stay as they are
             stem += "_reviewed"
         pending: list[tuple[Path, Path]] = []  # (temporary, final)
