@@ -94,7 +94,7 @@ def cache_case(case: Case, cache_dir: str | Path, modality: str = "t2",
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        data, affine, _ = load_nifti(image_path)
+        data, affine, _ = load_nifti(image_path, note_orientation=False)  # a note is synthesis's
         vol = CanonicalVolume.from_array(data, affine, where=f"image {image_path}",
                                          clip_percentile=clip_percentile, normalisation=normalisation)
         brain_count = vol.brain.sum(axis=(0, 1))

@@ -82,8 +82,11 @@ def _nonfinite_message(data: np.ndarray) -> str:
     return f"contains {' and '.join(parts)} (of {data.size}); NaN or infinite voxels cannot be processed"
 
 
-def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
-    """(float32 3D array, affine, image) from a NIfTI file, with clear errors for bad files."""
+def load_nifti(path: str | Path, what: str = "image",
+               note_orientation: bool = True) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
+    """(float32 3D array, affine, image) from a NIfTI file, with clear errors for bad files; an
+    image whose header stores no orientation gets a note (InputWarning) unless `note_orientation`
+    is False (training: make-cohort's RAS cases have an identity affine on purpose)."""
     path = Path(path)
     if not path.is_file():
         raise VolumeError(f"{what} {path}: file not found" if not path.exists()
@@ -115,7 +118,7 @@ def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.nd
             raise VolumeError(f"{what} {path}: values up to {float(np.abs(source).max()):.3g} are "
                               f"beyond the float32 range")
         raise VolumeError(f"{what} {path}: {_nonfinite_message(data)}")
-    note = orientation_note(img, path, what) if what == "image" else None
+    note = orientation_note(img, path, what) if what == "image" and note_orientation else None
     if note:
         import warnings
         warnings.warn(note, InputWarning, stacklevel=2)
