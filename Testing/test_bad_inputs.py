@@ -612,11 +612,15 @@ def test_cli_train_failures_exit_non_zero_in_process(cohort, tmp_path, monkeypat
 
 # ---- the Slicer trainer panel: problems reported before training -------------------------------
 def test_dataset_scan_reports_problems_before_training(tmp_path):
-    sys.path.insert(0, str(ROOT / "SMILETrainer"))
+    # inside Slicer every module of the extension is on sys.path; the trainer's logic uses
+    # SMILESynthesisLib's background process
+    modules = [str(ROOT / "SMILETrainer"), str(ROOT / "SMILESynthesis")]
+    sys.path[:0] = modules
     try:
         from SMILETrainerLib.logic import scan_dataset
     finally:
-        sys.path.remove(str(ROOT / "SMILETrainer"))
+        for m in modules:
+            sys.path.remove(m)
     data = write_cohort(tmp_path / "data", n_cases=5, seed=2, shape=(24, 24, 8))
     (data / "Synth_000" / "Synth_000_t2.nii.gz").write_bytes(b"garbage")
     _image_4d(data / "Synth_001" / "Synth_001_t2.nii.gz")
