@@ -175,7 +175,9 @@ def test_synthesize_on_a_slab_of_the_sample(sample_slab):
 def test_demo(tmp_path):
     (line,) = commands("demo")
     r = run(line, tmp_path, threads=None)
-    assert "Dice" in r.stdout
+    # the default model's Dice on the held-out sample was measured when it was trained
+    # (docs/training.md); this floor, well below it, catches a broken or swapped model file
+    assert float(re.search(r"whole tumour\): ([0-9.]+)", r.stdout).group(1)) > 0.5, r.stdout
     out = shlex.split(line)[shlex.split(line).index("--out-dir") + 1]
     check_synthesis_outputs(tmp_path / out)
 
@@ -202,6 +204,7 @@ def test_make_cohort_train_resume(trial):
 
 
 @pytest.mark.slow
+@pytest.mark.readme_duplicate
 def test_evaluate(trial):
     (line,) = commands("evaluate")
     r = run(line, trial)
@@ -209,6 +212,7 @@ def test_evaluate(trial):
 
 
 @pytest.mark.slow
+@pytest.mark.readme_duplicate
 def test_benchmark_quick(trial):
     (line,) = commands("benchmark")
     assert "--quick" in line
@@ -218,6 +222,7 @@ def test_benchmark_quick(trial):
 
 
 @pytest.mark.slow
+@pytest.mark.readme_duplicate
 def test_bench_quick(trial):
     (line,) = commands("bench")
     assert "--quick" in line
@@ -225,6 +230,7 @@ def test_bench_quick(trial):
 
 
 @pytest.mark.slow
+@pytest.mark.readme_duplicate
 def test_torchrun(trial):
     (line,) = commands("torchrun")
     run(line, trial)
