@@ -3,7 +3,10 @@ trained through all four phases on it (session-scoped, so the suite trains it on
 from pathlib import Path
 
 import pytest
+import torch
 
+from smilecore.modelfile import model_config, save_model
+from smilecore.networks import build_networks
 from smilecore.synthetic import write_cohort
 from smilecore.train import Trainer, TrainConfig
 
@@ -29,3 +32,14 @@ def trained_run(cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     Trainer(tiny_config(cohort, out, transplant_weight=1.0)).run()
     return out
+
+
+SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}  # tiny networks for input checks
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """An untrained (randomly initialised) T2 model: enough to exercise every input path."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "t2-model.pt"
+    return save_model(path, build_networks(SIZES), model_config(SIZES, "t2"))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import smilecore.losses
-from conftest import tiny_config
+from conftest import SIZES, tiny_config
 from smilecore import synthesis
 from smilecore.cases import find_cases
 from smilecore.cli import main as cli_main
@@ -28,16 +28,9 @@ from smilecore.train import CHECKPOINT_NAME, MODEL_NAME, Trainer
 from smilecore.volume import VolumeError, load_label, load_nifti
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
 
 
 # ---- helpers --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """An untrained (randomly initialised) T2 model: enough to exercise every path."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "t2-model.pt"
-    return save_model(path, build_networks(SIZES), model_config(SIZES, "t2"))
 
 
 @pytest.fixture()

@@ -10,13 +10,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from smilecore import files, metrics
 from smilecore.cli import main as cli_main
 from smilecore.inputchecks import InputWarning
-from smilecore.modelfile import default_model_path, load_model, model_config, save_model
-from smilecore.networks import build_networks
+from smilecore.modelfile import default_model_path, load_model
 from smilecore.synthesis import synthesize, synthesize_file
 from smilecore.synthetic import LPS, make_case
 from smilecore.volume import VolumeError, load_mask, load_nifti
@@ -25,14 +23,8 @@ from test_cli_and_writes import (OUTPUTS, _earlier_outputs, _hidden, _start_and_
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "smilecore/resources/sample/Brats18_TCIA02_370_1_t2.nii.gz"
-SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "t2-model.pt"
-    return save_model(path, build_networks(SIZES), model_config(SIZES, "t2"))
 
 
 def _brain(shape=(24, 24, 8), seed=0):
@@ -81,18 +73,21 @@ def test_a_damaged_gzip_stream_is_refused(tmp_path):
     good = _save(tmp_path / "good_t2.nii.gz", data.astype(np.int16))
     raw = good.read_bytes()
     bad = tmp_path / "case_t2.nii.gz"
-    for offset in range(len(raw) // 2, len(raw) - 100, 50):   # a place where nibabel read on silently
+    silent = None
+    for offset in range(len(raw) // 2, len(raw) - 100, 50):   # a place where nibabel reads on silently
         damaged = bytearray(raw)
         for i in range(3):
             damaged[offset + i] ^= 0xFF
         bad.write_bytes(bytes(damaged))
         try:
             np.asarray(nib.load(bad).dataobj)
+            silent = offset
             break
         except Exception:
             continue
-    else:
-        pytest.skip("no silent damage found")
+    # the case the issue reports: nibabel reads this file without complaint (were a later
+    # nibabel to notice every such damage, this line says so instead of skipping the check)
+    assert silent is not None, "nibabel noticed every damaged offset: the silent case is gone"
     with pytest.raises(OSError):
         with gzip.open(bad) as f:     # what `gzip -t` says
             f.read()
