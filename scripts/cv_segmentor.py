@@ -21,6 +21,10 @@ Recipes (each a row; a recipe is a set of options):
   median+aug  + flips, rotation, scaling, gamma, bias field, noise, resolution
   mirror      median+aug with the left-right mirrored slice as a second input channel
   mirror+neg  mirror, and healthy-ised slices (tumour replaced by the mirrored side) as negatives
+  flair       median+aug with T2 and FLAIR as two input channels (S's optional FLAIR input)
+  mirror+flair  flair with both mirrored as two more channels
+  default     today's shipped default's S (no training here: it saw most of these cases in its
+              training, so its figures flatter it; the reference the issue compares folds with)
 
     python scripts/cv_segmentor.py DATA_DIR --out DIR [--recipes paper,median] [--steps 1500]
 
@@ -51,6 +55,10 @@ RECIPES = {
     "median+aug": {"normalisation": "median", "augment": True, "mirror": False, "negatives": False},
     "mirror": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False},
     "mirror+neg": {"normalisation": "median", "augment": True, "mirror": True, "negatives": True},
+    "flair": {"normalisation": "median", "augment": True, "mirror": False, "negatives": False, "flair": True},
+    "mirror+flair": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False, "flair": True},
+    "default": {"normalisation": "clip-percentile", "augment": False, "mirror": False, "negatives": False,
+                "shipped": True},
 }
 N_FOLDS = 4
 FOLD_SEED = 2026
@@ -74,10 +82,22 @@ def net_input(image: torch.Tensor, recipe: dict) -> torch.Tensor:
 
 
 def healthy_ised(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(image with tumour replaced by its mirror, voxels that stay unknown: tumour on both sides)."""
-    mirror_img, mirror_mask = image[:, ::-1, :], mask[:, ::-1, :]
-    out = np.where(mask > 0, mirror_img, image)
+    """(image with tumour replaced by its mirror, voxels that stay unknown: tumour on both sides).
+    image: (N, X, Y) or (N, C, X, Y); mask: (N, X, Y)."""
+    mirror_img, mirror_mask = np.flip(image, axis=-2), mask[:, ::-1, :]
+    tumour = (mask > 0)[:, None] if image.ndim == 4 else mask > 0
+    out = np.where(tumour, mirror_img, image)
     return out, (mask > 0) & (mirror_mask > 0)
+
+
+def stacked(cached_by_modality: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, C, X, Y) images of one case's modalities on the slices all of them kept, its mask, z."""
+    z = cached_by_modality[0].z
+    for c in cached_by_modality[1:]:
+        z = np.intersect1d(z, c.z)
+    rows = [np.searchsorted(c.z, z) for c in cached_by_modality]
+    images = np.stack([np.asarray(c.image, dtype=np.float32)[r] for c, r in zip(cached_by_modality, rows)], 1)
+    return images, np.asarray(cached_by_modality[0].mask, dtype=np.int64)[rows[0]], z
 
 
 # ---- augmentation ------------------------------------------------------------------------
@@ -114,10 +134,12 @@ def augment(x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator) -> tuple
 class Slices:
     """Every kept slice of the training cases, full size, with labels (and healthy-ised copies)."""
 
-    def __init__(self, cached, negatives: bool):
-        self.images = [np.asarray(c.image, dtype=np.float32) for c in cached]
-        self.masks = [np.asarray(c.mask, dtype=np.int64) for c in cached]
-        self.index = [(ci, si) for ci, c in enumerate(cached) for si in range(len(c.z))]
+    def __init__(self, cases: list, negatives: bool):
+        """cases: per training case, its CachedCase per input modality (T2 first)."""
+        stacks = [stacked(c) for c in cases]
+        self.images = [im for im, _, _ in stacks]          # (N, C, X, Y)
+        self.masks = [m for _, m, _ in stacks]
+        self.index = [(ci, si) for ci, m in enumerate(self.masks) for si in range(len(m))]
         self.abnormal = [i for i, (ci, si) in enumerate(self.index) if self.masks[ci][si].any()]
         self.healthy = None
         if negatives:  # tumour replaced by the mirrored side; label: none, except tumour on both sides
@@ -132,26 +154,37 @@ class Slices:
             if self.healthy is not None and m.any() and rng.random() < 0.25:
                 img = self.healthy[ci][0][si]
                 m = self.healthy[ci][1][si].astype(np.int64)
-            full = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+            full = torch.from_numpy(np.ascontiguousarray(img))[None]      # (1, C, X, Y)
             if mirror:
                 full = torch.cat([full, mirrored(full)], 1)
-            target = m if m.any() and rng.random() < 0.5 else (img > 0)
+            target = m if m.any() and rng.random() < 0.5 else (img[0] > 0)
             xs_, ys_ = np.nonzero(target)
-            cx, cy = (xs_[len(xs_) // 2], ys_[len(ys_) // 2]) if len(xs_) else (img.shape[0] // 2, img.shape[1] // 2)
+            nx, ny = img.shape[-2:]
+            cx, cy = (xs_[len(xs_) // 2], ys_[len(ys_) // 2]) if len(xs_) else (nx // 2, ny // 2)
             cx += int(rng.integers(-crop // 4, crop // 4 + 1))
             cy += int(rng.integers(-crop // 4, crop // 4 + 1))
-            x0 = int(np.clip(cx - crop // 2, 0, max(img.shape[0] - crop, 0)))
-            y0 = int(np.clip(cy - crop // 2, 0, max(img.shape[1] - crop, 0)))
+            x0 = int(np.clip(cx - crop // 2, 0, max(nx - crop, 0)))
+            y0 = int(np.clip(cy - crop // 2, 0, max(ny - crop, 0)))
             xs.append(full[0, :, x0:x0 + crop, y0:y0 + crop])
             ms.append(torch.from_numpy(np.ascontiguousarray(m[x0:x0 + crop, y0:y0 + crop])))
         return torch.stack(xs), torch.stack(ms)
 
 
 # ---- train and judge ------------------------------------------------------------------------
+def modalities(recipe: dict) -> tuple[str, ...]:
+    return ("t2", "flair") if recipe.get("flair") else ("t2",)
+
+
+def shipped_S() -> UNet:
+    from smilecore.modelfile import default_model_path, load_model
+    return load_model(default_model_path()).nets["S"].eval()
+
+
 def train_S(cached, recipe: dict, args, log) -> UNet:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    S = UNet(2 if recipe["mirror"] else 1, 2, base=args.base, depth=args.depth, norm="batch")
+    channels = len(modalities(recipe)) * (2 if recipe["mirror"] else 1)
+    S = UNet(channels, 2, base=args.base, depth=args.depth, norm="batch")
     opt = torch.optim.Adam(S.parameters(), lr=args.lr)
     data = Slices(cached, recipe["negatives"])
     t0, losses = time.time(), []
@@ -166,7 +199,7 @@ def train_S(cached, recipe: dict, args, log) -> UNet:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 100 == 0:
             log(f"  step {step}/{args.steps} loss {np.mean(losses[-100:]):.4f} ({time.time() - t0:.0f} s)")
     return S.eval()
@@ -176,19 +209,19 @@ def train_S(cached, recipe: dict, args, log) -> UNet:
 def lesion_probability(S, image: np.ndarray, recipe: dict) -> np.ndarray:
     """S's lesion probability for every slice (N, X, Y) of a case. The network runs on the
     bounding box of the case's brain (a multiple of 16, centred, so that the left-right mirror
-    of the box is the box of the mirrored slice): outside it, no lesion."""
-    brain = (image > 0).any(0)
+    of the box is the box of the mirrored slice): outside it, no lesion. image: (N, C, X, Y)."""
+    brain = (image[:, 0] > 0).any(0)
     xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
-    nx, ny = image.shape[1:]
+    nx, ny = image.shape[-2:]
     half = max(xs[-1] + 1 - nx // 2, nx // 2 - xs[0])      # symmetric about the centre line
     width = min(nx, -(-2 * half // 16) * 16)
     x0 = (nx - width) // 2
     x1 = x0 + width
     y0 = ys[0]
     y1 = min(ny, y0 + -(-(ys[-1] + 1 - y0) // 16) * 16)
-    out = np.zeros(image.shape, np.float32)
+    out = np.zeros((len(image), nx, ny), np.float32)
     for start in range(0, len(image), 16):
-        x = torch.from_numpy(np.ascontiguousarray(image[start:start + 16, x0:x1, y0:y1], dtype=np.float32))[:, None]
+        x = torch.from_numpy(np.ascontiguousarray(image[start:start + 16, :, x0:x1, y0:y1], dtype=np.float32))
         out[start:start + 16, x0:x1, y0:y1] = torch.softmax(S(net_input(x, recipe)), 1)[:, 1].numpy()
     return out
 
@@ -198,29 +231,31 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
 
 
-def judge_case(S, case, recipe: dict) -> dict:
+def judge_case(S, case: list, recipe: dict) -> dict:
+    """case: its CachedCase per input modality (T2 first); measures on the T2."""
+    stack, mask, _ = stacked(case)
     # every other slice (CPU budget): Dice and shares pooled over half the slices
-    image = np.asarray(case.image[::2], dtype=np.float32)
-    truth = np.asarray(case.mask[::2]) > 0
+    stack, truth = stack[::2], mask[::2] > 0
+    image = stack[:, 0]
     brain = image > 0
-    p = lesion_probability(S, image, recipe)
-    lr = lesion_probability(S, image[:, ::-1, :], recipe)[:, ::-1, :]   # the case flipped left-right
+    p = lesion_probability(S, stack, recipe)
+    lr = lesion_probability(S, stack[..., ::-1, :], recipe)[:, ::-1, :]  # the case flipped left-right
     p_tta = (p + lr) / 2                                                # test-time flip: both averaged
     pred = p > 0.5
     far = ndimage.distance_transform_edt(~truth, sampling=(2, 1, 1)) >= CSF_MARGIN
     healthy_tissue = brain & ~truth
     bright = brain & far & (image > np.percentile(image[healthy_tissue], BRIGHT_PERCENTILE))
-    hi, unknown = healthy_ised(image, truth.astype(np.uint8))
+    hi, unknown = healthy_ised(stack, truth.astype(np.uint8))
     p_h = p > 0.5
     tumour_slices = truth.any(axis=(1, 2))   # elsewhere the healthy-ised slice is the slice itself
     p_h[tumour_slices] = lesion_probability(S, hi[tumour_slices], recipe) > 0.5
-    counted = (hi > 0) & ~ndimage.binary_dilation(unknown, iterations=2)
+    counted = (hi[:, 0] > 0) & ~ndimage.binary_dilation(unknown, iterations=2)
     lr = lr > 0.5
     checks = {}
     if ROTATION_CHECK:
-        rot = lesion_probability(S, image[:, ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5
+        rot = lesion_probability(S, stack[..., ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5
         checks["dice_rot180"] = dice(rot, truth)
-    return {**checks, "case": case.case_id, "dice": dice(pred, truth), "dice_tta": dice(p_tta > 0.5, truth),
+    return {**checks, "case": case[0].case_id, "dice": dice(pred, truth), "dice_tta": dice(p_tta > 0.5, truth),
             "csf_fp": float(pred[bright].mean()), "csf_fp_tta": float((p_tta > 0.5)[bright].mean()),
             "healthy_fp": float(p_h[counted].mean()),
             "dice_lr": dice(lr, truth),
@@ -230,14 +265,17 @@ def judge_case(S, case, recipe: dict) -> dict:
 def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, log) -> dict:
     recipe = RECIPES[recipe_name]
     norm = recipe["normalisation"]
-    train = [cache_case(cases[i], args.cache_dir, normalisation=norm) for i in sorted(cases) if i not in test_ids]
-    test = [cache_case(cases[i], args.cache_dir, normalisation=norm) for i in test_ids]
+
+    def load(i):
+        return [cache_case(cases[i], args.cache_dir, modality=m, normalisation=norm) for m in modalities(recipe)]
+    train = [load(i) for i in sorted(cases) if i not in test_ids]
+    test = [load(i) for i in test_ids]
     t0 = time.time()
-    S = train_S(train, recipe, args, log)
+    S = shipped_S() if recipe.get("shipped") else train_S(train, recipe, args, log)
     seconds = time.time() - t0
     per_case = [judge_case(S, c, recipe) for c in test]
     return {"recipe": recipe_name, "options": recipe, "fold": k, "test": test_ids,
-            "train": [c.case_id for c in train], "train_seconds": round(seconds),
+            "train": [c[0].case_id for c in train], "train_seconds": round(seconds),
             "settings": {n: getattr(args, n) for n in ("steps", "batch_size", "crop", "base", "depth", "lr", "seed",
                                                        "rotation_check")},
             "cases": per_case}
