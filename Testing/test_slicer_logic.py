@@ -248,3 +248,72 @@ def test_the_job_writes_its_inputs_for_the_worker_and_fails_clearly_when_it_dies
         time.sleep(0.05)
     assert run.state == job.FAILED and "exit code 139" in run.error and "Segmentation fault" in run.error
     assert not folder.exists() and scene.GetNumberOfNodes() == before
+
+
+# ---- batch (issue 22, 6) -----------------------------------------------------------------------------
+def _drive(batch, timeout=240):
+    deadline = time.time() + timeout
+    while batch.running and time.time() < deadline:
+        batch.poll()
+        time.sleep(0.05)
+    return batch
+
+
+def test_a_batch_over_a_folder_runs_every_file_and_a_failing_case_is_a_row(scene, cohort, model_path, tmp_path):
+    """A folder of two real cases and one damaged file: three rows, the damaged one with its error; the
+    two others have outputs, a lesion volume in mL and a time; the volumes SMILE wrote are not cases."""
+    import shutil
+    from SMILESynthesisLib.batch import BatchRun, folder_cases, loaded_cases
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for k in (0, 1):
+        shutil.copy(cohort / f"Synth_{k:03d}" / f"Synth_{k:03d}_t2.nii.gz", folder / f"case{k}.nii.gz")
+    (folder / "broken.nii.gz").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not a case")
+    cases = folder_cases(folder)
+    assert [c.name for c in cases] == ["broken", "case0", "case1"]
+    wanted = {"pseudoNormal": True, "lesion": True, "difference": False, "pseudoAbnormal": True}
+    batch = _drive(BatchRun(SynthesisLogic(scene), cases, wanted, model=model_path, device="cpu").start())
+    assert batch.state == "done" and batch.failed == ["broken"]
+    table = batch.table.GetTable()
+    assert [table.GetColumn(k).GetName() for k in range(4)] == ["case", "lesion volume (mL)", "time (s)", "notes"]
+    assert table.GetNumberOfRows() == 3
+    assert [table.GetValue(r, 0).ToString() for r in range(3)] == ["broken", "case0", "case1"]
+    assert "broken.nii.gz: not readable as a volume" in table.GetValue(0, 3).ToString()
+    for r, k in ((1, 0), (2, 1)):
+        node = cases[r].volume
+        data, _ = nodes.array_from_volume(node)
+        truth = nib.load(cohort / f"Synth_{k:03d}" / f"Synth_{k:03d}_t2.nii.gz").get_fdata()
+        assert np.allclose(np.sort(data.ravel()), np.sort(truth.ravel().astype(np.float32)))  # the file's voxels
+        seconds, ml = table.GetValue(r, 2).ToDouble(), table.GetValue(r, 1).ToDouble()
+        assert seconds > 0 and ml >= 0 and ml == pytest.approx(batch.rows[r]["lesion_ml"], abs=1e-3)
+    assert np.isnan(table.GetValue(0, 1).ToDouble())
+    made = [scene.GetNthNodeByClass(k, "vtkMRMLScalarVolumeNode")
+            for k in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    names = sorted(n.GetName() for n in made)
+    assert names == sorted(["case0", "case1"] + [f"case{k} {s}" for k in (0, 1) for s in ("pseudo-normal",
+                                                                                          "pseudo-abnormal")])
+    assert [c.name for c in loaded_cases(scene)] == ["case0", "case1"]  # its own outputs are not cases
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")  # a label map is not an image
+    assert [c.name for c in loaded_cases(scene, exclude=[cases[1].volume])] == ["case1"]
+
+
+def test_a_cancelled_batch_keeps_the_cases_done_and_names_those_not_done(scene, cohort, model_path):
+    from SMILESynthesisLib.batch import NOT_DONE, BatchRun, loaded_cases
+    for k in range(3):
+        data, affine, _ = _case(cohort, k)
+        _volume_node(scene, data, affine, f"vol{k}")
+    wanted = {"pseudoNormal": True, "lesion": False, "difference": False, "pseudoAbnormal": False}
+    batch = BatchRun(SynthesisLogic(scene), loaded_cases(scene), wanted, model=model_path, device="cpu").start()
+    deadline = time.time() + 240
+    while batch.index < 1 and time.time() < deadline:
+        batch.poll()
+        time.sleep(0.05)
+    assert batch.index == 1 and batch.running and len(batch.rows) == 1 and not batch.failed
+    process = batch.job.process
+    assert batch.cancel() and not process.running
+    assert batch.state == "cancelled" and batch.not_done == ["vol1", "vol2"]
+    assert [row["notes"] for row in batch.rows[1:]] == [NOT_DONE, NOT_DONE]
+    assert scene.GetFirstNodeByName("vol0 pseudo-normal") is not None
+    assert scene.GetFirstNodeByName("vol1 pseudo-normal") is None
+    assert batch.table.GetTable().GetNumberOfRows() == 3 and not batch.cancel()

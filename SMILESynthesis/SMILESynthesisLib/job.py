@@ -44,6 +44,7 @@ class SynthesisJob:
         self.log: list[str] = []
         self.error: str | None = None
         self.used: Outputs | None = None
+        self.lesion_ml: float | None = None  # the lesion mask's volume, once finished
 
     def start(self):
         """Read the inputs from the nodes (refusing bad ones before anything starts), write them for
@@ -128,6 +129,8 @@ class SynthesisJob:
         try:
             arrays = {name: np.load(self.folder / f"out_{name}.npy", allow_pickle=False) for name in RESULT_NAMES}
             self.used = self.logic.write_outputs(self.input_volume, arrays, self.outputs, self.mask_segmentation)
+            voxel_mm3 = float(np.prod(self.input_volume.GetSpacing()))
+            self.lesion_ml = float(np.count_nonzero(arrays["lesion_mask"])) * voxel_mm3 / 1000.0
             self.logic.notes = list(self.notes)
             self.state = DONE
         except Exception as exc:

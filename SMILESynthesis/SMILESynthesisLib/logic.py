@@ -12,6 +12,7 @@ from pathlib import Path
 from . import nodes
 
 OUTPUT_ROLES = ("pseudoNormal", "lesion", "difference", "pseudoAbnormal")
+OUTPUT_ATTRIBUTE = "SMILE.output"  # on the nodes SMILE writes (its role): a batch never runs on them
 
 
 @dataclass
@@ -169,6 +170,7 @@ class SynthesisLogic:
             node = nodes.volume_from_array(self.scene, arrays[name], input_volume, f"{base} {suffix}",
                                            None if target == NEW else target, display=True)
             nodes.place_next_to(self.scene, node, input_volume)
+            node.SetAttribute(OUTPUT_ATTRIBUTE, role)
             setattr(used, role, node)
         if outputs.lesion is not None:
             if mask_segmentation is not None and outputs.lesion in (NEW, mask_segmentation):
@@ -178,6 +180,7 @@ class SynthesisLogic:
                                                  None if outputs.lesion == NEW else outputs.lesion,
                                                  f"{base} lesion")
                 nodes.place_next_to(self.scene, seg, input_volume)
+                seg.SetAttribute(OUTPUT_ATTRIBUTE, "lesion")
                 used.lesion = seg
         return used
 
