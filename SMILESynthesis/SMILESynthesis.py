@@ -19,7 +19,8 @@ from slicer.util import VTKObservationMixin
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
-from SMILESynthesisLib.logic import DEFAULT_MODEL, model_choice, model_choices, sample_data_source  # noqa: E402
+from SMILESynthesisLib.logic import (DEFAULT_MODEL, model_choice, model_choices, model_entry,  # noqa: E402
+                                     sample_data_source)
 
 
 class SMILESynthesis(ScriptedLoadableModule):
@@ -34,7 +35,8 @@ class SMILESynthesis(ScriptedLoadableModule):
             "a lesion where a segment says (pseudo-abnormal), with a SMILE model. Edit the lesion segment "
             "and press 'Re-synthesise from lesion segment' to review a segmentation or to paint a lesion. "
             "For a head that is not skull-stripped, give a brain mask. Synthesis runs in a background process; "
-            "Cancel stops it at once. Not for clinical use. See the "
+            "Cancel stops it at once. Batch runs the model on every loaded volume, or on every image file of "
+            "a folder, and writes a summary table. Not for clinical use. See the "
             '<a href="https://github.com/smile-slicer/SlicerSMILE#readme">documentation</a>.')
         self.parent.acknowledgementText = _(
             "SMILE: semi-supervised pseudo-normality synthesis. The bundled sample case is BraTS 2018 data "
@@ -79,6 +81,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._batch = None  # a BatchRun while a batch runs (SMILESynthesisLib.batch)
         self._otherModelFile = False  # "Model file below" chosen while the field is still empty
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
@@ -96,6 +99,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.reviewButton.connect("clicked(bool)", self.onReviewButton)
+        self.ui.batchButton.connect("clicked(bool)", self.onBatchButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChoice)
         # The real ctkPathLineEdit emits currentPathChanged only for a path its validator accepts (one
         # ending in .pt here); a cleared field is seen through validInputChanged.
@@ -108,9 +112,10 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         """Also when Slicer closes: a synthesis still running is cancelled (its process killed)."""
         self._timer.stop()
-        if self._job is not None:
-            self._job.cancel()
-            self._job = None
+        for work in (self._job, self._batch):
+            if work is not None:
+                work.cancel()
+        self._job = self._batch = None
         self._disconnect()  # before removeObservers: _disconnect removes its own observer
         self.removeObservers()
 
@@ -122,8 +127,10 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnect()
 
     def onSceneStartClose(self, caller, event):
-        if self._job is not None and self._job.running:  # its nodes are going: nothing to write into
-            self._cancel(_("Cancelled: the scene was closed."))
+        for work in (self._job, self._batch):  # its nodes are going: nothing to write into
+            if work is not None and work.running and work.cancel():
+                self.ui.statusLabel.text = _("Cancelled: the scene was closed.")
+                self._end()
         self._disconnect()
 
     def onSceneEndClose(self, caller, event):
@@ -184,18 +191,13 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showModel(self):
         """Combo box and path field from the parameter node: the bundled model shows as its entry and an
         empty field; a registered model as its entry and its path; any other file as "Model file below"."""
-        choice = model_choice(self._parameterNode.modelPath)
         combo = self.ui.modelComboBox
-        datas = [combo.itemData(i) for i in range(combo.count)]
-        if self._otherModelFile and choice == DEFAULT_MODEL:
-            index = combo.count - 1
-        else:
-            index = datas.index(choice) if choice in datas else combo.count - 1
+        index, text = model_entry(self._parameterNode.modelPath, [combo.itemData(i) for i in range(combo.count)],
+                                  self._otherModelFile)
         self._showingModel = True
         wasBlocked = combo.blockSignals(True)
         try:
             combo.currentIndex = index
-            text = "" if choice == DEFAULT_MODEL else choice
             if self.ui.modelPathLineEdit.currentPath != text:
                 self.ui.modelPathLineEdit.currentPath = text
         finally:
@@ -224,10 +226,14 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self, caller=None, event=None):
         running = self._job is not None and self._job.running
+        batch = self._batch is not None and self._batch.running
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.applyButton.enabled = hasInput or running
+        self.ui.applyButton.enabled = (hasInput or running) and not batch
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
-        self.ui.reviewButton.enabled = hasInput and bool(self._parameterNode.lesionSegmentation) and not running
+        self.ui.reviewButton.enabled = hasInput and bool(self._parameterNode.lesionSegmentation) and not (
+            running or batch)
+        self.ui.batchButton.enabled = not running
+        self.ui.batchButton.text = _("Cancel batch") if batch else _("Run batch")
 
     # ---- running --------------------------------------------------------------------------------------
     def onApplyButton(self):
@@ -261,7 +267,46 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.hide()
         self._updateButtons()
 
+    # ---- batch: the decisions are SMILESynthesisLib.batch's; here only what the user sees -----------
+    def onBatchButton(self):
+        if self._batch is not None and self._batch.running:
+            self._batch.cancel()
+            self._endBatch()
+            return
+        self._batch = None
+        with slicer.util.tryWithErrorDisplay(_("SMILE batch could not start."), waitCursor=True):
+            self.logic.ensureDependencies()
+            self._batch = self.logic.startBatch(self._parameterNode, self.ui.batchFolderLineEdit.currentPath)
+            self.ui.progressBar.maximum, self.ui.progressBar.value = 1000, 0
+            self.ui.progressBar.show()
+            self._timer.start()
+            self._pollBatch()
+        self._updateButtons()
+
+    def _pollBatch(self):
+        batch = self._batch
+        batch.poll()
+        if not batch.running:
+            return self._endBatch()
+        job = batch.job
+        slices = _("slice {done} of {total}").format(done=job.done, total=job.total) if job.total else _("starting")
+        self.ui.statusLabel.text = _("Batch: case {index} of {count} ({name}): {slices}.").format(
+            index=batch.index + 1, count=batch.count, name=batch.case.name, slices=slices)
+        self.ui.progressBar.value = int(1000 * batch.fraction())
+
+    def _endBatch(self):
+        batch, cancelled = self._batch, self._batch.state == "cancelled"
+        text = (_("Batch cancelled: {done} of {count} cases done; not done: {names}. Summary: table '{table}'.")
+                if cancelled else _("Batch done: {count} cases; failed: {names}. Summary: table '{table}'."))
+        self.ui.statusLabel.text = text.format(
+            done=batch.count - len(batch.not_done), count=batch.count, table=batch.table.GetName(),
+            names=", ".join(batch.not_done if cancelled else batch.failed) or _("none"))
+        logging.info(self.ui.statusLabel.text)
+        self._end()
+
     def onTimer(self):
+        if self._batch is not None and self._batch.running:
+            return self._pollBatch()
         job = self._job
         if job is None:
             return self._end()
@@ -298,10 +343,6 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
     """Application-level logic: parameter node, dependencies, views. The MRML work is done by
     SMILESynthesisLib (SynthesisLogic, SynthesisJob), which is tested outside the application."""
 
-    def __init__(self):
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._lib = None
-
     def getParameterNode(self):
         return SMILESynthesisParameterNode(super().getParameterNode())
 
@@ -317,12 +358,9 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def outputs(params):
-        from SMILESynthesisLib import plan_outputs
-        wanted = {"pseudoNormal": params.makePseudoNormal, "lesion": params.makeLesion,
-                  "difference": params.makeDifference, "pseudoAbnormal": params.makePseudoAbnormal}
-        chosen = {"pseudoNormal": params.pseudoNormalVolume, "lesion": params.lesionSegmentation,
-                  "difference": params.differenceVolume, "pseudoAbnormal": params.pseudoAbnormalVolume}
-        return plan_outputs(wanted, chosen)
+        from SMILESynthesisLib import OUTPUT_ROLES, plan_outputs, wanted_outputs
+        chosen = {role: getattr(params, name) for role, name in zip(OUTPUT_ROLES, OUTPUT_PARAMETERS)}
+        return plan_outputs(wanted_outputs(params), chosen)
 
     def startJob(self, params, review=False, python=None):
         """Start a synthesis in a background process (SMILESynthesisLib.SynthesisJob); the scene is
@@ -332,6 +370,18 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
         return SynthesisJob(lib, params.inputVolume, self.outputs(params), model=params.modelPath,
                             device=params.device, mask_segmentation=params.lesionSegmentation if review else None,
                             brain_mask=params.brainMask, python=python).start()
+
+    def startBatch(self, params, folder="", python=None):
+        """Every case (the image files of `folder`, or every loaded scalar volume but SMILE's outputs and
+        the brain mask) in turn, in background processes, with new output nodes of the kinds chosen."""
+        from SMILESynthesisLib import SynthesisLogic, wanted_outputs
+        from SMILESynthesisLib.batch import BatchRun, folder_cases, loaded_cases
+        folder = (folder or "").strip()
+        cases = folder_cases(folder) if folder else loaded_cases(slicer.mrmlScene, exclude=[params.brainMask])
+        if not cases:
+            raise ValueError(_("No scalar volume is loaded: load the cases, or give a folder of cases."))
+        return BatchRun(SynthesisLogic(slicer.mrmlScene), cases, wanted_outputs(params), model=params.modelPath,
+                        device=params.device, python=python).start()
 
     def finishJob(self, job, params):
         """The finished job's result into the output nodes, the parameter node and the views."""
@@ -346,23 +396,13 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def showSideBySide(inputVolume, pseudoNormal, lesion):
         """Input (left) and pseudo-normal (right) in linked axial views, lesion overlaid."""
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is None:
-            return
-        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        for viewName, volume in (("Red", inputVolume), ("Yellow", pseudoNormal or inputVolume)):
-            composite = layoutManager.sliceWidget(viewName).mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(volume.GetID())
-            composite.SetLinkedControl(True)
-            layoutManager.sliceWidget(viewName).mrmlSliceNode().SetOrientationToAxial()
-        if lesion is not None and lesion.GetDisplayNode():
-            lesion.GetDisplayNode().SetVisibility(True)
-            lesion.GetDisplayNode().SetOpacity2DFill(0.3)
-        slicer.util.resetSliceViews()
+        from SMILESynthesisLib.nodes import show_side_by_side
+        show_side_by_side(slicer.app.layoutManager(), inputVolume, pseudoNormal, lesion)
 
 
 class SMILESynthesisTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: bundled sample case -> synthesis -> nodes checked -> review."""
+    """Runs inside Slicer: bundled sample case -> synthesis in the background process, as the panel runs
+    it -> nodes checked -> review."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -374,26 +414,37 @@ class SMILESynthesisTest(ScriptedLoadableModuleTest):
     def test_sample_case_synthesis_and_review(self):
         from SMILESynthesisLib.dependencies import skip_test_without_engine
         skip_test_without_engine(self, slicer.app.testingEnabled())
-        SMILESynthesisLogic().ensureDependencies()
+        logic = SMILESynthesisLogic()
+        logic.ensureDependencies()
         import numpy as np
-        from SMILESynthesisLib import NEW, Outputs, SynthesisLogic, bundled_sample_paths, nodes
+        from SMILESynthesisLib import bundled_sample_paths, nodes
         self.delayDisplay("Loading the bundled sample case")
-        image_path, _seg_path = bundled_sample_paths()
-        volume = slicer.util.loadVolume(str(image_path))
-        lib = SynthesisLogic(slicer.mrmlScene)
-        model = lib.load_model(None, "auto")
-        self.delayDisplay("Synthesising")
-        used = lib.run(volume, model, Outputs(NEW, NEW, NEW, NEW))
+        volume = slicer.util.loadVolume(str(bundled_sample_paths()[0]))
+        params = logic.getParameterNode()
+        params.inputVolume, params.makeDifference = volume, True
+        self.delayDisplay("Synthesising in the background process")
+        used = self._runInBackground(logic, params, review=False)
         for node in (used.pseudoNormal, used.difference, used.pseudoAbnormal):
             self.assertTrue(np.allclose(nodes.ijk_to_ras(node), nodes.ijk_to_ras(volume)))
             self.assertEqual(node.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
         mask = nodes.segmentation_to_mask(slicer.mrmlScene, used.lesion, volume)
         self.assertGreater(int(mask.sum()), 0, "the default model found no lesion in the sample case")
         self.delayDisplay("Re-synthesising from the lesion segment")
-        again = lib.run(volume, model, Outputs(used.pseudoNormal, used.lesion, None, used.pseudoAbnormal),
-                        mask_segmentation=used.lesion)
+        again = self._runInBackground(logic, params, review=True)
         pn = nodes.array_from_volume(again.pseudoNormal)[0]
         data = nodes.array_from_volume(volume)[0]
         self.assertTrue(np.array_equal(pn[~mask], data[~mask]))
-        SMILESynthesisLogic.showSideBySide(volume, again.pseudoNormal, used.lesion)
         self.delayDisplay("SMILE synthesis test passed")
+
+    def _runInBackground(self, logic, params, review, timeout=1800):
+        """What the panel's Apply does: a background job polled while Qt's events are processed."""
+        import time
+        job, deadline = logic.startJob(params, review), time.monotonic() + timeout
+        while job.running and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            job.poll()
+            time.sleep(0.1)
+        if job.running:
+            job.cancel()
+        self.assertEqual(job.state, "finished", job.error or "the synthesis did not finish in time")
+        return logic.finishJob(job, params)

@@ -650,3 +650,78 @@ def test_metadata_and_translatable_strings_as_the_slicer_template_has_them(slice
         assert not re.search(r'_\("[^"]*"\)\s*\+|\+\s*_\(', source), f"{name}: a translated string concatenated"
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert cmake.startswith("cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)")  # Slicer v5.10.0 template
+
+
+# ---- batch (issue 22, 6) -----------------------------------------------------------------------------
+def test_batch_over_three_loaded_volumes_and_cancel_mid_batch(slicer, tmp_path, model_path):
+    """Three small real volumes (slabs of the bundled case) and a small untrained model: three sets of
+    outputs and a three-row summary table, per-case progress, the event loop never stalled; a second
+    batch runs on the same three (not on the outputs of the first) and Cancel during its second case
+    keeps the first case's outputs and names the cases not done."""
+    _, widget = _panel(slicer, "SMILESynthesis")
+    ui, params, scene = widget.ui, widget._parameterNode, slicer.mrmlScene
+    names = []
+    for k, first in enumerate((40, 50, 60)):
+        (tmp_path / f"case{k}").mkdir()
+        path = _slab(tmp_path / f"case{k}", first=first, count=3)
+        names.append(_read_volume(slicer, path.rename(path.with_name(f"case{k}.nii.gz"))).GetName())
+    params.modelPath, params.device, params.makeDifference = str(model_path), "cpu", False
+    seen = []
+    ui.progressBar.valueChanged.connect(lambda v: seen.append(ui.statusLabel.text))
+    ticks, timer = _ticking()
+    ui.batchButton.click()
+    assert standins.slot_errors == [] and ui.batchButton.text == "Cancel batch" and not ui.applyButton.enabled
+    assert _wait(lambda: ui.batchButton.text == "Run batch", timeout=300), ui.statusLabel.text
+    timer.stop()
+    ticks.append(time.monotonic())
+    assert np.diff(ticks).max() < 0.5, f"the event loop stalled for {np.diff(ticks).max():.2f} s"
+    assert ui.statusLabel.text == "Batch done: 3 cases; failed: none. Summary: table 'SMILE batch summary'."
+    for k in range(3):
+        assert any(text.startswith(f"Batch: case {k + 1} of 3 (case{k}): slice") for text in seen), seen
+    table = scene.GetFirstNodeByName("SMILE batch summary").GetTable()
+    assert table.GetNumberOfRows() == 3
+    assert [table.GetValue(r, 0).ToString() for r in range(3)] == names
+    assert all(table.GetValue(r, 2).ToDouble() > 0 and table.GetValue(r, 1).ToDouble() >= 0 for r in range(3))
+    for name in names:
+        for suffix in ("pseudo-normal", "lesion", "pseudo-abnormal"):
+            assert scene.GetFirstNodeByName(f"{name} {suffix}") is not None, (name, suffix)
+        assert scene.GetFirstNodeByName(f"{name} difference") is None  # not asked for
+    assert ui.batchButton.enabled and not widget._timer.isActive()
+
+    ui.batchButton.click()  # again: the same three cases, not the outputs of the first batch
+    batch = widget._batch
+    assert batch.count == 3
+    assert _wait(lambda: batch.index == 1 and batch.job is not None and batch.job.done >= 1, timeout=300)
+    tree = _tree(batch.job.process.proc.pid)
+    ui.batchButton.click()  # Cancel
+    assert _alive(tree, grace=1.0) == []
+    assert ui.statusLabel.text == ("Batch cancelled: 1 of 3 cases done; not done: case1, case2. "
+                                   "Summary: table 'SMILE batch summary_1'.")
+    table = batch.table.GetTable()
+    assert table.GetNumberOfRows() == 3 and table.GetValue(2, 3).ToString() == "not done: the batch was cancelled"
+    assert scene.GetFirstNodeByName("case0 pseudo-normal_1") is not None  # the case done keeps its outputs
+    assert scene.GetFirstNodeByName("case1 pseudo-normal_1") is None
+    assert ui.batchButton.text == "Run batch" and standins.slot_errors == []
+    widget.cleanup()
+
+
+def test_the_synthesis_self_test_runs_in_the_background_process(slicer, tmp_path, monkeypatch):
+    """Issue 22 (self-tests): the in-Slicer test exercises the path the panel uses, a background worker
+    polled while Qt's events run, not a synthesis in Slicer's main thread. Here on a slab of the bundled
+    case (slicer.util.loadVolume needs the application's IO manager)."""
+    slicer.app.testing = True
+    _, module = standins.load_module("SMILESynthesis")
+    from SMILESynthesisLib import background, logic
+    slab = _slab(tmp_path, count=4)
+    monkeypatch.setattr(slicer.util, "loadVolume", lambda path: _read_volume(slicer, slab))
+    started = []
+    start = background.BackgroundProcess.start
+    monkeypatch.setattr(background.BackgroundProcess, "start", lambda self: started.append(self.command) or start(self))
+
+    def in_this_thread(*args, **kwargs):
+        raise AssertionError("the self-test synthesised in Slicer's main thread")
+    monkeypatch.setattr(logic.SynthesisLogic, "run", in_this_thread)
+    module.runTest()
+    assert len(started) == 2 and all(command[1].endswith("worker.py") for command in started)  # apply, review
+    views = slicer.app.layoutManager()
+    assert views.layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView] * 2

@@ -33,6 +33,11 @@ def plan_outputs(wanted: dict[str, bool], chosen: dict[str, object]) -> Outputs:
     return Outputs(**{role: (chosen.get(role) or NEW) if wanted.get(role) else None for role in OUTPUT_ROLES})
 
 
+def wanted_outputs(params) -> dict[str, bool]:
+    """The outputs asked for, by role, from the panel's check boxes (makePseudoNormal, makeLesion, ...)."""
+    return {role: bool(getattr(params, "make" + role[0].upper() + role[1:])) for role in OUTPUT_ROLES}
+
+
 def engine_resources() -> Path:
     """The engine's resources folder, found without importing the engine: importing it imports torch
     and nibabel, which Slicer does not bundle, and module start-up must not need them."""
@@ -76,6 +81,18 @@ def model_choice(path: str | Path | None) -> str:
     except (OSError, ModuleNotFoundError):
         pass
     return text
+
+
+def model_entry(model_path: str, entries: list[str], other_file: bool = False) -> tuple[int, str]:
+    """What the model selector shows for the parameter node's model: (index among the selector's
+    entries, whose last is "Model file below", and the path field's text). The bundled model is its entry
+    and an empty field (or "Model file below" while the user is about to type a path); a registered model
+    its entry and its path; any other file "Model file below" and its path."""
+    choice = model_choice(model_path)
+    last = len(entries) - 1
+    if other_file and choice == DEFAULT_MODEL:
+        return last, ""
+    return (entries.index(choice) if choice in entries else last), ("" if choice == DEFAULT_MODEL else choice)
 
 
 def bundled_sample_paths() -> tuple[Path, Path]:

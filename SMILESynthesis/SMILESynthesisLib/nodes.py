@@ -121,3 +121,20 @@ def place_next_to(scene, node, reference):
         sh.CreateItem(parent, node)
     else:
         sh.SetItemParent(item, parent)
+
+
+def show_side_by_side(layout_manager, input_volume, pseudo_normal, lesion):
+    """Input (left) and pseudo-normal (right) in linked axial views of the application's layout manager
+    (none outside the application: nothing to show), lesion overlaid."""
+    if layout_manager is None:
+        return
+    layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    for view_name, volume in (("Red", input_volume), ("Yellow", pseudo_normal or input_volume)):
+        view = layout_manager.sliceWidget(view_name)
+        view.mrmlSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
+        view.mrmlSliceCompositeNode().SetLinkedControl(True)
+        view.mrmlSliceNode().SetOrientationToAxial()
+    if lesion is not None and lesion.GetDisplayNode():
+        lesion.GetDisplayNode().SetVisibility(True)
+        lesion.GetDisplayNode().SetOpacity2DFill(0.3)
+    layout_manager.resetSliceViews()
