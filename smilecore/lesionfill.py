@@ -66,8 +66,10 @@ def smooth_fill(image: torch.Tensor, mask: torch.Tensor, sigma: float = FILL_SIG
 def fill_lesion(image: torch.Tensor, mask: torch.Tensor, radius: int = FILL_GROW,
                 sigma: float = FILL_SIGMA) -> torch.Tensor:
     """What G gets with the lesion fill: the mask grown by `radius` pixels, limited to the
-    brain, filled by `smooth_fill`. Slices without a mask pixel are returned unchanged."""
-    hole = (grow(mask, radius) > 0) & (image > 0)
+    brain, filled by `smooth_fill`. Slices without a mask pixel are returned unchanged. The
+    mask itself is always filled: a voided image (0 inside it, the inpainting challenge's
+    format) has no brain there to limit it to."""
+    hole = ((grow(mask, radius) > 0) & (image > 0)) | (mask > 0)
     return smooth_fill(image, hole, sigma)
 
 

@@ -11,6 +11,7 @@ from .cases import canonical_modality, modality_from_name
 from .modelfile import SmileModel
 from .volume import OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError
 
+VOIDED_SHARE = 0.5        # a lesion mask this much exactly 0 in the image: the challenge's voided format
 MAX_LESION_SHARE = 0.5    # a lesion mask larger than this share of the brain is refused
 OUTSIDE_NOTE_ML = 5.0     # bright tissue outside the brain above this volume gets a note
 
@@ -56,12 +57,38 @@ def check_lesion_mask(mask: np.ndarray, brain: np.ndarray, where: str, tell) -> 
         tell(f"{where}: {n - inside} of the lesion mask's {n} voxels lie outside the brain and are ignored")
 
 
+def is_voided(data: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether the image is given as the inpainting challenge gives it: its lesion voided (set
+    to 0) inside the mask. In review mode the mask is then part of the brain, not a hole in it."""
+    if mask is None or np.shape(mask) != np.shape(data):
+        return False
+    inside = np.asarray(mask) > 0
+    return bool(inside.any()) and float((np.asarray(data)[inside] == 0).mean()) >= VOIDED_SHARE
+
+
+def voided_brain(data: np.ndarray, affine: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
+    """The brain of a voided image (voxel order of `data`): found, with all its checks, on the
+    image whose voided voxels hold the brain's median (a void at the surface is otherwise outside
+    the brain, and one enclosed near it looks like a skull), then the mask added."""
+    data = np.asarray(data, np.float32)
+    inside = np.asarray(mask) > 0
+    hole = inside & (data == 0)
+    tissue = data[(data > 0) & ~inside]
+    patched = np.where(hole, np.float32(np.median(tissue)) if tissue.size else np.float32(1), data)
+    vol = CanonicalVolume.from_array(patched, affine, where=where)
+    return vol.to_input_order(vol.brain) | inside
+
+
 def canonical_volume(data: np.ndarray, affine: np.ndarray, model: SmileModel, where: str,
-                     brain: np.ndarray | None, tell) -> CanonicalVolume:
+                     brain: np.ndarray | None, tell, lesion_mask: np.ndarray | None = None) -> CanonicalVolume:
     """`data` in canonical LPS order (axial slices whatever the voxel order), its brain found (or
     the caller's `brain`), normalised as the model's training data was. `tell` gets a note on an
     oblique acquisition (its slices are tilted from the axial ones the model knows) and on
-    bright tissue apart from the brain (it is left unchanged)."""
+    bright tissue apart from the brain (it is left unchanged). `lesion_mask` (voxel order of
+    `data`, review mode): where the image is voided inside it (`is_voided`), the brain is
+    `voided_brain`."""
+    if brain is None and is_voided(data, lesion_mask):
+        brain = voided_brain(data, affine, lesion_mask, where)
     vol = CanonicalVolume.from_array(data, affine, where=where, brain=brain,
                                      clip_percentile=model.config["normalisation"]["clip_percentile"],
                                      normalisation=model.normalisation)
@@ -86,5 +113,7 @@ def canonical_lesion_mask(mask: np.ndarray | None, data: np.ndarray, vol: Canoni
     if mask.shape != np.shape(data):
         raise VolumeError(f"{where}: lesion mask shape {mask.shape} differs from the image's {np.shape(data)}")
     user_mask = vol.to_canonical_order(mask > 0)
+    if is_voided(vol.raw, user_mask):   # the challenge's format: the voided mask is brain
+        vol.brain |= user_mask & (vol.raw == 0)
     check_lesion_mask(user_mask, vol.brain, where, tell)
     return user_mask
