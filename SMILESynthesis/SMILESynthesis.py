@@ -7,8 +7,7 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+from slicer.i18n import tr as _, translate  # noqa: I001
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -19,6 +18,7 @@ from slicer.util import VTKObservationMixin
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
+from SMILESynthesisLib.batch import first_input_volume  # noqa: E402
 from SMILESynthesisLib.logic import (DEFAULT_MODEL, model_choice, model_choices, model_entry,  # noqa: E402
                                      sample_data_source)
 
@@ -97,6 +97,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAboutToBeRemovedEvent, self.onNodeAboutToBeRemoved)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.reviewButton.connect("clicked(bool)", self.onReviewButton)
         self.ui.batchButton.connect("clicked(bool)", self.onBatchButton)
@@ -137,10 +138,16 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered:
             self.initializeParameterNode()
 
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeAboutToBeRemoved(self, caller, event, node):
+        """A deleted output is cleared: else its selector takes another volume, which Apply would overwrite."""
+        for name in self.logic.outputsHolding(self._parameterNode, node) if self._parameterNode else ():
+            setattr(self._parameterNode, name, None)
+
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not self._parameterNode.inputVolume:  # a scalar volume (not a label map) that is not an output
+            self._parameterNode.inputVolume = first_input_volume(slicer.mrmlScene)
 
     def _disconnect(self):
         if self._parameterNode and self._parameterNodeGuiTag is not None:
@@ -189,8 +196,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     _showingModel = False
 
     def _showModel(self):
-        """Combo box and path field from the parameter node: the bundled model shows as its entry and an
-        empty field; a registered model as its entry and its path; any other file as "Model file below"."""
+        """Combo box and path field from the parameter node (which entry, which text: model_entry)."""
         combo = self.ui.modelComboBox
         index, text = model_entry(self._parameterNode.modelPath, [combo.itemData(i) for i in range(combo.count)],
                                   self._otherModelFile)
@@ -209,7 +215,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         params = self._parameterNode
         if params is None:
             return
-        for name in self.logic.refusedOutputs(params):  # an output that is the input (or the brain mask)
+        for name in self.logic.outputsHolding(params, params.inputVolume, params.brainMask):
             setattr(params, name, None)
             message = _("The {output} output cannot be the input volume or the brain mask: it would be "
                         "overwritten. A new node will be created instead.").format(output=self._outputLabel(name))
@@ -238,8 +244,9 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- running --------------------------------------------------------------------------------------
     def onApplyButton(self):
         if self._job is not None and self._job.running:
-            self._cancel(_("Cancelled: no output was changed."))
-            return
+            if self._job.cancel():
+                self.ui.statusLabel.text = _("Cancelled: no output was changed.")
+            return self._end()
         self._start(review=False)
 
     def onReviewButton(self):
@@ -251,16 +258,13 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.ensureDependencies()
             self._job = self.logic.startJob(self._parameterNode, review)
             self.ui.statusLabel.text = _("Starting: loading the model...")
-            self.ui.progressBar.value = 0
-            self.ui.progressBar.show()
-            self._timer.start()
+            self._begin(maximum=1)
         self._updateButtons()
 
-    def _cancel(self, message):
-        self._timer.stop()
-        if self._job.cancel():
-            self.ui.statusLabel.text = message
-        self._end()
+    def _begin(self, maximum):
+        self.ui.progressBar.maximum, self.ui.progressBar.value = maximum, 0
+        self.ui.progressBar.show()
+        self._timer.start()
 
     def _end(self):
         self._timer.stop()
@@ -277,9 +281,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("SMILE batch could not start."), waitCursor=True):
             self.logic.ensureDependencies()
             self._batch = self.logic.startBatch(self._parameterNode, self.ui.batchFolderLineEdit.currentPath)
-            self.ui.progressBar.maximum, self.ui.progressBar.value = 1000, 0
-            self.ui.progressBar.show()
-            self._timer.start()
+            self._begin(maximum=1000)
             self._pollBatch()
         self._updateButtons()
 
@@ -351,10 +353,11 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
         ensure_dependencies(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
 
     @staticmethod
-    def refusedOutputs(params):
-        """The output parameters whose node is the input volume or the brain mask (it would be overwritten)."""
+    def outputsHolding(params, *nodes):
+        """The output parameters whose node is one of `nodes` (the input volume or the brain mask, which
+        would be overwritten; a node being deleted, which the selector would replace by another)."""
         return [name for name in OUTPUT_PARAMETERS if getattr(params, name) is not None
-                and getattr(params, name) in (params.inputVolume, params.brainMask)]
+                and any(getattr(params, name) is node for node in nodes)]
 
     @staticmethod
     def outputs(params):
@@ -363,8 +366,7 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
         return plan_outputs(wanted_outputs(params), chosen)
 
     def startJob(self, params, review=False, python=None):
-        """Start a synthesis in a background process (SMILESynthesisLib.SynthesisJob); the scene is
-        changed only by finishJob."""
+        """A synthesis in a background process (SynthesisJob); the scene is changed only by finishJob."""
         from SMILESynthesisLib import SynthesisJob, SynthesisLogic
         lib = SynthesisLogic(slicer.mrmlScene)
         return SynthesisJob(lib, params.inputVolume, self.outputs(params), model=params.modelPath,
@@ -372,8 +374,7 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
                             brain_mask=params.brainMask, python=python).start()
 
     def startBatch(self, params, folder="", python=None):
-        """Every case (the image files of `folder`, or every loaded scalar volume but SMILE's outputs and
-        the brain mask) in turn, in background processes, with new output nodes of the kinds chosen."""
+        """A batch (SMILESynthesisLib.batch) over the image files of `folder`, or the loaded volumes."""
         from SMILESynthesisLib import SynthesisLogic, wanted_outputs
         from SMILESynthesisLib.batch import BatchRun, folder_cases, loaded_cases
         folder = (folder or "").strip()
@@ -401,8 +402,7 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
 
 
 class SMILESynthesisTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: bundled sample case -> synthesis in the background process, as the panel runs
-    it -> nodes checked -> review."""
+    """Inside Slicer: bundled sample case -> synthesis in a background process as Apply runs it -> review."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+import weakref
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -146,39 +147,213 @@ class qMRMLWidget(QtWidgets.QWidget):
 
 
 class qMRMLNodeComboBox(qMRMLWidget):
-    """Holds the current node, which must be in its scene and of one of its nodeTypes, and of exactly one
-    of them when showChildNodeTypes is false (the real widget does not list others and ignores them
-    silently; this one raises, so that a test cannot choose them). Not checked: the node list, the
-    hide-child-node-type and attribute filters, automatic selection of an added node when None is not
-    enabled, the add/rename/remove actions, dropping a node removed from the scene."""
+    """The node list and current node of Slicer's qMRMLNodeComboBox, held in a real QComboBox over a real
+    QStandardItemModel, so that Qt's own rules for a first row, an inserted row and a removed current row
+    apply, with the rules read from Slicer's source (Libs/MRML/Widgets/qMRMLNodeComboBox.cxx,
+    qMRMLSortFilterProxyModel.cxx: filterAcceptsNode):
+    - rows: "None" first when noneEnabled, the listed nodes in scene order, then a separator and the action
+      items when add/remove/rename/edit is enabled; no row at all without a scene;
+    - listed: nodes that IsA one of nodeTypes (subclasses included), of that class exactly when
+      showChildNodeTypes is false, none that IsA one of hideChildNodeTypes (when showChildNodeTypes is true),
+      none hidden from editors (showHidden false);
+    - setMRMLScene: the current node of the previous scene if that scene listed nodes, else the node asked
+      for before a scene was set, else the first row's node (with noneEnabled false: the first listed node);
+    - a node added to a list without any row becomes current (QComboBox selects a first row), which happens
+      with noneEnabled false and no action item;
+    - the current node leaving the list: QComboBox takes the row now at its place (or the last row); a row
+      that is not a node (separator, action) makes the last listed node current, as emitCurrentNodeChanged does;
+    - setCurrentNode of a node not listed: no node (None, or no row when noneEnabled is false), silently.
+    Not checked: the attribute filters, sorting, a listed node's later changes (name, attributes, hidden flag),
+    the scene model's batch processing (scene close and import are followed one node at a time), what the
+    action items do, nodeActivated, the real one's signal on a text change rather than an index change."""
     currentNodeChanged = QtCore.pyqtSignal(object)
+    _ACTION = "ACTION"
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.nodeTypes, self._node, self.showChildNodeTypes = [], None, True
-        self._label = _hold(self, QtWidgets.QComboBox())  # what the user sees: the current node's name
-        for option in ("NoneEnabled", "AddEnabled", "RemoveEnabled", "RenameEnabled", "ShowChildNodeTypes"):
-            setattr(self, "set" + option, lambda value, o=option: setattr(self, o[0].lower() + o[1:], value))
+        self._types, self._hideChildTypes, self._showChildTypes, self._showHidden = [], [], True, False
+        self._none, self._actions, self._requested, self._tags = False, set(), None, []
+        self._combo = _hold(self, QtWidgets.QComboBox())
+        self._model = QtGui.QStandardItemModel(self)  # deleted after the combo box, which then sends nothing
+        self._combo.setModel(self._model)
+        self._combo.currentIndexChanged.connect(self._emitCurrentNodeChanged)
 
-    def setNodeTypes(self, node_types):
-        self.nodeTypes = list(node_types)
+    # -- properties as the .ui (setX) and parameterNodeWrapper (x = ...) set them
+    def _option(name):  # noqa: N805 (a class-body helper)
+        def set_(self, value):
+            setattr(self, name, list(value) if isinstance(value, (list, tuple)) else value)
+            self._rebuildExtras() if name == "_none" else self._sync()
+        return property(lambda self: getattr(self, name), set_)
+    nodeTypes, hideChildNodeTypes = _option("_types"), _option("_hideChildTypes")
+    showChildNodeTypes, showHidden, noneEnabled = _option("_showChildTypes"), _option("_showHidden"), _option("_none")
+
+    def setNodeTypes(self, value):
+        self.nodeTypes = value
+
+    def setHideChildNodeTypes(self, value):
+        self.hideChildNodeTypes = value
+
+    def setShowChildNodeTypes(self, value):
+        self.showChildNodeTypes = bool(value)
+
+    def setShowHidden(self, value):
+        self.showHidden = bool(value)
+
+    def setNoneEnabled(self, value):
+        self.noneEnabled = bool(value)
+
+    def _setAction(self, action, on):
+        self._actions = (self._actions | {action}) if on else (self._actions - {action})
+        self._rebuildExtras()
+
+    def setAddEnabled(self, on):
+        self._setAction("Add", on)
+
+    def setRemoveEnabled(self, on):
+        self._setAction("Remove", on)
+
+    def setRenameEnabled(self, on):
+        self._setAction("Rename", on)
+
+    def setEditEnabled(self, on):
+        self._setAction("Edit", on)
+
+    # -- what is listed
+    def accepts(self, node) -> bool:
+        """qMRMLSortFilterProxyModel::filterAcceptsNode, less the attribute filters."""
+        if node.GetHideFromEditors() and not self._showHidden:
+            return False
+        for node_type in self._types:
+            if not node.IsA(node_type):
+                continue
+            if not self._showChildTypes and node_type != node.GetClassName():
+                continue
+            if self._showChildTypes and any(node.IsA(hidden) for hidden in self._hideChildTypes):
+                return False
+            return True
+        return not self._types
+
+    def _listed(self) -> list[str]:
+        scene = self.mrmlScene()
+        if scene is None:
+            return []
+        nodes = (scene.GetNthNode(k) for k in range(scene.GetNumberOfNodes()))
+        return [node.GetID() for node in nodes if self.accepts(node)]
+
+    def _ids(self) -> list[str]:
+        return [self._model.item(row).data(QtCore.Qt.UserRole) for row in range(self._model.rowCount())]
+
+    def _item(self, uid, text):
+        item = QtGui.QStandardItem(text)
+        item.setData(uid, QtCore.Qt.UserRole)
+        return item
+
+    def _nodeAt(self, row):
+        scene = self.mrmlScene()
+        uid = self._model.item(row).data(QtCore.Qt.UserRole) if 0 <= row < self._model.rowCount() else None
+        return scene.GetNodeByID(uid) if scene is not None and uid not in (None, "", self._ACTION) else None
+
+    def _sync(self):
+        """The node rows follow the scene: rows of nodes no longer listed removed, new ones inserted in scene
+        order, each through the model (so that QComboBox applies its rules)."""
+        listed = self._listed()
+        for row in reversed(range(self._model.rowCount())):
+            uid = self._model.item(row).data(QtCore.Qt.UserRole)
+            if uid not in ("", self._ACTION) and uid not in listed:
+                self._model.removeRow(row)
+        scene = self.mrmlScene()
+        offset = 1 if self._none and scene is not None else 0
+        for position, uid in enumerate(listed):
+            if uid not in self._ids():
+                self._model.insertRow(offset + position, self._item(uid, scene.GetNodeByID(uid).GetName()))
+
+    def _rebuildExtras(self):
+        """The "None" row and the action rows (updateNoneItem, updateActionItems): the current row is kept."""
+        current = self.currentNodeID()
+        blocked = self._combo.blockSignals(True)
+        try:
+            self._model.clear()
+            if self.mrmlScene() is not None:
+                if self._none:
+                    self._model.appendRow(self._item("", "None"))
+                for uid in self._listed():
+                    self._model.appendRow(self._item(uid, self.mrmlScene().GetNodeByID(uid).GetName()))
+                if self._actions:
+                    for action in ["separator"] + sorted(self._actions):
+                        self._model.appendRow(self._item(self._ACTION, action))
+            self._combo.setCurrentIndex(self._rowOf(current))
+        finally:
+            self._combo.blockSignals(blocked)
+
+    def _rowOf(self, uid):
+        ids = self._ids()
+        if uid and uid in ids:
+            return ids.index(uid)
+        return 0 if self._none and ids else -1
+
+    # -- scene and current node
+    def setMRMLScene(self, scene):
+        if scene is self.mrmlScene():
+            return
+        previous, wasValid = self.currentNodeID(), self.nodeCount() > 0
+        old = self.mrmlScene()
+        for tag in self._tags:
+            old.RemoveObserver(tag)
+        super().setMRMLScene(scene)
+        self._tags = [] if scene is None else [  # through a weak reference: a combo box gone is not called
+            scene.AddObserver(event, _weakCall(self, "_sync")) for event in (scene.NodeAddedEvent,
+                                                                              scene.NodeRemovedEvent)]
+        blocked = self._combo.blockSignals(True)  # SceneSwitchingInProgress
+        self._rebuildExtras()
+        self._combo.setCurrentIndex(-1)
+        self._combo.blockSignals(blocked)
+        if wasValid:
+            self.setCurrentNodeID(previous)
+        else:
+            first = self._ids()[0] if self._ids() else ""
+            requested = self._requested.GetID() if self._requested is not None else None
+            self.setCurrentNodeID(requested or ("" if first == self._ACTION else first))
+        self._requested = None
+
+    def nodeCount(self):
+        return sum(1 for uid in self._ids() if uid not in ("", self._ACTION))
 
     def currentNode(self):
-        return self._node
+        return self._nodeAt(QtWidgets.QComboBox.currentIndex(self._combo))
+
+    def currentNodeID(self):
+        node = self.currentNode()
+        return node.GetID() if node is not None else ""
 
     def setCurrentNode(self, node):
-        if node is not None:
-            scene = self.mrmlScene()
-            assert scene is not None and scene.IsNodePresent(node), "node not in the combo box's scene"
-            assert any(node.IsA(t) for t in self.nodeTypes), f"{node.GetClassName()} not in {self.nodeTypes}"
-            # showChildNodeTypes false: a subclass (a labelmap for scalar volumes) is not listed
-            assert self.showChildNodeTypes or node.GetClassName() in self.nodeTypes, (
-                f"{node.GetClassName()} is a child type of {self.nodeTypes}, not shown (showChildNodeTypes false)")
-        if node is not self._node:
-            self._node = node
-            self._label.clear()
-            self._label.addItem(node.GetName() if node is not None else "None")
-            self.currentNodeChanged.emit(node)
+        if self.mrmlScene() is None:
+            self._requested = node
+        self.setCurrentNodeID(node.GetID() if node is not None else "")
+
+    def setCurrentNodeID(self, uid):
+        self._combo.setCurrentIndex(self._rowOf(uid))
+
+    def _emitCurrentNodeChanged(self, row):
+        """qMRMLNodeComboBox::emitCurrentNodeChanged: a row that is neither a node nor "None" (a separator
+        or an action item that QComboBox moved to) makes the last listed node current."""
+        node = self._nodeAt(row)
+        if node is None and ((not self._none and row != -1) or (self._none and row != 0)):
+            nodes = [uid for uid in self._ids() if uid not in ("", self._ACTION)]
+            if nodes:
+                self.setCurrentNodeID(nodes[-1])
+            return
+        self.currentNodeChanged.emit(node)
+
+
+def _weakCall(obj, method):
+    ref = weakref.ref(obj)
+
+    def call(*args):
+        target = ref()
+        # not one being collected either (its attributes already cleared, its scene going)
+        if target is not None and not sip.isdeleted(target) and "_scene" in vars(target):
+            getattr(target, method)()
+    return call
 
 
 def _name_filters_pattern(name_filters) -> str:

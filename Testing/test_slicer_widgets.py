@@ -665,6 +665,7 @@ def test_batch_over_three_loaded_volumes_and_cancel_mid_batch(slicer, tmp_path, 
         (tmp_path / f"case{k}").mkdir()
         path = _slab(tmp_path / f"case{k}", first=first, count=3)
         names.append(_read_volume(slicer, path.rename(path.with_name(f"case{k}.nii.gz"))).GetName())
+    assert params.inputVolume.GetName() == "case0"  # the input selector took the first volume loaded
     params.modelPath, params.device, params.makeDifference = str(model_path), "cpu", False
     seen = []
     ui.progressBar.valueChanged.connect(lambda v: seen.append(ui.statusLabel.text))
@@ -686,7 +687,7 @@ def test_batch_over_three_loaded_volumes_and_cancel_mid_batch(slicer, tmp_path, 
         for suffix in ("pseudo-normal", "lesion", "pseudo-abnormal"):
             assert scene.GetFirstNodeByName(f"{name} {suffix}") is not None, (name, suffix)
         assert scene.GetFirstNodeByName(f"{name} difference") is None  # not asked for
-    assert ui.batchButton.enabled and not widget._timer.isActive()
+    assert ui.batchButton.enabled and ui.applyButton.enabled and not widget._timer.isActive()
 
     ui.batchButton.click()  # again: the same three cases, not the outputs of the first batch
     batch = widget._batch
@@ -725,3 +726,75 @@ def test_the_synthesis_self_test_runs_in_the_background_process(slicer, tmp_path
     assert len(started) == 2 and all(command[1].endswith("worker.py") for command in started)  # apply, review
     views = slicer.app.layoutManager()
     assert views.layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView] * 2
+
+
+# ---- the stand-ins as strict as the real widgets (issue 22, 9) ---------------------------------------------
+def _combo(scene, types, **options):
+    combo = standins.qMRMLNodeComboBox()
+    combo.setNodeTypes(types)
+    for name, value in options.items():
+        getattr(combo, "set" + name[0].upper() + name[1:])(value)
+    if scene is not None:
+        combo.setMRMLScene(scene)
+    return combo
+
+
+def test_the_node_combo_box_stand_in_lists_and_selects_as_slicers(slicer):
+    """The rules of qMRMLNodeComboBox.cxx and qMRMLSortFilterProxyModel.cxx (v5.10 source), over a real
+    QComboBox: filters by IsA, showChildNodeTypes, hideChildNodeTypes and the hidden flag; the first listed
+    node selected when None is not enabled; a removed current node replaced as QComboBox replaces a row."""
+    scene = slicer.vtkMRMLScene()
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "hidden").SetHideFromEditors(True)
+    image = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image")
+    scalar = ["vtkMRMLScalarVolumeNode"]
+    exact = _combo(scene, scalar, showChildNodeTypes=False)
+    assert exact.nodeCount() == 1 and exact.currentNode() is image  # labels not listed, hidden not listed
+    assert _combo(scene, scalar).currentNode() is labels  # subclasses listed (IsA), first one selected
+    assert _combo(scene, scalar, hideChildNodeTypes=["vtkMRMLLabelMapVolumeNode"]).currentNode() is image
+    assert _combo(scene, scalar, noneEnabled=True).currentNode() is None
+    changes = []
+    exact.currentNodeChanged.connect(changes.append)
+    exact.setCurrentNode(labels)  # not listed: no node, silently
+    assert exact.currentNode() is None and changes == [None]
+
+    empty = slicer.vtkMRMLScene()
+    plain, with_actions = _combo(empty, scalar), _combo(empty, scalar, addEnabled=True)
+    first = empty.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "first")
+    assert plain.currentNode() is first  # QComboBox selects a first row
+    assert with_actions.currentNode() is None  # the action rows were there first: nothing selected
+    empty.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "second")
+    assert plain.currentNode() is first
+
+    outputs = slicer.vtkMRMLScene()
+    a, b, c = (outputs.AddNewNodeByClass("vtkMRMLScalarVolumeNode", n) for n in "abc")
+    output = _combo(outputs, scalar, noneEnabled=True, addEnabled=True, renameEnabled=True)
+    output.setCurrentNode(b)
+    outputs.RemoveNode(b)
+    assert output.currentNode() is c  # the row now at its place
+    outputs.RemoveNode(c)
+    assert output.currentNode() is a  # its place is the separator: the last listed node
+    later = _combo(None, scalar)
+    later.setCurrentNode(a)  # asked for before the scene is set
+    later.setMRMLScene(outputs)
+    assert later.currentNode() is a
+
+
+def test_the_synthesis_panel_under_the_strict_stand_ins(slicer):
+    """What the stricter qMRMLNodeComboBox stand-in exposed: a label map first in the scene was taken as the
+    input (the real selector lists scalar volumes only and showed none); a deleted output node was replaced,
+    as the real selector does, by another volume, which the next Apply would have overwritten."""
+    scene = slicer.mrmlScene
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    image = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image")
+    _, widget = _panel(slicer, "SMILESynthesis")
+    ui, params = widget.ui, widget._parameterNode
+    assert params.inputVolume is image and ui.inputVolumeSelector.currentNode() is image
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "another case")
+    output = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image pseudo-normal")
+    ui.pseudoNormalSelector.setCurrentNode(output)
+    assert params.pseudoNormalVolume is output
+    scene.RemoveNode(output)
+    assert params.pseudoNormalVolume is None and ui.pseudoNormalSelector.currentNode() is None
+    assert other is not None and params.inputVolume is image and standins.slot_errors == []
+    widget.cleanup()

@@ -47,6 +47,11 @@ def loaded_cases(scene, exclude=()) -> list[Case]:
     return cases
 
 
+def first_input_volume(scene):
+    """The volume a panel opened on this scene takes as input: the first of `loaded_cases`, or None."""
+    return next((case.volume for case in loaded_cases(scene)), None)
+
+
 def folder_cases(folder: str | Path) -> list[Case]:
     """Every image file directly in `folder`, by name (subfolders are not searched)."""
     folder = Path(folder)
@@ -197,5 +202,5 @@ def _double_array():
     return vtk.vtkDoubleArray()
 
 
-__all__ = ["COLUMNS", "Case", "BatchRun", "CANCELLED", "DONE", "NOT_DONE", "folder_cases", "loaded_cases",
-           "read_volume"]
+__all__ = ["COLUMNS", "Case", "BatchRun", "CANCELLED", "DONE", "NOT_DONE", "first_input_volume", "folder_cases",
+           "loaded_cases", "read_volume"]
