@@ -73,6 +73,9 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     hb = report["healthy_brain"]
     assert set(hb["per_case"]) == set(report["test_cases"])
     assert all(0 <= hb["pooled"][k] <= 1 for k in ("changed_share", "mean_abs_change"))
+    normal = report["normal_anatomy_called_lesion"]                 # issue 23: bright tissue, healthy-ised brain
+    assert set(normal["per_case"]) == set(report["test_cases"])
+    assert all(0 <= normal[k]["mean"] <= normal[k]["worst"] <= 1 for k in ("bright_tissue", "healthy_ised"))
     assert set(report["known_truth_through_plane"]) == {"truth", "input", "model", "model_mask_given", "mean_fill"}
     assert report["known_truth_through_plane"]["mean_fill"] < report["known_truth_through_plane"]["input"]
     dz = report["through_plane_change"]

@@ -97,3 +97,60 @@ def test_through_plane_change_known_answers():
     part[2] = False
     assert through_plane_change(stripes, part)[1] == 64
     assert np.isnan(through_plane_change(stripes, np.zeros_like(region))[0])
+
+
+# ---- normal anatomy called lesion (issue 23) ----------------------------------------------------
+def _anatomy_case():
+    """One 30 x 30 slice of brain at 1.0: a 4 x 4 tumour (3.0) at x 4-7, y 12-15; ten bright voxels
+    (5.0) within 2 voxels of it, ten bright voxels far from it (x 25, y 0-9)."""
+    image = np.ones((1, 30, 30), np.float32)
+    truth = np.zeros(image.shape, bool)
+    truth[0, 4:8, 12:16] = True
+    image[truth] = 3.0
+    image[0, 4:8, 17] = 5.0
+    image[0, 4:10, 10] = 5.0
+    image[0, 25, 0:10] = 5.0
+    return image, truth
+
+
+def test_bright_tissue_is_the_bright_healthy_brain_away_from_the_tumour():
+    image, truth = _anatomy_case()
+    bright = metrics.bright_tissue(image, image > 0, truth)
+    assert bright.sum() == 10 and bright[0, 25, 0:10].all()    # the near ones and the tumour itself left out
+    pred = truth.copy()
+    pred[0, 25, 0:3] = True                                    # 3 of the 10 far bright voxels
+    pred[0, 4:8, 17] = True                                    # near bright voxels do not count
+    assert metrics.share_marked(pred, bright) == pytest.approx(0.3)
+    # no tumour: everything above the healthy 95th percentile (1.0) counts, the 20 at 5.0 and the 16 at 3.0;
+    # an empty region gives NaN, not 0
+    assert metrics.bright_tissue(image, image > 0, np.zeros_like(truth)).sum() == 36
+    assert np.isnan(metrics.share_marked(pred, np.zeros_like(pred)))
+
+
+def test_healthy_ised_takes_the_mirrored_voxel_and_leaves_tumour_on_both_sides_unknown():
+    image = np.arange(6, dtype=np.float32).reshape(1, 6, 1) + 10       # x: 10 .. 15
+    truth = np.zeros(image.shape, bool)
+    truth[0, [1, 2, 3], 0] = True                                       # 1 mirrors to 4; 2 and 3 to each other
+    healed, unknown = metrics.healthy_ised(image, truth)
+    assert healed[0, :, 0].tolist() == [10, 14, 13, 12, 14, 15]
+    assert unknown[0, :, 0].tolist() == [False, False, True, True, False, False]
+    # about another plane (twice its coordinate: 4, x mirrors to 4 - x: 1, 2, 3 to 3, 2, 1, all tumour)
+    healed, unknown = metrics.healthy_ised(image, truth, mirror_at=4)
+    assert healed[0, 1, 0] == 13 and unknown[0, :, 0].tolist() == [False, True, True, True, False, False]
+    truth[0, 5, 0] = True                                               # 4 - 5 = -1: outside the array
+    assert metrics.healthy_ised(image, truth, mirror_at=4)[1][0, 5, 0]
+    counted = metrics.healthy_ised_counted(np.ones((1, 9, 9)), np.pad(np.ones((1, 1, 1)), ((0, 0), (4, 4), (4, 4))))
+    assert counted.sum() == 81 - 13                    # it and 2 steps around it (a diamond of 13) left out
+
+
+def test_normal_anatomy_called_lesion_with_a_thresholding_segmentor():
+    image, truth = _anatomy_case()
+    image[0, 22:26, 12:16] = 3.0                     # the tumour's mirror (29 - x) is bright too: a lesion there
+    segment = lambda x: x > 2.0                      # noqa: E731  (marks the tumour and every bright voxel)
+    report = metrics.normal_anatomy_called_lesion({"a": (image, truth)}, {"a": segment(image)}, segment)
+    case = report["per_case"]["a"]
+    assert case["bright_tissue"] == 1.0              # all 10 far bright voxels marked
+    healthy_marked = (segment(metrics.healthy_ised(image, truth)[0]) & (image > 0)).sum()
+    assert healthy_marked == 16 + 20 + 16            # the mirrored "lesion" now pasted in, both bright rows, itself
+    assert case["healthy_ised"] == pytest.approx(healthy_marked / 900)
+    assert report["bright_tissue"] == {"mean": 1.0, "worst": 1.0}

@@ -26,6 +26,10 @@ Which slices count:
   the mean fill (`known_truth_through_plane`).
 - healthy brain (`healthy_brain`): each test case's tumour replaced by the mirrored healthy side
   (`mirrored_healthy`); how much of it S calls lesion and how much G changes it (`healthy_brain`).
+- normal anatomy called lesion (metrics.normal_anatomy_called_lesion, issue 23): over every kept
+  slice of each test case (taken as adjacent), the share of bright non-tumour tissue S marks and
+  the share of the healthy-ised brain (tumour voxels alone replaced, mirrored about the brain's
+  mid-sagittal plane, `mirror_axis`) S marks.
 
 A G that sees neighbouring slices (2.5D, gated.py) gets them everywhere: from the case's kept
 slices, from the whole mirrored healthy volume, from the transplanted slab (its end slices see
@@ -311,13 +315,19 @@ def run_net(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def segmentation_dice(net, cases: list[CachedCase], batch: int = 16) -> tuple[float, dict[str, float]]:
+def segment_cases(net, cases: list[CachedCase], batch: int = 16) -> dict[str, np.ndarray]:
+    """A segmentor's lesion mask (argmax: p > 0.5) on every kept slice of each case."""
+    return {case.case_id: run_net(net, np.asarray(case.image, np.float32), batch).argmax(1) > 0 for case in cases}
+
+
+def segmentation_dice(net, cases: list[CachedCase], batch: int = 16,
+                      preds: dict | None = None) -> tuple[float, dict[str, float]]:
     """Whole-tumour Dice of a segmentor over every kept slice of each case: pooled over all
-    voxels of all cases, and per case."""
+    voxels of all cases, and per case. `preds`: `segment_cases`' masks, when already made."""
+    preds = segment_cases(net, cases, batch) if preds is None else preds
     per_case, inter, total = {}, 0.0, 0.0
     for case in cases:
-        truth = np.asarray(case.mask) > 0
-        pred = run_net(net, np.asarray(case.image, np.float32), batch).argmax(1) > 0
+        truth, pred = np.asarray(case.mask) > 0, preds[case.case_id]
         per_case[case.case_id] = metrics.dice(pred, truth)
         inter += np.logical_and(pred, truth).sum()
         total += pred.sum() + truth.sum()
@@ -328,7 +338,8 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
              batch: int = 16) -> dict:
     G, S = model.nets["G"].eval(), model.nets["S"].eval()
     spred = spred.eval()
-    dice_all, per_case = segmentation_dice(S, test_cases, batch)
+    preds = segment_cases(S, test_cases, batch)
+    dice_all, per_case = segmentation_dice(S, test_cases, batch, preds)
     ids, n_pn, n_in, ids_fill, n_fill = [], 0.0, 0.0, [], 0.0
     per_case_ih = {}  # case -> identity and healthiness over its abnormal slices
     outside = {}      # case -> [changed, all] brain voxels away from the expert lesion
@@ -377,6 +388,9 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     if transplants is not None:
         report.update(_known_truth(G, S, transplants, batch))
     report.update(_through_plane_against_truth(G, test_cases, batch))
+    report["normal_anatomy_called_lesion"] = metrics.normal_anatomy_called_lesion(
+        {c.case_id: (np.asarray(c.image, np.float32), np.asarray(c.mask) > 0) for c in test_cases}, preds,
+        lambda images: run_net(S, images, batch).argmax(1) > 0, mirror_axis)
     report["healthy_brain"] = healthy_brain(G, S, test_cases, float(model.config.get("lesion_threshold", 0.5)), batch,
                                             normalisation=model.normalisation)
     return report

@@ -26,6 +26,14 @@ All images are 2D slices (N x H x W tensors, or arrays) in normalised intensitie
 - Known truth (a lesion pasted into a healthy slice): MAE, PSNR (peak = data range 1) and
   SSIM (map averaged over lesion pixels) of the pseudo-normal against the healthy slice,
   inside the lesion mask only.
+- Normal anatomy called lesion (issue 23), the two failures a Dice hides:
+  - bright tissue: brain voxels above the BRIGHT_PERCENTILE-th percentile of the case's
+    non-tumour brain and at least BRIGHT_MARGIN voxels from the expert tumour (on T2: CSF, the
+    ventricles and sulci); the share of them S marks;
+  - healthy-ised brain: each tumour voxel replaced by the voxel mirrored left-right
+    (`healthy_ised`); the share of its brain S marks, voxels whose mirror is tumour too (and
+    HEALTHY_ISED_MARGIN voxels around them) left out.
+  Both are pooled over a case's voxels; scripts/cv_segmentor.py defines them the same way.
 """
 from __future__ import annotations
 
@@ -35,6 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+BRIGHT_PERCENTILE = 95    # bright tissue: above this percentile of the non-tumour brain ...
+BRIGHT_MARGIN = 5         # ... and at least this many voxels from the expert tumour
+HEALTHY_ISED_MARGIN = 2   # voxels around unreplaceable tumour (mirror also tumour) left out
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WIN, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
 
@@ -150,3 +161,74 @@ def through_plane_change(stack, region, neighbours=None) -> tuple[float, int]:
         both &= np.asarray(neighbours, bool)[:, None, None]
     n = int(both.sum())
     return (float(np.abs(v[1:] - v[:-1])[both].mean()) if n else float("nan")), n
+
+
+def bright_tissue(image, brain, truth, sampling=None) -> np.ndarray:
+    """Bright non-tumour tissue of a case (stack or volume): brain above the BRIGHT_PERCENTILE-th
+    percentile of the non-tumour brain, at least BRIGHT_MARGIN voxels (`sampling`: the voxel
+    size along each axis, in voxels of the in-plane grid) from the tumour `truth`."""
+    from scipy import ndimage
+    image, brain, truth = np.asarray(image, np.float32), np.asarray(brain) > 0, np.asarray(truth) > 0
+    healthy = brain & ~truth
+    if not healthy.any():
+        return np.zeros_like(brain)
+    far = (ndimage.distance_transform_edt(~truth, sampling=sampling) >= BRIGHT_MARGIN) if truth.any() \
+        else np.ones_like(brain)  # no tumour: every voxel is far from it
+    return brain & far & (image > np.percentile(image[healthy], BRIGHT_PERCENTILE))
+
+
+def healthy_ised(image, truth, axis: int = -2, mirror_at: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image with each tumour voxel replaced by its left-right mirror, voxels left unknown: tumour
+    whose mirror is tumour too or lies outside the array). `axis`: the left-right axis of
+    `image` (-2 for N x X x Y slices); `mirror_at`: twice the mid-sagittal coordinate, voxel x
+    mirrors to mirror_at - x (default: the array's centre, a plain flip)."""
+    image, truth = np.asarray(image), np.asarray(truth) > 0
+    n = image.shape[axis]
+    src = (n - 1 if mirror_at is None else int(round(mirror_at))) - np.arange(n)
+    inside = (src >= 0) & (src < n)
+    src = np.clip(src, 0, n - 1)
+    shape = [1] * image.ndim
+    shape[axis] = n
+    inside = inside.reshape(shape)
+    mirror_img = np.take(image, src, axis=axis)
+    mirror_truth = np.take(truth, src, axis=axis) | ~inside
+    return np.where(truth, mirror_img, image), truth & mirror_truth
+
+
+def share_marked(pred, region) -> float:
+    """The share of `region`'s voxels that `pred` marks; NaN for an empty region."""
+    pred, region = np.asarray(pred) > 0, np.asarray(region) > 0
+    n = int(region.sum())
+    return float((pred & region).sum() / n) if n else float("nan")
+
+
+def healthy_ised_counted(healthy_image, unknown) -> np.ndarray:
+    """The voxels the healthy-ised share counts: brain (> 0) away from unknown ones."""
+    from scipy import ndimage
+    unknown = np.asarray(unknown) > 0
+    near = ndimage.binary_dilation(unknown, iterations=HEALTHY_ISED_MARGIN) if unknown.any() else unknown
+    return (np.asarray(healthy_image) > 0) & ~near
+
+
+def normal_anatomy_called_lesion(cases: dict, preds: dict, segment, mirror_at=None) -> dict:
+    """The two shares of normal anatomy a segmentor marks, per case, with their mean and worst
+    case. `cases`: id -> (stack N x X x Y, expert tumour); `preds`: id -> the segmentor's mask of
+    the stack; `segment(slices)`: its mask of other slices (run on the healthy-ised tumour slices
+    only: the others are their own healthy-ised slice); `mirror_at(brain)`: twice the
+    mid-sagittal coordinate (None: the array's centre)."""
+    per_case = {}
+    for case_id, (image, truth) in cases.items():
+        brain, pred = image > 0, np.asarray(preds[case_id], bool)
+        healed, unknown = healthy_ised(image, truth, axis=1, mirror_at=mirror_at(brain) if mirror_at else None)
+        pred_healed = pred.copy()
+        rows = truth.any(axis=(1, 2))
+        if rows.any():
+            pred_healed[rows] = segment(healed[rows])
+        per_case[case_id] = {"bright_tissue": share_marked(pred, bright_tissue(image, brain, truth)),
+                             "healthy_ised": share_marked(pred_healed, healthy_ised_counted(healed, unknown))}
+    out = {"per_case": per_case}
+    for key in ("bright_tissue", "healthy_ised"):
+        values = [e[key] for e in per_case.values() if e[key] == e[key]]  # NaN: nothing to count
+        out[key] = {"mean": float(np.mean(values)) if values else float("nan"),
+                    "worst": float(np.max(values)) if values else float("nan")}
+    return out
