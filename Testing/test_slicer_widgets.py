@@ -465,10 +465,8 @@ def test_synthesis_runs_in_the_background_with_per_slice_progress_and_notes(slic
     assert np.array_equal(pseudo_normal[~painted], data[~painted])
     assert not np.array_equal(pseudo_normal[painted], data[painted])
 
-    picture = ui.applyButton.window().grab()
+    picture = ui.applyButton.window().grab()  # the catalog's screenshot: scripts/catalog_screenshot.py
     assert picture.width() > 200 and picture.height() > 300
-    if os.environ.get("SMILE_WRITE_SCREENSHOT"):  # refreshes the catalog's screenshot (docs/screenshots)
-        picture.save(str(ROOT / "docs" / "screenshots" / "SMILESynthesis-panel.png"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         widget.cleanup()
@@ -740,7 +738,7 @@ def _combo(scene, types, **options):
 
 
 def test_the_node_combo_box_stand_in_lists_and_selects_as_slicers(slicer):
-    """The rules of qMRMLNodeComboBox.cxx and qMRMLSortFilterProxyModel.cxx (v5.10 source), over a real
+    """The rules of qMRMLNodeComboBox.cxx and qMRMLSortFilterProxyModel.cxx (Slicer v5.10.0), over a real
     QComboBox: filters by IsA, showChildNodeTypes, hideChildNodeTypes and the hidden flag; the first listed
     node selected when None is not enabled; a removed current node replaced as QComboBox replaces a row."""
     scene = slicer.vtkMRMLScene()
