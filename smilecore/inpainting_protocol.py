@@ -179,6 +179,10 @@ def review_fill(image: np.ndarray, mask: np.ndarray, model, spacing=(1.0, 1.0, 1
     z = mask_slab(mask)
     affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS voxel axes
     slab, slab_mask = np.ascontiguousarray(image[:, :, z]), np.ascontiguousarray(mask[:, :, z]).astype(np.uint8)
+    # The voided voxels hold the ring mean: review mode replaces everything under the mask before
+    # G (lesionfill.fill_lesion), so G's input is the same; the image's T2 check
+    # (modalitycheck) would read the zeros of a large void as dark CSF.
+    slab = ring_mean_fill(slab, slab_mask > 0)
     # the brain as synthesis finds it for a voided image (synthesis_inputs.voided_brain)
     brain = voided_brain(slab, affine, slab_mask, "voided image")
     result = synthesize(slab, affine, model, mask=slab_mask, notify=lambda _: None, brain=brain)

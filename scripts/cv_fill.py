@@ -1,0 +1,161 @@
+"""Cross-validation of the fill on the inpainting challenge's protocol (issue 24), over the 12
+labelled BraTS cases: the folds of scripts/cv_segmentor.py (4 folds of 3 test cases, FOLD_SEED).
+
+Each fold trains a FillNet (smilecore/fillnet.py, self-supervised on the other nine cases, no
+labels beyond keeping holes off their tumours) within a wall-time budget, then, on each of its
+three test cases, voids healthy tissue inside another case's tumour mask
+(inpainting_protocol.place_mask) and scores three fills against the real tissue
+(inpainting_protocol.score: the challenge's SSIM / PSNR / MSE and the structure ratios):
+
+  ring_mean   each axial slice's mask filled with the mean of a 5-pixel ring around it
+  review      today's review mode: smile synthesize --mask on the voided image, with the shipped
+              default model (engine, the mask's slab of slices)
+  fillnet     the fold's FillNet
+
+Images are the cached, normalised T2 volumes (dataset.cache_case, the default model's scaling);
+the challenge's own scaling is applied inside the scoring.
+
+    python scripts/cv_fill.py DATA_DIR --out docs/fill-cv [--minutes 10] [--folds 0,1]
+    python scripts/cv_fill.py DATA_DIR --out docs/fill-cv --summary
+
+Each fold writes DIR/fold<k>.json and is skipped when present, so an interrupted run continues.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cv_segmentor import N_FOLDS, folds  # noqa: E402  (the same folds as the segmentor's)
+
+from smilecore import inpainting_protocol as protocol  # noqa: E402
+from smilecore.cases import find_cases  # noqa: E402
+from smilecore.dataset import cache_case  # noqa: E402
+from smilecore.fillnet import fill_volume, train_fillnet  # noqa: E402
+
+METHODS = ("ring_mean", "review", "fillnet")
+MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio")
+
+
+def volume(case, what: str = "image") -> np.ndarray:
+    """A cached case back as an X x Y x Z volume (slices not kept: 0)."""
+    stack = np.asarray(getattr(case, what), np.float32)
+    out = np.zeros((*stack.shape[1:], int(case.z.max()) + 1), np.float32)
+    out[:, :, case.z] = np.moveaxis(stack, 0, 2)
+    return out
+
+
+def judge_case(case, donors: list, seed: int, fillnet, model, log) -> dict:
+    truth = volume(case)
+    tumour = volume(case, "mask") > 0
+    masks = [volume(d, "mask") > 0 for d in donors]
+    masks = [m[:truth.shape[0], :truth.shape[1], :truth.shape[2]] for m in masks]
+    masks = [np.pad(m, [(0, a - b) for a, b in zip(truth.shape, m.shape)]) for m in masks]
+    mask, placed = protocol.place_mask(truth > 0, tumour, masks, seed=seed)
+    placed["donor"] = donors[placed["donor"]].case_id
+    given = protocol.voided(truth, mask)
+    fills, seconds = {}, {}
+    for name in METHODS:
+        t0 = time.time()
+        if name == "ring_mean":
+            fills[name] = protocol.ring_mean_fill(given, mask)
+        elif name == "review" and model is not None:
+            fills[name] = protocol.review_fill(given, mask, model, case.spacing)
+        elif name == "fillnet":
+            fills[name] = fill_volume(fillnet, given, mask)
+        seconds[name] = round(time.time() - t0, 1)
+    scores = {name: protocol.score(f, truth, given, mask) for name, f in fills.items()}
+    log(f"  {case.case_id}: " + ", ".join(f"{n} SSIM {s['ssim']:.3f} PSNR {s['psnr']:.2f}" for n, s in scores.items()))
+    return {"case": case.case_id, "mask": placed, "mask_ml": float(mask.sum()) * float(np.prod(case.spacing)) / 1000,
+            "scores": scores, "seconds": seconds}
+
+
+def run_fold(k: int, test_ids: list[str], cached: dict, model, args, log) -> dict:
+    train = [cached[i] for i in sorted(cached) if i not in test_ids]
+    net, run = train_fillnet(train, steps=args.steps, minutes=args.minutes, crop=args.crop,
+                             batch_size=args.batch_size, base=args.base, depth=args.depth, lr=args.lr,
+                             seed=args.seed, log=log)
+    log(f"  trained: {run['steps']} steps in {run['seconds']} s")
+    order = sorted(cached)
+    cases = [judge_case(cached[i], [cached[d] for d in order if d != i], order.index(i), net, model, log)
+             for i in test_ids]
+    return {"fold": k, "test": test_ids, "train": [c.case_id for c in train], "training": run,
+            "modality": args.modality, "review_model": args.review_model if model is not None else None,
+            "cases": cases}
+
+
+def summary(out: Path) -> str:
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("fold*.json"))]
+    rows = [f"{len(results)} folds: " + ", ".join(f"fold {r['fold']} {r['training']['steps']} steps / "
+                                                 f"{r['training']['seconds']} s" for r in results),
+            "", "| fill | " + " | ".join(MEASURES) + " |", "|---" * (len(MEASURES) + 1) + "|"]
+    for name in METHODS:
+        measured = [r for r in results if all(name in c["scores"] for c in r["cases"])]
+        if not measured:
+            continue
+        cells = []
+        for m in MEASURES:   # per fold: the mean over its test cases; then mean +- SD over folds
+            per_fold = [np.mean([c["scores"][name][m] for c in r["cases"]]) for r in measured]
+            cells.append(f"{np.mean(per_fold):.3f} +- {np.std(per_fold):.3f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data_dir")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--folds", default=",".join(str(k) for k in range(N_FOLDS)))
+    ap.add_argument("--minutes", type=float, default=10.0, help="wall-time budget of each fold's training")
+    ap.add_argument("--steps", type=int, default=100000)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=6)
+    ap.add_argument("--base", type=int, default=8)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modality", default="t2")
+    ap.add_argument("--review-model", default=None, help="model file for the review baseline (default: shipped)")
+    ap.add_argument("--no-review", action="store_true", help="leave out the review-mode baseline")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--summary", action="store_true", help="print the table of what exists and stop")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.summary:
+        print(summary(out))
+        return 0
+    torch.set_num_threads(args.threads)
+    model = None
+    if not args.no_review:
+        from smilecore.modelfile import default_model_path, load_model
+        args.review_model = str(args.review_model or default_model_path())
+        model = load_model(args.review_model)
+    cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "smile-fill-cv-cache")  # never under docs
+    cases = {c.case_id: c for c in find_cases(args.data_dir, require=True) if c.labeled}
+    cached = {i: cache_case(c, cache_dir, modality=args.modality) for i, c in cases.items()}
+    fold_ids = folds(list(cases))
+
+    def log(msg):
+        print(msg, flush=True)
+    for k in (int(f) for f in args.folds.split(",")):
+        path = out / f"fold{k}.json"
+        if path.is_file():
+            continue
+        log(f"fold {k}: test {fold_ids[k]}")
+        result = run_fold(k, fold_ids[k], cached, model, args, log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+    print(summary(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
