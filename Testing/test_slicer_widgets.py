@@ -796,3 +796,22 @@ def test_the_synthesis_panel_under_the_strict_stand_ins(slicer):
     assert params.pseudoNormalVolume is None and ui.pseudoNormalSelector.currentNode() is None
     assert other is not None and params.inputVolume is image and standins.slot_errors == []
     widget.cleanup()
+
+
+def test_the_catalog_screenshot_is_a_result_beside_the_panel():
+    """Issue 22, 10: the PNG named by the screenshot URL (CMakeLists.txt, SMILE.s4ext) is what
+    scripts/catalog_screenshot.py writes: the panel (light) left, the overview of a run on the bundled
+    case (brain slices on black) right, under 300 KB. The one before showed the panel alone, "Cancelled"."""
+    import re
+
+    from PIL import Image
+    url = re.search(r'EXTENSION_SCREENSHOTURLS "([^"]+)"', (ROOT / "CMakeLists.txt").read_text())[1]
+    s4ext = (ROOT / "SMILE.s4ext").read_text()
+    assert f"screenshoturls {url}\n" in s4ext
+    path = ROOT / url.split("/main/", 1)[1]
+    assert path.is_file() and path.stat().st_size < 300 * 1024
+    grey = np.asarray(Image.open(path).convert("L"), float)
+    height, width = grey.shape
+    panel, figure = grey[: int(height * 0.8), : int(width * 0.4)], grey[: int(height * 0.8), int(width * 0.55):]
+    assert (panel > 200).mean() > 0.5 and (figure < 16).mean() > 0.3
+    assert 0.05 < ((figure > 60) & (figure < 250)).mean()  # grey tissue, not an empty black box

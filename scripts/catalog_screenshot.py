@@ -73,7 +73,7 @@ def compose(panel_png: bytes, figure, out: Path) -> Path:
     """Panel on the left; the overview's four tiles as a 2 x 2 grid on the right; the caption below."""
     import io
 
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
     panel = Image.open(io.BytesIO(panel_png)).convert("RGB")
     tile_w = figure.width // 4
     tiles = [figure.crop((k * tile_w, 0, (k + 1) * tile_w, figure.height)) for k in range(4)]
@@ -82,19 +82,21 @@ def compose(panel_png: bytes, figure, out: Path) -> Path:
         grid.paste(tile, ((k % 2) * tile_w, (k // 2) * figure.height))
     scale = min(1.0, panel.height / grid.height) if grid.height > panel.height else 1.0
     grid = grid.resize((int(grid.width * scale), int(grid.height * scale)), Image.Resampling.LANCZOS)
-    width, caption_h = panel.width + grid.width, 48
-    canvas = Image.new("RGB", (width, max(panel.height, grid.height) + caption_h), "white")
-    canvas.paste(panel, (0, 0))
-    canvas.paste(grid, (panel.width, 0))
-    draw = ImageDraw.Draw(canvas)
-    words, lines, line = CAPTION.split(), [], ""
-    for word in words:  # wrapped by hand: the default font has no layout
-        if draw.textlength(line + " " + word) > width - 16 and line:
+    width, font = panel.width + grid.width, ImageFont.load_default(size=15)  # Pillow's own font
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines, line = [], ""
+    for word in CAPTION.split():  # wrapped by hand to the figure's width
+        if line and measure.textlength(line + " " + word, font=font) > width - 16:
             lines.append(line)
             line = word
         else:
             line = (line + " " + word).strip()
-    draw.multiline_text((8, canvas.height - caption_h + 6), "\n".join(lines + [line]), fill="black")
+    lines.append(line)
+    top = max(panel.height, grid.height)
+    canvas = Image.new("RGB", (width, top + 12 + 20 * len(lines)), "white")
+    canvas.paste(panel, (0, 0))
+    canvas.paste(grid, (panel.width, 0))
+    ImageDraw.Draw(canvas).multiline_text((8, top + 6), "\n".join(lines), fill="black", font=font, spacing=4)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     return out
