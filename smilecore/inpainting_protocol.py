@@ -158,9 +158,11 @@ def voided(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def ring_mean_fill(image: np.ndarray, mask: np.ndarray, ring: int = 5) -> np.ndarray:
     """Each axial slice's part of the mask filled with the mean of the brain in a ring of `ring`
     pixels around it (known_truth.mean_fill), X x Y x Z."""
-    axial = lambda v: np.ascontiguousarray(np.moveaxis(np.asarray(v), 2, 0))  # noqa: E731
-    filled = mean_fill(axial(image).astype(np.float32), axial(mask).astype(bool), ring)
-    return np.moveaxis(filled, 0, 2)
+    out = np.array(image, np.float32, copy=True)
+    zs = np.nonzero(np.asarray(mask).any(axis=(0, 1)))[0]
+    axial = lambda v: np.ascontiguousarray(np.moveaxis(np.asarray(v)[:, :, zs], 2, 0))  # noqa: E731
+    out[:, :, zs] = np.moveaxis(mean_fill(axial(out), axial(mask).astype(bool), ring), 0, 2)
+    return out
 
 
 def mask_slab(mask: np.ndarray, margin: int = SLAB_MARGIN) -> slice:
