@@ -155,3 +155,48 @@ def test_volumes_are_scaled_as_the_model_file_says(cohort, model, monkeypatch):
     finally:
         model.config["normalisation"]["method"] = "clip-percentile"
     assert seen == ["median"]
+
+
+def test_R_runs_only_on_the_slices_it_paints(cohort, model):
+    """R's output is used only within FILL_GROW px of the lesion in-plane, so it runs only on the
+    slices with lesion; elsewhere the pseudo-abnormal is the input exactly, as before."""
+    image, seg, _ = _case(cohort, 0)
+    img = nib.load(image)
+    data = img.get_fdata().astype(np.float32)
+    mask = nib.load(seg).get_fdata() > 0
+    seen = []
+    R = model.nets["R"]
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = R.unet   # synthesis reads the networks' input multiple from it
+
+        def forward(self, x, m):
+            seen.append(int(x.shape[0]))
+            return R(x, m)
+    model.nets["R"] = Counting()
+    try:
+        result = synthesize(data, img.affine, model, mask=mask, batch_size=4, notify=lambda m: None)
+    finally:
+        model.nets["R"] = R
+    with_lesion = mask.any(axis=(0, 1))
+    assert 0 < with_lesion.sum() < mask.shape[2] and sum(seen) == with_lesion.sum()
+    assert np.array_equal(result.pseudo_abnormal[:, :, ~with_lesion], data[:, :, ~with_lesion])
+    assert not np.array_equal(result.pseudo_abnormal[:, :, with_lesion], data[:, :, with_lesion])
+
+
+def test_outputs_do_not_depend_on_how_many_slices_are_composed_at_once(cohort, model, monkeypatch):
+    """The blend runs a few slices at a time (memory); every step is in-plane, so one slice at a
+    time gives the same outputs to the bit."""
+    from smilecore import synthesis_blend
+    image, seg, _ = _case(cohort, 0)
+    img = nib.load(image)
+    data = img.get_fdata().astype(np.float32)
+    mask = nib.load(seg).get_fdata() > 0
+    runs = []
+    for chunk in (synthesis_blend.CHUNK_SLICES, 1):
+        monkeypatch.setattr(synthesis_blend, "CHUNK_SLICES", chunk)
+        runs.append(synthesize(data, img.affine, model, mask=mask, notify=lambda m: None).arrays())
+    for name, array in runs[0].items():
+        assert np.array_equal(array, runs[1][name]), name

@@ -135,7 +135,8 @@ def _synthesize(args, input_path=None, model_path=None) -> int:
                               batch_size=getattr(args, "batch_size", 16), progress=_progress("synthesis"),
                               modality=getattr(args, "modality", None), notify=notify,
                               lesion_fill=getattr(args, "lesion_fill", "smooth"),
-                              brain_mask=getattr(args, "brain_mask", None))
+                              brain_mask=getattr(args, "brain_mask", None),
+                              precision=getattr(args, "precision", "auto"))
     print(f"synthesis took {time.time() - t0:.1f} s; wrote:")
     for name, path in written.items():
         print(f"  {name:20s} {path}")
@@ -304,7 +305,7 @@ def cmd_bench(args) -> int:
     sizes, steps, batch = (("default",), 1, 2) if args.quick else (args.sizes, args.steps, args.batch_size)
     report = run_bench(volume, Path(args.data) if args.data else sample, sizes, args.device, steps, batch,
                        naive=not args.no_naive, training=not args.no_training,
-                       channels_last=not args.no_channels_last)
+                       channels_last=not args.no_channels_last, precisions=tuple(args.precisions))
     if args.out:
         save_report(report, Path(args.out))
     print(markdown(report))

@@ -224,9 +224,16 @@ def _add_synthesize_parser(sub) -> None:
     s.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
     s.add_argument("--batch-size", type=_positive_int, default=16,
                    help="slices per forward pass (halved automatically when memory runs out)")
+    _add_precision_option(s)
     s.add_argument("--modality", default=None,
                    help="the input's modality (t2, t1, t1ce, flair); default: from a BraTS suffix of the "
                         "file name. Synthesis is refused when it is not the model's")
+
+
+def _add_precision_option(parser) -> None:
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the networks' arithmetic: auto is bf16 autocast on CUDA and on CPUs with native bf16 "
+                             "(AMX, AVX512-BF16), fp32 elsewhere (bf16 without native support is many times slower)")
 
 
 def _add_demo_parser(sub) -> None:
@@ -235,6 +242,7 @@ def _add_demo_parser(sub) -> None:
                        formatter_class=_Formatter)
     m.add_argument("--out-dir", default="smile-demo", help="where to write the outputs")
     m.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
+    _add_precision_option(m)
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -315,6 +323,9 @@ def _add_bench_parser(sub) -> None:
     q.add_argument("--quick", action="store_true",
                    help="the default networks only, one timed step per phase, batch 2 (a check that it all runs)")
     q.add_argument("--no-channels-last", action="store_true", help="NCHW tensors on CUDA (for comparison)")
+    q.add_argument("--precisions", type=_ids, default=("fp32", "bf16"),
+                   help="synthesis timed in each of these (fp32, bf16, auto), side by side, with the largest "
+                        "difference in the brain from the first")
     q.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
     q.add_argument("--out", default=None, help="write every number as JSON here")
 

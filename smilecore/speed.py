@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .gated import context_of, neighbour_index
 from .modelfile import SmileModel, default_model_path, load_model, model_config
 from .networks import build_networks
+from .precision import autocast_dtype, describe
 from .synthesis import synthesize
 from .train import resolve_device
 from .volume import CanonicalVolume, load_label, load_nifti
@@ -126,34 +127,51 @@ def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
     return out
 
 
-def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: bool = True,
-                    channels_last: bool = True) -> dict:
+def _timed_synthesis(data, affine, model: SmileModel, batch_size: int, channels_last: bool, precision: str):
+    """One timed `synthesize` (after a warm-up): its figures (seconds, G/S/R/other, FLOPs, FLOP/s,
+    peak RSS) and its result."""
     device = next(model.nets["G"].parameters()).device
-    data, affine, _ = load_nifti(path)
-    vol = CanonicalVolume.from_array(data, affine)
     timed = {n: Timed(net, device) for n, net in model.nets.items()}
     fast_model = SmileModel(timed, model.config)
     if device.type == "cuda":   # warm-up at the real shapes (cuDNN picks its kernels per shape)
-        synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last)
+        synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last, precision=precision)
         for t in timed.values():
             t.seconds, t.pixels = 0.0, 0
     else:                       # one small pass is enough on a CPU
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
+                                                    enabled=autocast_dtype(precision, device) is not None):
             x = torch.zeros(2, 1, 64, 64, device=device)
             X = torch.zeros(2, 2 * context_of(model.nets["G"]) + 1, 64, 64, device=device)
             model.nets["R"](model.nets["G"](X), model.nets["S"](x)[:, :1])
     _sync(device)
-    t0 = time.perf_counter()
-    result = synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last)
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = synthesize(data, affine, fast_model, batch_size=batch_size, channels_last=channels_last,
+                        precision=precision)
     _sync(device)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     per_pixel = {n: f / (data.shape[0] * data.shape[1]) for n, f in forward_flops(model, data.shape[:2]).items()}
     flops = sum(per_pixel[n] * t.pixels for n, t in timed.items())
     nets_s = sum(t.seconds for t in timed.values())
-    out = {"volume_shape": list(data.shape), "brain_slices": int(vol.brain.any(axis=(0, 1)).sum()),
-           "fast": {"seconds": total, "G_s": timed["G"].seconds, "S_s": timed["S"].seconds,
-                    "R_s": timed["R"].seconds, "other_s": total - nets_s, "flops": flops,
-                    "flop_per_s": flops / max(nets_s, 1e-9), "peak_rss_mb": peak_rss_mb()}}
+    return {"seconds": total, "cpu_s": cpu, "G_s": timed["G"].seconds, "S_s": timed["S"].seconds,
+            "R_s": timed["R"].seconds, "other_s": total - nets_s, "flops": flops,
+            "flop_per_s": flops / max(nets_s, 1e-9), "peak_rss_mb": peak_rss_mb(),
+            "arithmetic": describe(precision, device)}, result
+
+
+def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: bool = True,
+                    channels_last: bool = True, precisions=("fp32",)) -> dict:
+    """The synthesis figures in each of `precisions` ("precisions": seconds, and the largest
+    difference from the first inside the brain); "fast" and the naive comparison are the first's."""
+    device = next(model.nets["G"].parameters()).device
+    data, affine, _ = load_nifti(path)
+    vol = CanonicalVolume.from_array(data, affine)
+    runs = {}
+    for precision in precisions:
+        runs[precision] = _timed_synthesis(data, affine, model, batch_size, channels_last, precision)
+    first, result = runs[precisions[0]]
+    out = {"volume_shape": list(data.shape), "brain_slices": int(vol.brain.any(axis=(0, 1)).sum()), "fast": first,
+           "precisions": {p: {**figures, "difference": compare_results(result, other, vol)}
+                          for p, (figures, other) in runs.items()}}
     if device.type == "cuda":
         out["fast"]["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     if naive:
@@ -161,8 +179,22 @@ def bench_synthesis(path: Path, model: SmileModel, batch_size: int = 16, naive: 
         ref = naive_synthesis(path, model)
         _sync(device)
         out["naive"] = {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
-        out["speedup"] = out["naive"]["seconds"] / total
+        out["speedup"] = out["naive"]["seconds"] / first["seconds"]
         out["difference"] = compare_with_naive(result, ref, vol, model)
+    return out
+
+
+def compare_results(a, b, vol: CanonicalVolume) -> dict:
+    """Two syntheses of one volume (e.g. fp32 and bf16) inside the brain: the pseudo-normal's and
+    pseudo-abnormal's largest and mean absolute difference in units of V99.5, and the lesion masks' Dice."""
+    brain, canon = vol.brain, vol.to_canonical_order
+    out = {}
+    for name in ("pseudo_normal", "pseudo_abnormal"):
+        d = np.abs(canon(getattr(a, name)) - canon(getattr(b, name)))[brain] / vol.norm.scale
+        out[f"{name}_max_abs"], out[f"{name}_mean_abs"] = float(d.max()), float(d.mean())
+    ma, mb = canon(a.lesion_mask) > 0, canon(b.lesion_mask) > 0
+    total = float(ma.sum() + mb.sum())
+    out["mask_dice"] = 2 * float((ma & mb).sum()) / total if total else 1.0
     return out
 
 
@@ -269,7 +301,7 @@ def paper_schedule_hours(train: dict, cases: int = 130, epochs: int = 10) -> flo
 # ---- the whole benchmark -------------------------------------------------------------------------
 def run_bench(volume: Path, data_dir: Path, sizes=("default", "paper"), device: str = "auto", steps: int = 3,
               batch_size: int = 8, naive: bool = True, training: bool = True, channels_last: bool = True,
-              log=print) -> dict:
+              log=print, precisions=("fp32", "bf16")) -> dict:
     dev = resolve_device(device)
     report = {"device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "volume": str(volume),
@@ -282,7 +314,8 @@ def run_bench(volume: Path, data_dir: Path, sizes=("default", "paper"), device: 
         log(f"bench: {size} networks, synthesis")
         shape = load_nifti(volume)[0].shape[:2]
         row = {"networks": SIZES[size], "forward_flops_per_slice": forward_flops(model, shape),
-               "synthesis": bench_synthesis(volume, model, naive=naive, channels_last=channels_last)}
+               "synthesis": bench_synthesis(volume, model, naive=naive, channels_last=channels_last,
+                                            precisions=precisions)}
         if training:
             log(f"bench: {size} networks, training")
             row["training"] = bench_training(data_dir, size, steps, batch_size, device, naive=naive,
@@ -312,6 +345,7 @@ def markdown(report: dict) -> str:
                      f"{f['flop_per_s'] / 1e9:.1f} |" if "naive" in s else
                      f"| {size} | {f['seconds']:.2f} | {f['G_s']:.2f} / {f['S_s']:.2f} / {f['R_s']:.2f} / {f['other_s']:.2f} "
                      f"| – | – | – | {f['flop_per_s'] / 1e9:.1f} |")
+    lines += _precision_table(report)
     if not all("training" in row for row in report["sizes"].values()):
         return "\n".join(lines) + "\n"
     lines += ["", "| networks | phase | fast slices/s | naive slices/s | speedup | GFLOP/s (fast) | waiting for data (fast) |",
@@ -334,6 +368,21 @@ def markdown(report: dict) -> str:
                         + ", ".join(f"{p}: {100 * v:.1f} %" for p, v in row["training_share_of_bf16_peak"].items())
                         if "training_share_of_bf16_peak" in row else ""))
     return "\n".join(lines) + "\n"
+
+
+def _precision_table(report: dict) -> list[str]:
+    """Synthesis in each precision side by side: seconds (wall, CPU), and how far each is from the
+    first inside the brain (units of V99.5) with the lesion masks' Dice."""
+    lines = ["", "| networks | precision | synthesis s (CPU s) | G / S / R / other s | pseudo-normal vs first: max abs "
+             "(mean), of V99.5 | pseudo-abnormal max abs | lesion mask Dice |", "|---|---|---|---|---|---|---|"]
+    for size, row in report["sizes"].items():
+        for precision, f in row["synthesis"].get("precisions", {}).items():
+            d = f["difference"]
+            lines.append(f"| {size} | {precision}: {f['arithmetic']} | {f['seconds']:.2f} ({f['cpu_s']:.1f}) | "
+                         f"{f['G_s']:.2f} / {f['S_s']:.2f} / {f['R_s']:.2f} / {f['other_s']:.2f} | "
+                         f"{d['pseudo_normal_max_abs']:.2e} ({d['pseudo_normal_mean_abs']:.1e}) | "
+                         f"{d['pseudo_abnormal_max_abs']:.2e} | {d['mask_dice']:.4f} |")
+    return lines
 
 
 def save_report(report: dict, path: Path):

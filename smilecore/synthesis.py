@@ -74,7 +74,8 @@ from .files import folder_lock, remove_stale_temps, signals_deferred, temp_name,
 from .gated import context_of, neighbour_index
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
-from .synthesis_blend import back_on_input, compose_outputs
+from .precision import autocast_dtype, in_bf16
+from .synthesis_blend import compose_outputs
 from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, resample_slices  # noqa: F401
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
                                check_lesion_mask, check_modality)
@@ -136,13 +137,16 @@ class SynthesisResult:
 
 
 def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: torch.device,
-               channels_last: bool = False, lesion_fill: str = "smooth", context=None):
+               channels_last: bool = False, lesion_fill: str = "smooth", context=None, dtype=None, paint=None):
     """G, S and R on a stack of slices (N, X, Y) in [0, 1]; numpy (G(I), R(G(I), M), p, M).
     With a user mask and `lesion_fill` "smooth", G gets the slice with the mask filled
     (lesionfill.fill_lesion) instead of I. `context`: for a G that sees neighbouring slices,
-    (the slices with their neighbours, N x C x X x Y; the user mask's slices, or None)."""
+    (the slices with their neighbours, N x C x X x Y; the user mask's slices, or None).
+    `dtype`: the autocast dtype (torch.bfloat16), or None for fp32 (precision.py).
+    R runs only on the slices that get a lesion (`paint`, one bool per slice; None: where M has
+    one): elsewhere its output is never used (synthesis_blend fades R's change out within
+    FILL_GROW px of the lesion in-plane), and R(G(I), M) is given as G(I) there."""
     G, S, R = nets
-    amp = device.type == "cuda"
     I = torch.from_numpy(image[:, None].copy()).to(device)
     if channels_last:
         I = I.contiguous(memory_format=torch.channels_last)
@@ -154,14 +158,22 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
         G_in = fill_lesion(flat, torch.from_numpy(G_mask.reshape(flat.shape).copy()).to(device)).reshape(G_in.shape)
     if channels_last:
         G_in = G_in.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        G_I = G(G_in).float()
+    bf16 = dtype or torch.bfloat16
+    with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None and in_bf16(G)):  # gated: fp32
+            G_I = G(G_in).float()
         p = torch.softmax(S(I).float(), dim=1)[:, 1]
         if user_mask is not None:
             M = torch.from_numpy(user_mask.copy()).to(device)
         else:
             M = p > threshold
-        Pab = R(G_I, M[:, None].float()).float()
+        paint = M.flatten(1).any(1) if paint is None else torch.from_numpy(np.asarray(paint, bool)).to(device)
+        Pab = G_I.clone()
+        if bool(paint.any()):
+            x, m = G_I[paint], M[paint][:, None].float()
+            if channels_last:
+                x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+            Pab[paint] = R(x, m).float()
     return (G_I[:, 0].cpu().numpy(), Pab[:, 0].cpu().numpy(), p.cpu().numpy(), M.cpu().numpy())
 
 
@@ -232,7 +244,7 @@ class _Placement:
 
 
 def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.device, channels_last: bool,
-               lesion_fill: str, around):
+               lesion_fill: str, around, precision: str = "auto", paint=None):
     """`_run_batch` on one batch: (its outputs, None), or (None, the error's first sentences) when
     it ran out of memory. The error is only summarised here, so that the retry runs outside the
     except block (whose traceback would keep the failed batch's tensors alive)."""
@@ -240,7 +252,8 @@ def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.devi
         if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
             _channels_last(model)
         nets = tuple(model.nets[n] for n in "GSR")
-        return _run_batch(nets, image, m, threshold, device, channels_last, lesion_fill, around), None
+        return _run_batch(nets, image, m, threshold, device, channels_last, lesion_fill, around,
+                          autocast_dtype(precision, device), paint), None
     except (RuntimeError, MemoryError) as exc:
         if not _is_out_of_memory(exc):
             raise
@@ -248,7 +261,7 @@ def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.devi
 
 
 def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size: int, channels_last: bool,
-                  lesion_fill: str, progress, cancel, tell, where: str) -> NetOutputs:
+                  lesion_fill: str, progress, cancel, tell, where: str, precision: str = "auto") -> NetOutputs:
     """G, S and R over the slices of `grid` that hold brain, cropped to its brain box, in batches
     under inference mode; out of memory, a batch is retried smaller or on the CPU (`_Placement`).
     Slices are independent (BatchNorm in eval mode), so the result is that of an uninterrupted run."""
@@ -257,7 +270,7 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
     # (dataset.SliceSet: beyond the brain's last slice it sees that slice repeated)
     context = context_of(model.nets["G"])
     neighbours = grid.zs[neighbour_index(grid.zs, context)]
-    outs = NetOutputs.empty(grid.image.shape)
+    outs = NetOutputs.empty(grid)
     total, batch, start = len(grid.zs), max(1, int(batch_size)), 0
     try:
         with torch.inference_mode():
@@ -272,12 +285,13 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
                     rows = neighbours[start:start + len(z)]
                     around = tuple(None if a is None else grid.slices_with_neighbours(a, rows)
                                    for a in (grid.image, grid.mask))
+                paint = None if grid.lesion_z is None else grid.lesion_z[z]
                 out, failure = _try_batch(model, image, m, threshold, place.device, channels_last, lesion_fill,
-                                          around)
+                                          around, precision, paint)
                 if out is None:
                     batch = place.after_out_of_memory(batch, batch_size, failure, image)
                     continue
-                outs.put(grid, z, out)
+                outs.put(z, out)
                 start += len(z)
                 if progress is not None:
                     progress(start, total)
@@ -289,7 +303,8 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
 def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np.ndarray | None = None,
                batch_size: int = 16, progress=None, cancel=None, where: str = "volume",
                modality: str | None = None, notify=None, channels_last: bool = True,
-               lesion_fill: str = "smooth", brain: np.ndarray | None = None) -> SynthesisResult:
+               lesion_fill: str = "smooth", brain: np.ndarray | None = None,
+               precision: str = "auto") -> SynthesisResult:
     """Run G, S and R over `data` (3D array with its voxel-to-world `affine`).
 
     `mask`: optional lesion mask in the same voxel order as `data`; it replaces S's mask for
@@ -302,9 +317,12 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     the 2-core CPU, 1.6-1.9x in training on an H200).
     `lesion_fill`: "smooth" or "none", what G gets when a `mask` is given (see the module docstring).
     `brain`: the caller's brain mask in the voxel order of `data` (else it is found, volume.find_brain).
+    `precision`: "auto", "fp32" or "bf16", the networks' arithmetic (precision.py: "auto" is bf16
+    on CUDA and on CPUs with native bf16, fp32 elsewhere).
     """
     if lesion_fill not in FILLS:
         raise ValueError(f"lesion_fill must be one of {FILLS}, not {lesion_fill!r}")
+    autocast_dtype(precision, torch.device("cpu"))   # an unknown precision is refused before any work
     tell = _Notes(notify, sys._getframe().f_code)
     if modality is not None:
         check_modality(model, stated=modality, where=where)
@@ -315,10 +333,11 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     grid = network_grid(vol, user_mask, model, where, tell)
     threshold = float(model.config.get("lesion_threshold", 0.5))
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
-                         where)
-    # back on the input's grid and in its scale, then in its voxel order
-    outputs = compose_outputs(vol, back_on_input(grid, outs, vol, threshold), user_mask)
-    return SynthesisResult(**{name: vol.to_input_order(outputs[name]) for name in OUTPUT_NAMES},
+                         where, precision)
+    vol.image = grid.image = None   # the networks are done: their input (a full-size array) is freed
+    # back on the input's grid and in its scale, then in its voxel order (views: no copies)
+    outputs = compose_outputs(vol, grid, outs, threshold, user_mask)
+    return SynthesisResult(**{name: vol.to_input_order(outputs[name], copy=False) for name in OUTPUT_NAMES},
                            mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes)
 
 
@@ -336,10 +355,37 @@ def check_output_folder(out_dir: str | Path) -> Path:
     return out_dir
 
 
+def _write_temporaries(result: SynthesisResult, data, affine, img, out_dir: Path, stem: str, overview: bool,
+                       pending: dict) -> None:
+    """Each output to its temporary name, recorded in `pending` (name: (temporary, final)) as soon
+    as it exists. Memory: each array is let go once written, and the overview (which needs the
+    input, the pseudo-normal, the pseudo-abnormal and the mask) comes when the other two are gone."""
+    from .overview import overview_image
+
+    def write(name):
+        final = out_dir / f"{stem}_{name}.nii.gz"
+        dtype = np.uint8 if name == "lesion_mask" else np.float32
+        pending[name] = (write_temp_like(getattr(result, name), img, final, dtype=dtype), final)
+        setattr(result, name, None)
+    for name in ("lesion_probability", "difference"):
+        write(name)
+    if overview:
+        final = out_dir / f"{stem}_overview.png"
+        tmp = temp_name(final)
+        pending["overview"] = (tmp, final)
+        try:
+            overview_image(data, affine, result).save(tmp, format="PNG")
+        except OSError as exc:
+            raise write_failed(final, exc, "PNG overview") from exc
+    for name in ("pseudo_normal", "pseudo_abnormal", "lesion_mask"):
+        write(name)
+
+
 def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileModel | None = None,
                     mask_path: str | Path | None = None, batch_size: int = 16, progress=None,
                     overview: bool = True, modality: str | None = None, notify=None,
-                    lesion_fill: str = "smooth", brain_mask: str | Path | None = None) -> dict[str, Path]:
+                    lesion_fill: str = "smooth", brain_mask: str | Path | None = None,
+                    precision: str = "auto") -> dict[str, Path]:
     """Synthesise from a NIfTI file; write each output as NIfTI with the input's header, and a
     PNG overview. Returns the written paths by output name.
 
@@ -349,9 +395,8 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     `NAME_reviewed_<output>`, never replacing the automatic ones. Outputs appear together: each is written to a temporary
     name first, and all are renamed into place once every one has been written. The output
     folder is locked for the run (files.folder_lock: a second run into it is refused), stale
-    temporary files of killed runs are removed, and `notify` says when earlier outputs are replaced."""
-    from .overview import overview_image
-
+    temporary files of killed runs are removed, and `notify` says when earlier outputs are replaced.
+    `precision`: the networks' arithmetic (see `synthesize`)."""
     def tell(message: str):
         if notify is not None:
             notify(message)
@@ -371,36 +416,26 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     with folder_lock(out_dir):
         remove_stale_temps(out_dir)
         result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify,
-                            lesion_fill=lesion_fill, brain=brain)
+                            lesion_fill=lesion_fill, brain=brain, precision=precision)
         stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
         stem = stem[:-4] if stem.endswith((".hdr", ".img")) else stem  # an Analyze pair
         if mask_path is not None:  # review mode has its own names: the automatic results stay as they are
             stem += "_reviewed"
-        pending: list[tuple[Path, Path]] = []  # (temporary, final)
+        pending: dict[str, tuple[Path, Path]] = {}  # name: (temporary, final)
         try:
-            for name, arr in result.arrays().items():
-                dtype = np.uint8 if name == "lesion_mask" else np.float32
-                final = out_dir / f"{stem}_{name}.nii.gz"
-                pending.append((write_temp_like(arr, img, final, dtype=dtype), final))
-            if overview:
-                final = out_dir / f"{stem}_overview.png"
-                tmp = temp_name(final)
-                pending.append((tmp, final))
-                try:
-                    overview_image(data, affine, result).save(tmp, format="PNG")
-                except OSError as exc:
-                    raise write_failed(final, exc, "PNG overview") from exc
-            replaced = [final.name for _, final in pending if final.exists()]
+            _write_temporaries(result, data, affine, img, out_dir, stem, overview, pending)
+            pending = {name: pending[name] for name in (*OUTPUT_NAMES, "overview") if name in pending}
+            replaced = [final.name for _, final in pending.values() if final.exists()]
             written = {}
             with signals_deferred():  # all renamed or none: a signal waits for the last rename
-                for (tmp, final), name in zip(pending, [*result.arrays(), "overview"]):
+                for name, (tmp, final) in pending.items():
                     try:
                         os.replace(tmp, final)
                     except OSError as exc:
                         raise write_failed(final, exc) from exc
                     written[name] = final
         finally:
-            for tmp, _ in pending:
+            for tmp, _ in pending.values():
                 if tmp.exists():
                     tmp.unlink()
     if replaced:

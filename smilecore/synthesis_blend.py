@@ -5,72 +5,83 @@ resampled, the *change* is resampled back, so tissue the generator leaves alone 
 input values), and `compose_outputs` adds them to the input's raw intensities as the synthesis
 module docstring describes: outside the lesion G's change is added to the input, inside it G's
 image replaces the input, and R's change fades out over FILL_GROW px around the lesion.
+
+Memory: every step here is per axial slice (resampling is in-plane, the fade's distance is
+in-plane), so the outputs are composed a few slices at a time (`CHUNK_SLICES`), written straight
+into the five output arrays; nothing else of the volume's size is made (a 512 x 512 x 300
+volume is 300 MB per float32 array).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .lesionfill import FILL_GROW
 from .synthesis_grid import NetGrid, NetOutputs, resample_slices
 from .volume import CanonicalVolume
 
+CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, not the result
+
 
 @dataclass
 class OnInput:
-    """The networks' outputs on the input's grid (canonical order, normalised units)."""
+    """The networks' outputs on the input's grid (canonical order, normalised units), for the
+    voxels of `box` only (a few axial slices of the volume that hold every change)."""
     G: np.ndarray         # G(I)
     R: np.ndarray         # R(G(I), M)
     G_change: np.ndarray  # G(I) - I, zero outside the crop that was synthesised
     R_change: np.ndarray  # R(G(I), M) - I, likewise
     prob: np.ndarray      # S's lesion probability
     lesion: np.ndarray    # the mask R painted (p > threshold, or the caller's)
-    box: tuple            # (x, y, z) slices of the volume that hold every change
+    box: tuple            # (x, y, z) slices of the volume
 
 
-def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, threshold: float) -> OnInput:
-    """`outs` on the input's grid: as they are, or resampled back in-plane when `grid` was
-    resampled (G's and R's change resampled, not their images, so the input's detail stays; the
-    lesion mask is the resampled probability above `threshold`)."""
-    bx, by, zs = grid.bx, grid.by, grid.zs
-    if grid.resampled:
-        full = vol.image.shape[:2]
-        synthesised = np.zeros(grid.image.shape, np.float32)
-        synthesised[bx, by] = 1.0
-        G_change = resample_slices((outs.G - grid.image) * synthesised, full)
-        R_change = resample_slices((outs.R - grid.image) * synthesised, full)
-        prob = resample_slices(outs.prob, full)
-        on = OnInput(resample_slices(outs.G, full), resample_slices(outs.R, full), G_change, R_change, prob,
-                     prob > threshold, (slice(0, full[0]), slice(0, full[1])))
-    else:
-        on = OnInput(outs.G, outs.R, outs.G - grid.image, outs.R - grid.image, outs.prob, outs.lesion, (bx, by))
-    on.box = (*on.box, slice(int(zs[0]), int(zs[-1]) + 1))
-    return on
+def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, threshold: float,
+                  z: slice) -> OnInput:
+    """`outs` on the input's grid for the axial slices `z` (within the crop's range): as they are,
+    or resampled back in-plane when `grid` was resampled (G's and R's change resampled, not their
+    images, so the input's detail stays; the lesion mask is the resampled probability above
+    `threshold`)."""
+    bx, by = grid.bx, grid.by
+    k = slice(z.start - outs.z0, z.stop - outs.z0)
+    I, G, R = outs.I[:, :, k], outs.G[:, :, k], outs.R[:, :, k]
+    if not grid.resampled:
+        return OnInput(G, R, G - I, R - I, outs.prob[:, :, k], outs.lesion[:, :, k], (bx, by, z))
+    full, net = vol.raw.shape[:2], grid.shape[:2]
+
+    def whole(crop):   # the crop's slices on the networks' whole in-plane grid, zero outside it
+        out = np.zeros((*net, crop.shape[2]), np.float32)
+        out[bx, by] = crop
+        return out
+    prob = resample_slices(whole(outs.prob[:, :, k]), full)
+    return OnInput(resample_slices(whole(G), full), resample_slices(whole(R), full),
+                   resample_slices(whole(G - I), full), resample_slices(whole(R - I), full), prob,
+                   prob > threshold, (slice(0, full[0]), slice(0, full[1]), z))
 
 
-def compose_outputs(vol: CanonicalVolume, on: OnInput, user_mask: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The five outputs (synthesis.OUTPUT_NAMES) in the input's raw scale, canonical order.
-    Every change is confined to `on.box` (outside it the networks changed nothing)."""
-    brain = vol.brain
-    prob = on.prob
-    prob *= brain
-    if user_mask is None:
-        lesion = on.lesion
-        lesion &= brain
-    else:
-        lesion = user_mask.astype(bool)
-    box = on.box
-    replaced = brain[box] & lesion[box]
-    change = _pseudo_normal_change(vol, on, replaced, user_mask is not None)
-    pseudo_normal = vol.raw.copy()
-    pseudo_normal[box] += change
-    difference = np.zeros(vol.raw.shape, np.float32)
-    difference[box] = -change
-    pseudo_abnormal = vol.raw.copy()
-    pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
-    return {"pseudo_normal": pseudo_normal, "lesion_probability": prob, "lesion_mask": lesion.astype(np.uint8),
+def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, threshold: float,
+                    user_mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The five outputs (synthesis.OUTPUT_NAMES) in the input's raw scale, canonical order, with
+    the raw input's memory layout. Every change lies in the crop's axial range (outside it the
+    networks changed nothing); it is composed CHUNK_SLICES slices at a time."""
+    brain, raw = vol.brain, vol.raw
+    pseudo_normal, pseudo_abnormal = np.array(raw, order="K"), np.array(raw, order="K")
+    difference, prob = np.zeros_like(raw, np.float32), np.zeros_like(raw, np.float32)
+    lesion = np.zeros(raw.shape, bool) if user_mask is None else np.array(user_mask, bool)
+    z0, z1 = outs.z0, outs.z0 + outs.G.shape[2]
+    for a in range(z0, z1, CHUNK_SLICES):
+        on = back_on_input(grid, outs, vol, threshold, slice(a, min(a + CHUNK_SLICES, z1)))
+        box = on.box
+        prob[box] = on.prob * brain[box]
+        if user_mask is None:
+            lesion[box] = on.lesion & brain[box]
+        replaced = brain[box] & lesion[box]
+        change = _pseudo_normal_change(vol, on, replaced, user_mask is not None)
+        pseudo_normal[box] += change
+        difference[box] = -change
+        pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
+    return {"pseudo_normal": pseudo_normal, "lesion_probability": prob, "lesion_mask": lesion.view(np.uint8),
             "pseudo_abnormal": pseudo_abnormal, "difference": difference}
 
 
@@ -82,8 +93,8 @@ def _pseudo_normal_change(vol: CanonicalVolume, on: OnInput, replaced: np.ndarra
     mask, nowhere when the caller gave one (the input outside the mask)."""
     box, norm = on.box, vol.norm
     raw = vol.raw[box]
-    change = on.G_change[box] * norm.scale
-    change[replaced] = norm.invert(on.G[box][replaced]) - raw[replaced]
+    change = on.G_change * norm.scale
+    change[replaced] = norm.invert(on.G[replaced]) - raw[replaced]
     change[~replaced if mask_given else ~vol.brain[box]] = 0.0
     return change
 
@@ -95,9 +106,10 @@ def _painted_change(vol: CanonicalVolume, on: OnInput, replaced: np.ndarray, les
     the whole slice (its up-sampling checkerboard); the fade avoids a step at the rim's edge."""
     box, norm = on.box, vol.norm
     raw = vol.raw[box]
-    painted = on.R_change[box] * norm.scale
-    painted[replaced] = norm.invert(on.R[box][replaced]) - raw[replaced]
-    if lesion.any():
+    painted = on.R_change * norm.scale
+    painted[replaced] = norm.invert(on.R[replaced]) - raw[replaced]
+    if lesion.any():   # in-plane distance (the through-plane sampling puts other slices far away)
+        from scipy import ndimage
         distance = ndimage.distance_transform_edt(~lesion, sampling=(1.0, 1.0, 1e6))
         painted *= np.clip(1.0 - distance / (FILL_GROW + 1), 0.0, 1.0)
     else:

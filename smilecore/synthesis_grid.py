@@ -76,6 +76,11 @@ class NetGrid:
     bx: slice
     by: slice
     zs: np.ndarray
+    lesion_z: np.ndarray | None = None  # per axial slice: the caller's mask has a voxel there (else None)
+
+    @property
+    def shape(self) -> tuple:
+        return self.brain.shape
 
     def slices(self, array: np.ndarray, z) -> np.ndarray:
         """The cropped slices `z` of `array` (X x Y x Z), as a stack N x X' x Y'."""
@@ -88,22 +93,27 @@ class NetGrid:
 
 @dataclass
 class NetOutputs:
-    """What the networks gave on the networks' grid, zero outside the crop: G(I), R(G(I), M),
-    S's lesion probability p and the mask M that R painted."""
+    """What the networks gave, on the crop of the networks' grid only (the box `bx`, `by` and the
+    axial range `z0` .. `z0` + depth that holds brain; zero on slices without brain): the image I
+    they were given, G(I), R(G(I), M), S's lesion probability p and the mask M that R painted.
+    Only the crop is kept, so that a large volume costs no full-size copies here."""
+    I: np.ndarray
     G: np.ndarray
     R: np.ndarray
     prob: np.ndarray
     lesion: np.ndarray
+    z0: int
 
     @classmethod
-    def empty(cls, shape: tuple) -> "NetOutputs":
-        return cls(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32),
-                   np.zeros(shape, bool))
+    def empty(cls, grid: NetGrid) -> "NetOutputs":
+        z0, z1 = int(grid.zs[0]), int(grid.zs[-1]) + 1
+        I = np.array(grid.image[grid.bx, grid.by, z0:z1], np.float32)   # a copy: the grid's image is freed
+        return cls(I, np.zeros_like(I), np.zeros_like(I), np.zeros_like(I), np.zeros(I.shape, bool), z0)
 
-    def put(self, grid: NetGrid, z, batch: tuple) -> None:
+    def put(self, z, batch: tuple) -> None:
         """One batch's (G(I), R, p, M), each N x X' x Y', into the slices `z` of the crop."""
         for array, values in zip((self.G, self.R, self.prob, self.lesion), batch):
-            array[grid.bx, grid.by, z] = np.moveaxis(values, 0, 2)
+            array[:, :, np.asarray(z) - self.z0] = np.moveaxis(values, 0, 2)
 
 
 def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: SmileModel, where: str,
@@ -130,4 +140,5 @@ def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: Smil
         image, brain, mask = vol.image, vol.brain, user_mask
     multiple = max(model.nets[n].unet.multiple for n in "GSR")
     bx, by, zs = brain_box(brain, multiple)
-    return NetGrid(image, brain, mask, resampled, bx, by, zs)
+    lesion_z = None if user_mask is None else user_mask.any(axis=(0, 1))   # on the input's grid: what R must paint
+    return NetGrid(image, brain, mask, resampled, bx, by, zs, lesion_z)

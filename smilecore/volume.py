@@ -156,13 +156,15 @@ def reorient(data: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nio.apply_orientation(data, transform))
 
 
-def restore_orientation(data: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Inverse of `reorient` with the same transform."""
+def restore_orientation(data: np.ndarray, transform: np.ndarray, copy: bool = True) -> np.ndarray:
+    """Inverse of `reorient` with the same transform (a contiguous copy, or with `copy=False` a
+    view: flips and axis swaps only)."""
     # transform[i] = (canonical axis, flip) for input axis i; the inverse swaps the roles.
     inverse = np.zeros_like(transform)
     for input_axis, (canonical_axis, flip) in enumerate(transform):
         inverse[int(canonical_axis)] = (input_axis, flip)
-    return np.ascontiguousarray(nio.apply_orientation(data, inverse))
+    view = nio.apply_orientation(data, inverse)
+    return np.ascontiguousarray(view) if copy else view
 
 
 @dataclass
@@ -197,7 +199,10 @@ class Normalisation:
         return cls(scale, clip_percentile, offset, method)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
-        return (np.clip(data - self.offset, 0.0, self.scale) / self.scale).astype(np.float32)
+        out = np.subtract(data, self.offset, dtype=np.float32)   # one new array, the rest in place
+        np.clip(out, 0.0, self.scale, out=out)
+        out /= np.float32(self.scale)
+        return out
 
     def invert(self, data: np.ndarray) -> np.ndarray:
         return data * self.scale + self.offset
@@ -339,7 +344,7 @@ class CanonicalVolume:
         affine = check_affine(affine, where)
         check_not_label_map(data, where)
         transform = to_canonical(affine)
-        raw = reorient(data, transform)
+        raw = nio.apply_orientation(data, transform)  # a view (flips, axis swaps): no copy of a large volume
         sizes = voxel_sizes(affine)
         spacing = tuple(float(sizes[int(np.flatnonzero(transform[:, 0] == axis)[0])]) for axis in range(3))
         if brain is not None and np.shape(brain) != data.shape:
@@ -347,11 +352,13 @@ class CanonicalVolume:
         found = find_brain(raw, spacing, where, None if brain is None else reorient(np.asarray(brain, bool), transform))
         norm = Normalisation.fit(raw, found.mask, where, clip_percentile, offset=found.level, method=normalisation)
         # the networks see nothing outside the brain, as in training (BraTS: background 0)
-        image = norm.apply(raw) * found.mask
+        image = norm.apply(raw)
+        image *= found.mask
         return cls(image, found.mask, raw, norm, transform, obliquity_deg(affine), spacing, found)
 
-    def to_input_order(self, data: np.ndarray) -> np.ndarray:
-        return restore_orientation(data, self.transform)
+    def to_input_order(self, data: np.ndarray, copy: bool = True) -> np.ndarray:
+        """`data` (canonical order) in the input's voxel order; `copy=False`: a view of it."""
+        return restore_orientation(data, self.transform, copy)
 
     def to_canonical_order(self, data: np.ndarray) -> np.ndarray:
         return reorient(data, self.transform)
