@@ -385,4 +385,13 @@ def test_batch_over_three_loaded_volumes_and_cancel_mid_batch(slicer, tmp_path, 
     assert scene.GetFirstNodeByName("case0 pseudo-normal_1") is not None  # the case done keeps its outputs
     assert scene.GetFirstNodeByName("case1 pseudo-normal_1") is None
     assert ui.batchButton.text == "Run batch" and standins.slot_errors == []
+
+    ui.batchButton.click()  # a third batch, and File > Close Scene during it: its nodes are going
+    batch = widget._batch
+    assert _wait(lambda: batch.job is not None and batch.job.process is not None, timeout=60)
+    tree = _tree(batch.job.process.proc.pid)
+    scene.Clear(0)
+    assert _alive(tree, grace=1.0) == [] and batch.state == "cancelled"
+    assert ui.statusLabel.text == "Cancelled: the scene was closed." and ui.batchButton.text == "Run batch"
+    assert standins.slot_errors == []
     widget.cleanup()
