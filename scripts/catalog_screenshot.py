@@ -5,7 +5,7 @@ The panel is the module's own widget code and .ui file on real Qt widgets (PyQt5
 MRML (the slicer-core wheel), driven as a user drives it: sample case loaded, device chosen, Apply, the
 background synthesis followed until done. Slicer's application is not installable here, so the CTK and
 qMRML widgets (node selectors, path fields, collapsible sections) are the stand-ins of
-Testing/slicer_standins.py; the caption says so.
+Testing/slicer_widget_standins.py; the caption says so.
 
     .venv/bin/python scripts/catalog_screenshot.py [--out docs/screenshots/SMILESynthesis-panel.png]
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "Testing"))
 
 CAPTION = ("SMILE Synthesis after Apply on the bundled sample case (BraTS 2018, TCIA02_370), rendered with "
            "Qt offscreen outside Slicer: the panel is the module's own code, the CTK/qMRML widgets are "
-           "stand-ins (Testing/slicer_standins.py). Right: that run's result on the slice with the most lesion.")
+           "stand-ins (Testing/slicer_widget_standins.py). Right: that run's result on the slice with the most lesion.")
 
 
 def run_panel(device: str, timeout: float):

@@ -183,8 +183,8 @@ class BatchRun:
 
     def _row(self, case: Case, lesion_ml=None, notes=(), error=None, note=None):
         seconds = None if note else time.monotonic() - self._started
-        text = "; ".join(list(notes) + ([f"failed: {error.strip().splitlines()[0]}"] if error else [])
-                         + ([note] if note else []))
+        failure = [f"failed: {(error.strip().splitlines() or ['no message'])[0]}"] if error is not None else []
+        text = "; ".join(list(notes) + failure + ([note] if note else []))
         self.rows.append({"case": case.name, "lesion_ml": lesion_ml, "seconds": seconds, "notes": text,
                           "failed": error is not None})
         table = self.table.GetTable()
