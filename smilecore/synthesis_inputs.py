@@ -62,8 +62,18 @@ def is_voided(data: np.ndarray, mask: np.ndarray | None) -> bool:
     to 0) inside the mask. In review mode the mask is then part of the brain, not a hole in it."""
     if mask is None or np.shape(mask) != np.shape(data):
         return False
-    inside = np.asarray(mask) > 0
-    return bool(inside.any()) and float((np.asarray(data)[inside] == 0).mean()) >= VOIDED_SHARE
+    data, inside = np.asarray(data), np.asarray(mask) > 0
+    zeros = inside & (data == 0)
+    if not inside.any() or zeros.sum() < VOIDED_SHARE * inside.sum():
+        return False
+    # and the zeros lie within the box of the image's non-zero voxels: a mask of the background
+    # (~brain, a mask of another image) holds zeros too, mostly outside that box
+    tissue = data != 0
+    if not tissue.any():
+        return False
+    box = tuple(slice(idx[0], idx[-1] + 1) for idx in
+                (np.flatnonzero(tissue.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)))
+    return zeros[box].sum() >= 0.9 * zeros.sum()
 
 
 def voided_brain(data: np.ndarray, affine: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
