@@ -296,24 +296,3 @@ def test_a_batch_over_a_folder_runs_every_file_and_a_failing_case_is_a_row(scene
     assert [c.name for c in loaded_cases(scene)] == ["case0", "case1"]  # its own outputs are not cases
     scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")  # a label map is not an image
     assert [c.name for c in loaded_cases(scene, exclude=[cases[1].volume])] == ["case1"]
-
-
-def test_a_cancelled_batch_keeps_the_cases_done_and_names_those_not_done(scene, cohort, model_path):
-    from SMILESynthesisLib.batch import NOT_DONE, BatchRun, loaded_cases
-    for k in range(3):
-        data, affine, _ = _case(cohort, k)
-        _volume_node(scene, data, affine, f"vol{k}")
-    wanted = {"pseudoNormal": True, "lesion": False, "difference": False, "pseudoAbnormal": False}
-    batch = BatchRun(SynthesisLogic(scene), loaded_cases(scene), wanted, model=model_path, device="cpu").start()
-    deadline = time.time() + 240
-    while batch.index < 1 and time.time() < deadline:
-        batch.poll()
-        time.sleep(0.05)
-    assert batch.index == 1 and batch.running and len(batch.rows) == 1 and not batch.failed
-    process = batch.job.process
-    assert batch.cancel() and not process.running
-    assert batch.state == "cancelled" and batch.not_done == ["vol1", "vol2"]
-    assert [row["notes"] for row in batch.rows[1:]] == [NOT_DONE, NOT_DONE]
-    assert scene.GetFirstNodeByName("vol0 pseudo-normal") is not None
-    assert scene.GetFirstNodeByName("vol1 pseudo-normal") is None
-    assert batch.table.GetTable().GetNumberOfRows() == 3 and not batch.cancel()
