@@ -81,3 +81,18 @@ def test_bf16_synthesis_is_close_to_fp32_in_the_brain():
     assert runs["fp32"].lesion_mask.sum() > 500   # the piece holds lesion, so R and the blend are exercised
     assert diff["pseudo_normal_max_abs"] <= 0.01 and 0 < diff["pseudo_abnormal_max_abs"], diff
     assert diff["mask_dice"] >= 0.99, diff
+
+
+def test_threads_are_brought_down_to_the_usable_cpus_never_up(monkeypatch):
+    import os
+    from smilecore import precision as P
+    assert 1 <= P.usable_cpus() <= (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(P, "usable_cpus", lambda: 1)
+    try:
+        assert P.fit_threads() == 1
+        monkeypatch.setattr(P, "usable_cpus", lambda: 64)
+        assert P.fit_threads() == 1   # never raised
+    finally:
+        torch.set_num_threads(before)

@@ -126,8 +126,10 @@ def cmd_synthesize(args, input_path=None, model_path=None) -> int:
 
 def _synthesize(args, input_path=None, model_path=None) -> int:
     from .modelfile import default_model_path, load_model
+    from .precision import fit_threads
     from .synthesis import synthesize_file
     from .train import resolve_device
+    fit_threads()   # a container's CPU quota, not the host's cores
     model = load_model(model_path or args.model or default_model_path(), resolve_device(args.device))
     t0 = time.time()
     notify = lambda message: print(f"smile {args.command}: note: {message}", file=sys.stderr)  # noqa: E731

@@ -81,3 +81,27 @@ def in_bf16(net: torch.nn.Module) -> bool:
     """Whether `net` may run under bf16 autocast: not a gated G (see the module docstring)."""
     inner = getattr(net, "net", net)   # smile bench wraps networks in a timer
     return not hasattr(inner, "parts")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, and a cgroup v2 quota (a container started with
+    `--cpus 2` on a 64-core host sees 64 cores; torch would start 64 threads that take turns)."""
+    import os
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def fit_threads() -> int:
+    """torch's threads brought down to the usable CPUs (never up; an OMP_NUM_THREADS the user set
+    is left alone). Returns the number of threads."""
+    import os
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > usable_cpus():
+        torch.set_num_threads(usable_cpus())
+    return torch.get_num_threads()

@@ -108,11 +108,28 @@ def _painted_change(vol: CanonicalVolume, on: OnInput, replaced: np.ndarray, les
     raw = vol.raw[box]
     painted = on.R_change * norm.scale
     painted[replaced] = norm.invert(on.R[replaced]) - raw[replaced]
-    if lesion.any():   # in-plane distance (the through-plane sampling puts other slices far away)
+    near = _near(lesion, FILL_GROW + 1)
+    if near is not None:   # in-plane distance (the through-plane sampling puts other slices far away)
         from scipy import ndimage
-        distance = ndimage.distance_transform_edt(~lesion, sampling=(1.0, 1.0, 1e6))
-        painted *= np.clip(1.0 - distance / (FILL_GROW + 1), 0.0, 1.0)
+        distance = ndimage.distance_transform_edt(~lesion[near], sampling=(1.0, 1.0, 1e6))
+        fade = np.zeros(painted.shape)
+        fade[near] = np.clip(1.0 - distance / (FILL_GROW + 1), 0.0, 1.0)
+        painted *= fade
     else:
         painted[...] = 0.0
     painted[~(vol.brain[box] | lesion)] = 0.0
     return painted
+
+
+def _near(lesion: np.ndarray, reach: int) -> tuple | None:
+    """The in-plane box of `lesion` widened by `reach` pixels (all its slices), or None without
+    lesion. Beyond `reach` the fade is 0, and the distance inside the box is the same as over the
+    whole slice (the nearest lesion pixel of any pixel in it lies in it), so the distance
+    transform runs on this box only."""
+    if not lesion.any():
+        return None
+    box = []
+    for axis, size in ((0, lesion.shape[0]), (1, lesion.shape[1])):
+        idx = np.nonzero(lesion.any(axis=(1 - axis, 2)))[0]
+        box.append(slice(max(0, int(idx[0]) - reach), min(size, int(idx[-1]) + 1 + reach)))
+    return box[0], box[1], slice(None)
