@@ -105,6 +105,20 @@ def summary(out: Path) -> str:
             per_fold = [np.mean([c["scores"][name][m] for c in r["cases"]]) for r in measured]
             cells.append(f"{np.mean(per_fold):.3f} +- {np.std(per_fold):.3f}")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows + ["", per_fold_table(results)])
+
+
+def per_fold_table(results: list[dict]) -> str:
+    """SSIM / PSNR of each fill in each fold (the mean over its test cases)."""
+    rows = ["| fold | test cases | FillNet steps | " + " | ".join(f"{n} SSIM / PSNR" for n in METHODS) + " |",
+            "|---" * (len(METHODS) + 3) + "|"]
+    for r in results:
+        cells = []
+        for name in METHODS:
+            got = [c["scores"][name] for c in r["cases"] if name in c["scores"]]
+            cells.append(f"{np.mean([g['ssim'] for g in got]):.3f} / {np.mean([g['psnr'] for g in got]):.2f}"
+                         if got else "not run")
+        rows.append(f"| {r['fold']} | {', '.join(r['test'])} | {r['training']['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
