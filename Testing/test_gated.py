@@ -76,7 +76,7 @@ def _mean_gate(G, cases):
 
 def test_a_tiny_training_moves_the_gate_onto_the_lesion(cohort, tmp_path):
     cfg = tiny_config(cohort, tmp_path / "run", generator="gated", variant="gvs", labeled_fraction=1.0,
-                      epochs=(20,), transplant_weight=1.0)
+                      epochs=(12,), transplant_weight=1.0)  # 120 steps: gate 0.48 inside, 0.027 outside
     Trainer(cfg).run()
     G = load_model(tmp_path / "run" / MODEL_NAME).nets["G"]
     cases = [cache_case(c, tmp_path / "cache") for c in find_cases(cohort) if c.labeled]
