@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .cases import canonical_modality, modality_from_name
+from .modalitycheck import check_image_modality
 from .modelfile import SmileModel
 from .volume import OBLIQUE_WARNING_DEG, CanonicalVolume, VolumeError
 
@@ -102,6 +103,7 @@ def canonical_volume(data: np.ndarray, affine: np.ndarray, model: SmileModel, wh
     vol = CanonicalVolume.from_array(data, affine, where=where, brain=brain,
                                      clip_percentile=model.config["normalisation"]["clip_percentile"],
                                      normalisation=model.normalisation)
+    check_image_modality(vol, model.config.get("modality"), where)  # a T1 named like a T2 (issue 23 item 5)
     if vol.obliquity_deg > OBLIQUE_WARNING_DEG:
         tell(f"{where}: the voxel axes are {vol.obliquity_deg:.0f} degrees oblique to the anatomical axes; "
              "slices are taken along the voxel axis nearest to axial without resampling, so they are "
