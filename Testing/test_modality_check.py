@@ -44,6 +44,20 @@ def test_bright_csf_reads_as_t2_and_dark_csf_does_not_under_any_scaling():
     assert csf_brightness(v.raw, v.brain, v.spacing) > T2_MIN
 
 
+def test_a_voided_lesion_is_not_read_as_dark_csf():
+    """The inpainting challenge's format (zeros inside the lesion mask, the mask part of the brain):
+    the void is no tissue, so the T2 still reads as T2 (it read as T1 before: 1.03 on the bundled
+    case voided with another case's tumour shape)."""
+    image = _brain(csf=1.0)
+    void = np.zeros(image.shape, bool)
+    void[25:50, 20:45, 25:55] = True                                   # 19 mL, mostly in the deep brain
+    reference = CanonicalVolume.from_array(image, LPS)
+    brain = reference.brain.copy()
+    image[void] = 0
+    vol = CanonicalVolume.from_array(image, LPS, brain=brain)
+    assert csf_brightness(vol.raw, vol.brain, vol.spacing) > T2_MIN
+
+
 def test_too_little_deep_brain_gives_no_verdict():
     """A small test volume (the procedural cohort's size) has no deep brain: not checked."""
     small = _brain(csf=0.15, shape=(40, 40, 16))

@@ -49,7 +49,13 @@ def csf_brightness(raw: np.ndarray, brain: np.ndarray, spacing=(1.0, 1.0, 1.0)) 
     deep = ndimage.distance_transform_edt(sampled, sampling=sampled_mm) > DEEP_MM
     if deep.sum() * np.prod(sampled_mm) / 1000.0 < MIN_DEEP_ML:
         return None
-    lo, mid, hi = np.percentile(np.asarray(raw)[view][deep].astype(np.float64), [5, 50, 95])
+    values = np.asarray(raw)[view][deep].astype(np.float64)
+    # exact zeros inside the brain are no tissue: the inpainting challenge's voided lesion (review
+    # mode) would otherwise read as dark CSF. A scanner's tissue is never exactly 0 over a region.
+    values = values[values != 0]
+    if values.size * np.prod(sampled_mm) / 1000.0 < MIN_DEEP_ML:
+        return None
+    lo, mid, hi = np.percentile(values, [5, 50, 95])
     if not mid > lo:
         return None  # a flat lower half: no histogram to read
     return float((hi - mid) / (mid - lo))
