@@ -113,3 +113,5 @@ def test_a_void_enclosed_near_the_surface_is_brain_when_the_mask_is_given(model_
         canonical_volume(given, affine, model, "voided", None, print)
     vol = canonical_volume(given, affine, model, "voided", None, print, lesion_mask=mask)
     assert vol.brain[mask].all()
+    result = synthesize(given, affine, model, mask=mask, notify=lambda _: None)   # smile synthesize --mask
+    assert (result.pseudo_normal[mask] > 0).mean() > 0.9

@@ -327,7 +327,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     if modality is not None:
         check_modality(model, stated=modality, where=where)
     # canonical LPS order, brain, the model's normalisation; the caller's lesion mask checked
-    vol = canonical_volume(data, affine, model, where, brain, tell)
+    vol = canonical_volume(data, affine, model, where, brain, tell, lesion_mask=mask)  # a voided image: mask is brain
     user_mask = canonical_lesion_mask(mask, data, vol, where, tell)
     # the networks' grid: the model's in-plane spacing, cropped to the brain
     grid = network_grid(vol, user_mask, model, where, tell)
