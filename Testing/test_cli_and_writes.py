@@ -324,6 +324,10 @@ def test_cli_evaluate_prints_a_short_table_and_caches_in_the_user_cache(trained_
     (pooled,) = [line for line in lines if line.startswith("pooled")]
     assert f"{report['identity']:5.3f}" in pooled and f"{report['dice_S']:5.3f}" in pooled
     assert any(line.split()[:2] == ["mean_fill", f"{report['known_truth']['mean_fill']['psnr']:.2f}"] for line in lines)
+    (anatomy,) = [line for line in lines if line.startswith("normal anatomy S calls lesion")]
+    na = report["normal_anatomy_called_lesion"]
+    assert f"bright tissue (CSF) {100 * na['bright_tissue']['mean']:.1f} %" in anatomy
+    assert f"healthy-ised brain {100 * na['healthy_ised']['mean']:.1f} %" in anatomy
     assert list(work.iterdir()) == [] and any((tmp_path / "user-cache").glob("spred-*.pt"))
     r = subprocess.run([*args[:-2], "--json"], capture_output=True, text=True, timeout=600, cwd=work, env=env)
     assert r.returncode == 0, r.stderr

@@ -241,7 +241,7 @@ def _evaluation_table(report: dict) -> str:
     f = lambda x: "  n/a" if x is None or x != x else f"{x:5.3f}"  # noqa: E731  (NaN: no lesion seen)
     pct = lambda x: "n/a" if x is None or x != x else f"{100 * x:.1f} %"  # noqa: E731
     lines = [f"{'case':24s} {'iD':>6s} {'h':>6s} {'Dice S':>7s}"]
-    shown = 16  # leaves room for the known-truth and healthy-brain lines within 30
+    shown = 15  # leaves room for the known-truth, normal-anatomy and healthy-brain lines within 30
     for case in report["test_cases"][:shown]:
         ih = report.get("per_case", {}).get(case, {})
         lines.append(f"{case[:24]:24s} {f(ih.get('identity')):>6s} {f(ih.get('healthiness')):>6s} "
@@ -264,6 +264,11 @@ def _evaluation_table(report: dict) -> str:
         for name in ("model", "model_mask_given", "untouched", "mean_fill", "smooth_fill", "best_constant"):
             lines.append(f"  {name:36s} {kt[name]['psnr']:7.2f}  {f(kt[name]['ssim'])}"
                          + "".join(f" {per[h][name]['psnr']:12.2f}" for h in hosts))
+    na = report.get("normal_anatomy_called_lesion")
+    if na:  # issue 23: what S would make the pseudo-normal erase
+        lines.append(f"normal anatomy S calls lesion: bright tissue (CSF) {pct(na['bright_tissue']['mean'])} "
+                     f"(worst {pct(na['bright_tissue']['worst'])}), healthy-ised brain "
+                     f"{pct(na['healthy_ised']['mean'])} (worst {pct(na['healthy_ised']['worst'])})")
     hb = report.get("healthy_brain", {}).get("pooled")
     if hb:
         lines.append(f"healthy brain (tumour replaced by the mirrored side, {hb['slices']} slices): S calls "
