@@ -226,6 +226,16 @@ def lesion_probability(S, image: np.ndarray, recipe: dict) -> np.ndarray:
     return out
 
 
+def main_components(pred: np.ndarray, share: float = 0.1) -> np.ndarray:
+    """pred without its small 3D components: those under `share` of the largest one's volume
+    (a post-processing candidate: isolated bright spots are mostly CSF, not tumour)."""
+    labels, n = ndimage.label(pred)
+    if n < 2:
+        return pred
+    sizes = np.bincount(labels.ravel())[1:]
+    return np.isin(labels, 1 + np.nonzero(sizes >= share * sizes.max())[0])
+
+
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     total = pred.sum() + truth.sum()
     return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
@@ -258,6 +268,7 @@ def judge_case(S, case: list, recipe: dict) -> dict:
     return {**checks, "case": case[0].case_id, "dice": dice(pred, truth), "dice_tta": dice(p_tta > 0.5, truth),
             "csf_fp": float(pred[bright].mean()), "csf_fp_tta": float((p_tta > 0.5)[bright].mean()),
             "healthy_fp": float(p_h[counted].mean()),
+            "dice_cc": dice(main_components(pred), truth), "csf_fp_cc": float(main_components(pred)[bright].mean()),
             "dice_lr": dice(lr, truth),
             "lesion_ml": float(truth.sum()) / 1000, "predicted_ml": float(pred.sum()) / 1000}
 
@@ -274,6 +285,9 @@ def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, l
     S = shipped_S() if recipe.get("shipped") else train_S(train, recipe, args, log)
     seconds = time.time() - t0
     per_case = [judge_case(S, c, recipe) for c in test]
+    if not recipe.get("shipped"):  # kept so later measures need no retraining (not committed)
+        (Path(args.out) / recipe_name).mkdir(parents=True, exist_ok=True)
+        torch.save(S.state_dict(), Path(args.out) / recipe_name / f"fold{k}.pt")
     return {"recipe": recipe_name, "options": recipe, "fold": k, "test": test_ids,
             "train": [c[0].case_id for c in train], "train_seconds": round(seconds),
             "settings": {n: getattr(args, n) for n in ("steps", "batch_size", "crop", "base", "depth", "lr", "seed",
@@ -281,7 +295,7 @@ def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, l
             "cases": per_case}
 
 
-MEASURES = ("dice", "dice_tta", "csf_fp", "csf_fp_tta", "healthy_fp", "dice_lr", "dice_rot180")
+MEASURES = ("dice", "dice_tta", "dice_cc", "csf_fp", "csf_fp_cc", "csf_fp_tta", "healthy_fp", "dice_lr", "dice_rot180")
 
 
 def summary(out: Path) -> str:
@@ -293,9 +307,10 @@ def summary(out: Path) -> str:
             continue
         cells = []
         for m in MEASURES:  # per fold: the mean over its test cases; then mean +- SD over folds
-            # dice_rot180 only where it was measured (--rotation-check; runs before it recorded
-            # the plain Dice under that name)
-            measured = [r for r in results if m != "dice_rot180" or r["settings"].get("rotation_check")]
+            # each measure only where it was recorded (dice_rot180: with --rotation-check; runs
+            # before it recorded the plain Dice under that name; *_cc: runs since it was added)
+            measured = [r for r in results if all(m in c for c in r["cases"])
+                        and (m != "dice_rot180" or r["settings"].get("rotation_check"))]
             if not measured:
                 cells.append("not run")
                 continue
