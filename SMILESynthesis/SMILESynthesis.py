@@ -243,9 +243,8 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- running --------------------------------------------------------------------------------------
     def onApplyButton(self):
-        if self._job is not None and self._job.running:
-            if self._job.cancel():
-                self.ui.statusLabel.text = _("Cancelled: no output was changed.")
+        if self._job is not None and self._job.cancel():  # running, or finished but not yet in the scene
+            self.ui.statusLabel.text = _("Cancelled: no output was changed.")
             return self._end()
         self._start(review=False)
 
@@ -418,23 +417,23 @@ class SMILESynthesisTest(ScriptedLoadableModuleTest):
         logic.ensureDependencies()
         import numpy as np
         from SMILESynthesisLib import bundled_sample_paths, nodes
-        self.delayDisplay("Loading the bundled sample case")
+        self.delayDisplay(_("Loading the bundled sample case"))
         volume = slicer.util.loadVolume(str(bundled_sample_paths()[0]))
         params = logic.getParameterNode()
         params.inputVolume, params.makeDifference = volume, True
-        self.delayDisplay("Synthesising in the background process")
+        self.delayDisplay(_("Synthesising in the background process"))
         used = self._runInBackground(logic, params, review=False)
         for node in (used.pseudoNormal, used.difference, used.pseudoAbnormal):
             self.assertTrue(np.allclose(nodes.ijk_to_ras(node), nodes.ijk_to_ras(volume)))
             self.assertEqual(node.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
         mask = nodes.segmentation_to_mask(slicer.mrmlScene, used.lesion, volume)
         self.assertGreater(int(mask.sum()), 0, "the default model found no lesion in the sample case")
-        self.delayDisplay("Re-synthesising from the lesion segment")
+        self.delayDisplay(_("Re-synthesising from the lesion segment"))
         again = self._runInBackground(logic, params, review=True)
         pn = nodes.array_from_volume(again.pseudoNormal)[0]
         data = nodes.array_from_volume(volume)[0]
         self.assertTrue(np.array_equal(pn[~mask], data[~mask]))
-        self.delayDisplay("SMILE synthesis test passed")
+        self.delayDisplay(_("SMILE synthesis test passed"))
 
     def _runInBackground(self, logic, params, review, timeout=1800):
         """What the panel's Apply does: a background job polled while Qt's events are processed."""

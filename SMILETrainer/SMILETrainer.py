@@ -263,7 +263,7 @@ class SMILETrainerTest(ScriptedLoadableModuleTest):
         folder = Path(tempfile.mkdtemp())
         os.environ["SMILE_HOME"] = str(folder / "home")
         write_cohort(folder / "data", n_cases=5, shape=(32, 32, 12), unlabeled=1)
-        self.delayDisplay("Training a tiny model in a background process")
+        self.delayDisplay(_("Training a tiny model in a background process"))
         lib = TrainerLogic(slicer.mrmlScene)
         lib.start(TrainingSettings(str(folder / "data"), str(folder / "run"), labeled_fraction=0.5, epochs=1,
                                    batch_size=2, base=4, depth=2, steps_per_epoch=2, device="cpu",
@@ -276,4 +276,4 @@ class SMILETrainerTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(lib.finished, "training did not finish in time")
         self.assertEqual(lib.finished["event"], "done", "\n".join(lib.log))
         self.assertEqual(lib.table.GetTable().GetNumberOfRows(), 4)
-        self.delayDisplay("SMILE trainer test passed")
+        self.delayDisplay(_("SMILE trainer test passed"))

@@ -103,8 +103,8 @@ class QUiLoader(QtCore.QObject):
 
 
 # ---- CTK and qMRML widget stand-ins: slicer_widget_standins.py ---------------------------------
-from slicer_widget_standins import (_AbsentWidget, ctkCollapsibleButton, ctkPathLineEdit,  # noqa: E402
-                                    ctkSliderWidget, qMRMLNodeComboBox, qMRMLWidget)
+from slicer_widget_standins import (_AbsentWidget, ctkCollapsibleButton, ctkMessageBox,  # noqa: E402, F401
+                                    ctkPathLineEdit, ctkSliderWidget, qMRMLNodeComboBox, qMRMLWidget)
 
 
 # ---- slicer.app and what Slicer's module loader passes --------------------------------------------
@@ -268,7 +268,7 @@ def assemble(scene=None, testing=False):
     qt.QUiLoader = QUiLoader
     this = sys.modules[__name__]
     ctk = types.ModuleType("ctk")
-    for name in ("ctkPathLineEdit", "ctkSliderWidget", "ctkCollapsibleButton"):
+    for name in ("ctkPathLineEdit", "ctkSliderWidget", "ctkCollapsibleButton", "ctkMessageBox"):
         setattr(ctk, name, getattr(this, name))
     for name in ("ctkCheckBox", "ctkCheckablePushButton", "ctkComboBox", "ctkDoubleSlider", "ctkDoubleSpinBox",
                  "ctkRangeWidget", "ctkDoubleRangeSlider", "ctkDirectoryButton", "ctkColorPickerButton"):

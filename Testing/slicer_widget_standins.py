@@ -378,5 +378,10 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
         self.setTitle(text)
 
 
+class ctkMessageBox(QtWidgets.QMessageBox):
+    """A real QMessageBox (what slicer.util.messageBox shows: its text, buttons and exec_()). Not checked:
+    the "Don't show again" check box and its settings key, which the modules do not use."""
+
+
 class _AbsentWidget(QtWidgets.QWidget):
     """CTK/qMRML classes that parameterNodeWrapper names in its type checks and no .ui here uses."""

@@ -94,3 +94,26 @@ def test_the_catalog_screenshot_is_a_result_beside_the_panel():
     panel, figure = grey[: int(height * 0.8), : int(width * 0.4)], grey[: int(height * 0.8), int(width * 0.55):]
     assert (panel > 200).mean() > 0.5 and (figure < 16).mean() > 0.3
     assert 0.05 < ((figure > 60) & (figure < 250)).mean()  # grey tissue, not an empty black box
+
+
+def test_the_path_line_edit_stand_in_emits_a_path_only_when_ctks_validator_accepts_it(slicer):
+    """Issue 22, 4, the stand-in's own rule (ctkPathLineEdit::updateHasValidInput, Slicer v5.10's CTK):
+    currentPathChanged only for a text the validator accepts, never for an empty field; validInputChanged
+    when acceptability changes. The pattern is CTK's for "SMILE model (*.pt)": "(.*\\.pt?$)", which also
+    accepts a name ending in ".p"."""
+    field = standins.ctkPathLineEdit()
+    field.setNameFilters(["SMILE model (*.pt)"])
+    paths, valid = [], []
+    field.currentPathChanged.connect(paths.append)
+    field.validInputChanged.connect(valid.append)
+    field.currentPath = "/models/a.pt"
+    field.currentPath = "/models/a.nii.gz"  # not a model: no path, no longer valid
+    field.currentPath = "/models/b.p"  # CTK's "pt?" takes it
+    field.clearByUser()  # select all, Delete
+    assert paths == ["/models/a.pt", "/models/b.p"] and valid == [True, False, True, False]
+    assert field.currentPath == ""
+    anything = standins.ctkPathLineEdit()  # no name filter: CTK's ".+", so only "" is refused
+    anything.currentPathChanged.connect(paths.append)
+    anything.currentPath = "x"
+    anything.currentPath = ""
+    assert paths[2:] == ["x"]

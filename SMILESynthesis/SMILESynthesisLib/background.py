@@ -24,6 +24,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from .i18n import tr as _
+
 _RUNNING: weakref.WeakSet = weakref.WeakSet()  # started and not yet stopped, stopped at exit
 
 # Windows process-creation values (winbase.h); subprocess defines them on Windows only.
@@ -38,7 +40,7 @@ def smilecore_parent() -> Path:
     import importlib.util
     spec = importlib.util.find_spec("smilecore")
     if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("the SMILE engine (smilecore) is missing from this installation")
+        raise ModuleNotFoundError(_("the SMILE engine (smilecore) is missing from this installation"))
     return Path(spec.origin).resolve().parent.parent
 
 

@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .i18n import tr as _
 from .job import CANCELLED, DONE, FAILED, FINISHED, RUNNING, SynthesisJob
 from .logic import NEW, OUTPUT_ATTRIBUTE, OUTPUT_ROLES, Outputs, SynthesisLogic
 
-COLUMNS = ("case", "lesion volume (mL)", "time (s)", "notes")
+COLUMNS = ("case", "lesion volume (mL)", "time (s)", "notes")  # data: scripts read them, left untranslated
 NUMERIC_COLUMNS = (1, 2)
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr")
-NOT_DONE = "not done: the batch was cancelled"
 
 
 @dataclass
@@ -56,10 +56,11 @@ def folder_cases(folder: str | Path) -> list[Case]:
     """Every image file directly in `folder`, by name (subfolders are not searched)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"batch folder not found: {folder}")
+        raise ValueError(_("batch folder not found: {folder}").format(folder=folder))
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
     if not files:
-        raise ValueError(f"no image file ({', '.join(IMAGE_SUFFIXES)}) in batch folder {folder}")
+        raise ValueError(_("no image file ({suffixes}) in batch folder {folder}").format(
+            suffixes=", ".join(IMAGE_SUFFIXES), folder=folder))
     return [Case(case_name(p), path=p) for p in files]
 
 
@@ -80,7 +81,7 @@ def read_volume(scene, path: Path, name: str):
     if not storage.ReadData(node) or node.GetImageData() is None:
         scene.RemoveNode(storage)
         scene.RemoveNode(node)
-        raise ValueError(f"{path}: not readable as a volume")
+        raise ValueError(_("{path}: not readable as a volume").format(path=path))
     node.SetAndObserveStorageNodeID(storage.GetID())
     node.CreateDefaultDisplayNodes()
     return node
@@ -90,7 +91,7 @@ class BatchRun:
     def __init__(self, logic: SynthesisLogic, cases: list[Case], wanted: dict[str, bool], model=None,
                  device: str = "auto", python: str | None = None, name: str = "SMILE batch summary"):
         if not cases:
-            raise ValueError("no case to run the batch on")
+            raise ValueError(_("no case to run the batch on"))
         self.logic, self.cases, self.wanted = logic, list(cases), dict(wanted)
         self.model, self.device, self.python, self.name = model, device, python, name
         self.index = -1
@@ -164,7 +165,7 @@ class BatchRun:
                 self._row(case, error=str(exc))
             self._next()
         elif job.state == FAILED:
-            self._row(case, error=job.error or "failed")
+            self._row(case, error=job.error or "")
             self._next()
 
     def cancel(self) -> bool:
@@ -177,13 +178,14 @@ class BatchRun:
             self.job = None
         self.not_done = [case.name for case in self.cases[max(self.index, 0):]]
         for case in self.cases[max(self.index, 0):]:
-            self._row(case, note=NOT_DONE)
+            self._row(case, note=_("not done: the batch was cancelled"))
         self.state = CANCELLED
         return True
 
     def _row(self, case: Case, lesion_ml=None, notes=(), error=None, note=None):
         seconds = None if note else time.monotonic() - self._started
-        failure = [f"failed: {(error.strip().splitlines() or ['no message'])[0]}"] if error is not None else []
+        first_line = (error or "").strip().splitlines()[:1] or [_("no message")]
+        failure = [_("failed: {error}").format(error=first_line[0])] if error is not None else []
         text = "; ".join(list(notes) + failure + ([note] if note else []))
         self.rows.append({"case": case.name, "lesion_ml": lesion_ml, "seconds": seconds, "notes": text,
                           "failed": error is not None})
@@ -202,5 +204,5 @@ def _double_array():
     return vtk.vtkDoubleArray()
 
 
-__all__ = ["COLUMNS", "Case", "BatchRun", "CANCELLED", "DONE", "NOT_DONE", "first_input_volume", "folder_cases",
+__all__ = ["COLUMNS", "Case", "BatchRun", "CANCELLED", "DONE", "first_input_volume", "folder_cases",
            "loaded_cases", "read_volume"]

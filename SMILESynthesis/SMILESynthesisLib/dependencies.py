@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from .i18n import tr as _
+
 PIP_PACKAGES = {"nibabel": "nibabel>=5.0", "tqdm": "tqdm>=4.60", "PIL": "pillow>=9.0", "psutil": "psutil>=5"}
 TORCH_REQUIREMENT = ">=2.1"
 
@@ -47,18 +49,24 @@ def ensure_dependencies(confirm, testing: bool = False) -> None:
         try:
             import PyTorchUtils
         except ImportError:
-            raise DependencyError("SMILE needs PyTorch: install the 'PyTorch' extension from the "
-                                  "Extensions Manager, restart Slicer, and try again.") from None
+            raise DependencyError(_("SMILE needs PyTorch: install the 'PyTorch' extension from the "
+                                    "Extensions Manager, restart Slicer, and try again.")) from None
         logic = PyTorchUtils.PyTorchUtilsLogic()
         if not logic.torchInstalled():
             if testing:
-                raise DependencyError("torch is not installed (not installed automatically in testing mode)")
+                raise DependencyError(_("torch is not installed (not installed automatically in testing mode)"))
             torch = logic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT)
             if torch is None:
-                raise DependencyError("PyTorch was not installed; SMILE cannot run without it.")
+                raise DependencyError(_("PyTorch was not installed; SMILE cannot run without it."))
     missing = missing_pip_packages()
     if missing:
-        if testing or not confirm("SMILE needs these Python packages, which will be installed now:\n{}".format(
-                "\n".join(missing))):
-            raise DependencyError("missing Python packages: " + ", ".join(missing))
+        packages = ", ".join(missing)
+        if testing:
+            raise DependencyError(_("missing Python packages: {packages} (testing mode installs nothing)").format(
+                packages=packages))
+        if not confirm(_("SMILE needs these Python packages, which will be installed now:\n{packages}").format(
+                packages="\n".join(missing))):
+            raise DependencyError(_("SMILE cannot run without the Python packages {packages}, which were not "
+                                    "installed: you declined. Press Apply again to install them.").format(
+                                        packages=packages))
         slicer.util.pip_install(missing)

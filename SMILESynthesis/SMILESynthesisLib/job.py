@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .background import BackgroundProcess, default_python
+from .i18n import tr as _
 from .logic import NEW, RESULT_NAMES, Outputs, SynthesisLogic, model_file
 from .worker import EVENT_PREFIX
 
@@ -51,7 +52,7 @@ class SynthesisJob:
         the worker and start it."""
         import numpy as np
         if not self.model.is_file():
-            raise FileNotFoundError(f"model file not found: {self.model}")
+            raise FileNotFoundError(_("model file not found: {path}").format(path=self.model))
         given = self.logic.inputs(self.input_volume, self.outputs, self.mask_segmentation, self.segment_id,
                                   self.brain_mask)
         self.folder = Path(tempfile.mkdtemp(prefix="smile-synthesis-"))
@@ -97,8 +98,9 @@ class SynthesisJob:
                 self._fail(f"{event.get('message')}")
         if self.state == RUNNING and not alive:
             tail = "\n".join(self.log[-10:])
-            self._fail(f"the synthesis process ended without a result (exit code {self.process.returncode})"
-                       + (f":\n{tail}" if tail else ""))
+            message = _("the synthesis process ended without a result (exit code {code})").format(
+                code=self.process.returncode)
+            self._fail(f"{message}:\n{tail}" if tail else message)
         return events
 
     def _fail(self, message: str):
@@ -125,7 +127,7 @@ class SynthesisJob:
         """Write the finished result into the output nodes (the only place the scene changes)."""
         import numpy as np
         if self.state != FINISHED:
-            raise RuntimeError(f"the synthesis is {self.state}, not finished")
+            raise RuntimeError(_("the synthesis is {state}, not finished").format(state=self.state))
         try:
             arrays = {name: np.load(self.folder / f"out_{name}.npy", allow_pickle=False) for name in RESULT_NAMES}
             self.used = self.logic.write_outputs(self.input_volume, arrays, self.outputs, self.mask_segmentation)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import nodes
+from .i18n import tr as _
 
 OUTPUT_ROLES = ("pseudoNormal", "lesion", "difference", "pseudoAbnormal")
 OUTPUT_ATTRIBUTE = "SMILE.output"  # on the nodes SMILE writes (its role): a batch never runs on them
@@ -43,7 +44,7 @@ def engine_resources() -> Path:
     and nibabel, which Slicer does not bundle, and module start-up must not need them."""
     spec = importlib.util.find_spec("smilecore")
     if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("the SMILE engine (smilecore) is missing from this installation")
+        raise ModuleNotFoundError(_("the SMILE engine (smilecore) is missing from this installation"))
     return Path(spec.origin).parent / "resources"
 
 
@@ -148,7 +149,7 @@ class SynthesisLogic:
         lesion mask and brain mask as arrays on its grid (or None), its name; the outputs checked
         (`check_outputs`). Raises ValueError naming the problem."""
         if input_volume is None:
-            raise ValueError("select an input volume")
+            raise ValueError(_("select an input volume"))
         check_outputs(input_volume, outputs, brain_mask)
         data, affine = nodes.array_from_volume(input_volume)
         mask = None
@@ -167,9 +168,10 @@ class SynthesisLogic:
         array, affine = nodes.array_from_volume(brain_mask)
         data_shape = input_volume.GetImageData().GetDimensions()
         if array.shape != tuple(data_shape) or not np.allclose(affine, nodes.ijk_to_ras(input_volume), atol=1e-3):
-            raise ValueError(f"brain mask '{brain_mask.GetName()}' is not on the grid of input volume "
-                             f"'{input_volume.GetName()}' (size {array.shape} against {tuple(data_shape)}); "
-                             "resample it onto the input first, or give it as a segmentation")
+            raise ValueError(_("brain mask '{mask}' is not on the grid of input volume '{input}' (size {size} "
+                               "against {expected}); resample it onto the input first, or give it as a "
+                               "segmentation").format(mask=brain_mask.GetName(), input=input_volume.GetName(),
+                                                      size=array.shape, expected=tuple(data_shape)))
         return array > 0
 
     def write_outputs(self, input_volume, arrays: dict, outputs: Outputs, mask_segmentation=None) -> Outputs:
@@ -211,25 +213,26 @@ class OutputIsInput(ValueError):
 
 def check_outputs(input_volume, outputs: Outputs, brain_mask=None) -> None:
     """Refuse an output node that is the input volume or the brain mask volume."""
-    labels = {"pseudoNormal": "pseudo-normal", "difference": "difference", "pseudoAbnormal": "pseudo-abnormal",
-              "lesion": "lesion"}
+    labels = {"pseudoNormal": _("pseudo-normal"), "difference": _("difference"),
+              "pseudoAbnormal": _("pseudo-abnormal"), "lesion": _("lesion")}
     for role in OUTPUT_ROLES:
         node = getattr(outputs, role)
         if node is None or node == NEW:
             continue
         if input_volume is not None and node is input_volume:
-            raise OutputIsInput(f"the {labels[role]} output cannot be the input volume "
-                                f"'{input_volume.GetName()}': it would be overwritten. Choose another "
-                                "node, or none to create a new one")
+            raise OutputIsInput(_("the {output} output cannot be the input volume '{input}': it would be "
+                                  "overwritten. Choose another node, or none to create a new one").format(
+                                      output=labels[role], input=input_volume.GetName()))
         if brain_mask is not None and node is brain_mask:
-            raise OutputIsInput(f"the {labels[role]} output cannot be the brain mask '{brain_mask.GetName()}'")
+            raise OutputIsInput(_("the {output} output cannot be the brain mask '{mask}'").format(
+                output=labels[role], mask=brain_mask.GetName()))
 
 
 def model_choices() -> list[tuple[str, str]]:
     """What the model selector offers, (label, choice): the bundled default first (DEFAULT_MODEL),
     then models trained by the user (SMILETrainer registers them), newest first (their paths)."""
     from smilecore.registry import registered_models
-    return [("Default T2 model (bundled)", DEFAULT_MODEL)] + [
+    return [(_("Default T2 model (bundled)"), DEFAULT_MODEL)] + [
         (f"{e['name']} ({e['modality']})", str(Path(e["path"]))) for e in registered_models()]
 
 

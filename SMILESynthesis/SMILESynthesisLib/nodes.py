@@ -12,6 +12,8 @@ import slicer
 import vtk
 from slicer import util as su
 
+from .i18n import tr as _
+
 LESION_SEGMENT_NAME = "Lesion"
 LESION_COLOR = (0.85, 0.2, 0.2)
 # "Neoplasm" (SCT 108369006, category Morphologically Altered Structure) is listed in Slicer's
@@ -31,10 +33,10 @@ def ijk_to_ras(node) -> np.ndarray:
 def array_from_volume(node) -> tuple[np.ndarray, np.ndarray]:
     """(float32 array in IJK order, IJK-to-RAS affine) of a scalar volume node."""
     if node is None or node.GetImageData() is None:
-        raise ValueError("the input volume node holds no image data")
+        raise ValueError(_("the input volume node holds no image data"))
     if node.GetParentTransformNode() is not None:
-        raise ValueError(f"volume '{node.GetName()}' is under a transform; harden it first "
-                         "(Data module: right-click the transform, Harden transform)")
+        raise ValueError(_("volume '{name}' is under a transform; harden it first (Data module: right-click the "
+                           "transform, Harden transform)").format(name=node.GetName()))
     data = np.asarray(su.arrayFromVolume(node), dtype=np.float32).transpose(2, 1, 0)
     return np.ascontiguousarray(data), ijk_to_ras(node)
 
@@ -65,7 +67,7 @@ def mask_to_segmentation(scene, mask_ijk: np.ndarray, reference, segmentation=No
                                  "SMILE lesion labelmap", class_name="vtkMRMLLabelMapVolumeNode")
     try:
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
-            raise RuntimeError("importing the lesion mask into the segmentation failed")
+            raise RuntimeError(_("importing the lesion mask into the segmentation failed"))
     finally:
         scene.RemoveNode(labelmap)
     seg = segmentation.GetSegmentation()
@@ -99,9 +101,10 @@ def segmentation_to_mask(scene, segmentation, reference, segment_id: str | None 
             if segment_id is None or sid == segment_id:
                 ids.InsertNextValue(sid)
         if ids.GetNumberOfValues() == 0:
-            raise ValueError(f"segmentation '{segmentation.GetName()}' has no segment to use as lesion mask")
+            raise ValueError(_("segmentation '{name}' has no segment to use as lesion mask").format(
+                name=segmentation.GetName()))
         if not logic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, reference):
-            raise RuntimeError("exporting the lesion segment to a labelmap failed")
+            raise RuntimeError(_("exporting the lesion segment to a labelmap failed"))
         mask = np.asarray(su.arrayFromVolume(labelmap)).transpose(2, 1, 0) > 0
     finally:  # the labelmap and what the export made for it (display node, colour table): the scene is unchanged
         added = [scene.GetNthNode(k) for k in range(scene.GetNumberOfNodes())]

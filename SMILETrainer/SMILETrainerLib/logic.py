@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from SMILESynthesisLib.i18n import tr as _
+
 from .process import EventFollower, TrainingProcess
 
 # Table columns filled from each epoch event; loss terms are added as they appear.
@@ -31,16 +33,17 @@ class DatasetReport:
         if self.folder_problem:
             return self.folder_problem
         if not self.cases:
-            return (f"No BraTS cases found in {self.folder} (expected files like <case>/<case>_t2.nii.gz "
-                    "or <case>/<case>-t2w.nii.gz).")
-        lines = [f"{len(self.cases)} cases found in {self.folder}: {len(self.labeled)} labelled, "
-                 f"{len(self.unlabeled)} unlabelled."]
+            return _("No BraTS cases found in {folder} (expected files like <case>/<case>_t2.nii.gz "
+                     "or <case>/<case>-t2w.nii.gz).").format(folder=self.folder)
+        lines = [_("{count} cases found in {folder}: {labelled} labelled, {unlabelled} unlabelled.").format(
+            count=len(self.cases), folder=self.folder, labelled=len(self.labeled), unlabelled=len(self.unlabeled))]
         if self.missing_modality:
-            lines.append(f"No {self.modality} image in: " + ", ".join(self.missing_modality))
+            lines.append(_("No {modality} image in: {cases}").format(modality=self.modality,
+                                                                     cases=", ".join(self.missing_modality)))
         for case, problem in self.problems.items():
             lines.append(f"{case}: {problem}")
         if not self.labeled and self.cases:
-            lines.append("No labelled case: training needs at least one segmentation.")
+            lines.append(_("No labelled case: training needs at least one segmentation."))
         return "\n".join(lines)
 
 
@@ -130,13 +133,13 @@ class TrainerLogic:
     # ---- process ----------------------------------------------------------------------
     def start(self, settings: TrainingSettings, resume: bool = False, python: str | None = None):
         if self.process is not None and self.process.running:
-            raise RuntimeError("a training is already running")
+            raise RuntimeError(_("a training is already running"))
         report = scan_dataset(settings.data_dir, settings.modality)
         if not report.usable:
-            raise ValueError("the dataset cannot be used for training:\n" + report.summary())
+            raise ValueError(_("the dataset cannot be used for training:\n{summary}").format(summary=report.summary()))
         out = Path(settings.out_dir)
         if resume and not (out / "checkpoint.pt").is_file():
-            raise FileNotFoundError(f"nothing to resume: no checkpoint in {out}")
+            raise FileNotFoundError(_("nothing to resume: no checkpoint in {folder}").format(folder=out))
         out.mkdir(parents=True, exist_ok=True)
         self.follower = EventFollower(out / "events.jsonl")
         self.follower.read_new()  # skip events of earlier runs in this folder
@@ -190,9 +193,10 @@ class TrainerLogic:
             self._drained = True
             if self.finished is None and not self.stopped_by_user:
                 tail = "\n".join(self.log[-10:])
-                self.finished = {"event": "error", "message": (
-                    f"the training process ended without reporting why (exit code {self.process.returncode})"
-                    + (f"; its last output:\n{tail}" if tail else ""))}
+                message = _("the training process ended without reporting why (exit code {code})").format(
+                    code=self.process.returncode)
+                last = _("its last output:")
+                self.finished = {"event": "error", "message": f"{message}; {last}\n{tail}" if tail else message}
         return events
 
     _drained = False
