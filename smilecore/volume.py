@@ -44,8 +44,8 @@ import numpy as np
 from nibabel import orientations as nio
 
 from .files import one_line
-from .inputchecks import (InputWarning, VolumeError, check_not_label_map, nibabel_quiet,  # noqa: F401
-                          orientation_note, signed_intensities, verify_gzip)
+from .inputchecks import (InputWarning, VolumeError, check_not_label_map, fill_holes,  # noqa: F401
+                          nibabel_quiet, orientation_note, signed_intensities, verify_gzip)
 
 CANONICAL_AXCODES = ("L", "P", "S")
 CLIP_PERCENTILE = 99.5
@@ -282,7 +282,7 @@ def find_brain(data: np.ndarray, spacing=(1.0, 1.0, 1.0), where: str = "volume",
         return Brain(foreground, level, noise, 0.0)
     sizes = np.bincount(labels.ravel())[1:]
     largest = labels == int(np.argmax(sizes)) + 1
-    mask = ndimage.binary_fill_holes(largest)
+    mask = fill_holes(largest)
     brain_ml = float(mask.sum()) * voxel_ml
     outside_ml = float(sizes.sum() - sizes.max()) * voxel_ml
     if brain_ml > MAX_BRAIN_ML:
@@ -294,9 +294,7 @@ def find_brain(data: np.ndarray, spacing=(1.0, 1.0, 1.0), where: str = "volume",
     # A skull is a dark layer between brain and scalp: enclosed within each axial slice (a slab, or
     # a scalp joined to the brain at the neck, leaves it open in 3D) and near the surface
     # (ventricles and a dark necrosis lie deeper). Skull-stripped BraTS cases: 0.4-2.3 mL.
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
-    slices_filled = ndimage.binary_fill_holes(largest, structure=in_plane)
+    slices_filled = fill_holes(largest, in_plane=True)
     enclosed = slices_filled & ~largest
     if float(enclosed.sum()) * voxel_ml > MAX_ENCLOSED_DARK_ML:
         depth = ndimage.distance_transform_edt(slices_filled, sampling=spacing)
