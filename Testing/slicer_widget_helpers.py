@@ -30,13 +30,44 @@ def slicer(tmp_path, monkeypatch):
     restore = standins.assemble()
     standins.slot_errors.clear()
     import slicer
-    yield slicer
-    restore()
+    try:
+        yield slicer
+    finally:
+        _tear_down()
+        restore()
+
+
+_made: list = []  # this test's panels (widget, parent) and QTimers, for _tear_down
+
+
+def _tear_down():
+    """What a test made, undone whether it passed or failed (a failing test skips its own cleanup):
+    timers stopped, each panel's cleanup() run (a synthesis, batch or training still running is
+    cancelled and its processes killed), and the Qt objects deleted now, in Qt's order, rather than
+    by Python's garbage collector during a later test (which once crashed a run after a failure)."""
+    from PyQt5 import QtCore, QtWidgets, sip
+    for thing in reversed(_made):
+        widget, parent = thing if isinstance(thing, tuple) else (None, thing)
+        timer = getattr(widget, "_timer", None)
+        for qobject in (timer, parent):
+            if qobject is not None and not sip.isdeleted(qobject):
+                if isinstance(qobject, QtCore.QTimer):
+                    qobject.stop()
+                qobject.deleteLater()
+        if widget is not None:
+            try:
+                widget.cleanup()  # twice is harmless: each step checks what is left to do
+            except Exception as exc:  # noqa: BLE001 (the test's own failure is the one to report)
+                print(f"teardown: {type(widget).__name__}.cleanup() raised {exc!r}")
+    _made.clear()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
+    QtWidgets.QApplication.processEvents()
 
 
 def _panel(slicer, name):
     module_file, _ = standins.load_module(name)
     widget, parent = standins.make_widget(module_file, name)
+    _made.append((widget, parent))
     return module_file, widget
 
 
@@ -131,4 +162,5 @@ def _ticking():
     timer.setInterval(50)
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
     timer.start()
+    _made.append(timer)
     return ticks, timer
