@@ -29,9 +29,15 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _train(cohort, out, processes: int, extra=(), popen=False):
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                 "-m", "smilecore.cli"] if processes > 1 else [sys.executable, "-m", "smilecore.cli"])
-    cmd = [*launcher, "train", str(cohort), "--out", str(out), *ARGS, *extra]
+    """`smile train` under torchrun with `processes` workers; the one-process reference runs the
+    same command line in this process (a process start and torch's import saved)."""
+    args = ["train", str(cohort), "--out", str(out), *ARGS, *extra]
+    if processes == 1:
+        from smilecore.cli import main
+        assert main(args) == 0
+        return None
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+           "-m", "smilecore.cli", *args]
     if popen:
         return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
