@@ -27,9 +27,15 @@ def cohort(tmp_path_factory) -> Path:
     return write_cohort(tmp_path_factory.mktemp("cohort"), n_cases=7, seed=1, shape=(40, 40, 16), unlabeled=1)
 
 
+# torch's thread count each session-trained run used: CPU results differ in the last bits
+# between thread counts, and the kill -9 test resumes to trained_run's exact weights
+TRAINED_WITH_THREADS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="session")
 def trained_run(cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
+    TRAINED_WITH_THREADS["trained_run"] = torch.get_num_threads()
     Trainer(tiny_config(cohort, out, transplant_weight=1.0)).run()
     return out
 
