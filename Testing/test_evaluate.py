@@ -47,13 +47,11 @@ def test_spred_is_trained_once_and_cached(cohort, tmp_path):
 
 @pytest.mark.slow
 def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
+    from smilecore.cli import main   # in this process (test_cli_and_writes runs a `smile evaluate` process)
     out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "smilecore.cli", "evaluate", str(trained_run / MODEL_NAME),
-                        "--data", str(cohort), "--spred-steps", "20", "--spred-base", "8", "--transplants", "6",
-                        "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
-                        "--figure", str(tmp_path / "kt.png")],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert main(["evaluate", str(trained_run / MODEL_NAME), "--data", str(cohort), "--spred-steps", "20",
+                 "--spred-base", "8", "--transplants", "6", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                 "--figure", str(tmp_path / "kt.png")]) == 0
     report = json.loads(out.read_text())
     assert (tmp_path / "kt.png").stat().st_size > 1000 and report["figure"] == str(tmp_path / "kt.png")
     assert 0 < report["identity"] <= 1 and report["abnormal_slices"] > 0
