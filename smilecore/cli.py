@@ -205,7 +205,7 @@ def cmd_evaluate(args) -> int:
                   transplants_from=args.transplants_from)
     if args.figure and transplants is not None:
         from .evaluate import known_truth_figure
-        report["figure"] = str(known_truth_figure(model.nets["G"], transplants, args.figure))
+        report["figure"] = str(known_truth_figure(model.nets["G"], transplants, args.figure, S=model.nets["S"]))
     text = json.dumps(report, indent=1)
     if args.report:
         write_text_atomic(args.report, text, "report")

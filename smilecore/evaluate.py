@@ -53,11 +53,13 @@ import torch.nn.functional as F
 
 from . import metrics
 from .dataset import CachedCase, EpochSampler, SliceSet
-from .gated import context_of, neighbour_index, with_context
+from .gated import GatedGenerator, context_of, neighbour_index
 from .known_truth import (PAIRINGS, TransplantSet, best_constant, mean_fill, transplant_set,  # noqa: F401
                           transplant_slabs)
-from .lesionfill import FILL_GROW, fill_lesion_array, grow
+from .lesionfill import fill_lesion_array, grow
 from .modelfile import SmileModel, atomic_torch_save
+from .pseudonormal import (G_input, known_truth_figure, pseudo_normal, pseudo_normal_mask_given,  # noqa: F401
+                           pseudo_normal_S_mask_fill, run_net, slices_for_G)
 from .train import collate
 from .volume import Normalisation
 from .unet import Segmentor
@@ -219,7 +221,7 @@ def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: 
         if len(mb.slices):
             p = torch.softmax(torch.from_numpy(run_net(S, mb.image, batch)), dim=1)[:, 1].numpy()
             X = mb.image if mb.context is None else mb.context
-            change = np.abs(pseudo_normal(G, X, batch) - mb.image)[mb.measured]
+            change = np.abs(pseudo_normal(G, X, batch, S) - mb.image)[mb.measured]
             counts = np.array([mb.measured.sum(), (p > threshold)[mb.measured].sum(),
                                (change > HEALTHY_CHANGE).sum(), change.sum()], np.float64)
             tot += counts
@@ -238,83 +240,7 @@ def healthy_brain(G, S, cases: list[CachedCase], threshold: float = 0.5, batch: 
                          for c, e in per_case.items()}}
 
 
-def G_input(G, images: np.ndarray, z=None) -> np.ndarray:
-    """G's input for a stack of slices (N x H x W): N x (2k+1) x H x W for a G that sees k
-    neighbouring slices, taken from the stack at axial positions `z` (None: the slices are
-    unrelated, each its own neighbour); the stack itself for a 2D G."""
-    k = context_of(G)
-    if k == 0:
-        return images
-    return with_context(images, np.arange(len(images)) * 2 if z is None else z, k)
-
-
-def slices_for_G(G, picks: list[tuple[CachedCase, int]]) -> np.ndarray:
-    """G's input for kept slices of cached cases, (case, index) each: N x H x W, or with each
-    slice's neighbours N x (2k+1) x H x W for a G that sees k neighbouring slices."""
-    k = context_of(G)
-    rows = [c.image[neighbour_index(c.z, k)[i]] if k else c.image[i] for c, i in picks]
-    return np.stack([np.asarray(r, np.float32) for r in rows])
-
-
-def _centre(X: np.ndarray) -> np.ndarray:
-    """The slices themselves out of G's input (N x H x W, or N x C x H x W with neighbours)."""
-    return X if X.ndim == 3 else X[:, X.shape[1] // 2]
-
-
-def _fill_each(X: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """fill_lesion_array on every slice of G's input, neighbours included, each with its own mask."""
-    return fill_lesion_array(X.reshape(-1, *X.shape[-2:]), masks.reshape(-1, *X.shape[-2:]),
-                             FILL_GROW).reshape(X.shape)
-
-
-def pseudo_normal(G, X: np.ndarray, batch: int = 16) -> np.ndarray:
-    """G's output inside the brain, the input outside (as synthesis writes it); N x H x W.
-    X: the slices (N x H x W) or G's input with neighbours (`G_input`)."""
-    images = _centre(X)
-    return np.where(images > 0, run_net(G, X, batch)[:, 0], images)
-
-
-def pseudo_normal_mask_given(G, X: np.ndarray, masks: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Review mode as synthesis runs it (lesion_fill "smooth"): the input outside the mask and,
-    inside it, G on the input with the mask filled (in the neighbouring slices too, each with
-    its own mask: `masks` has X's shape)."""
-    return np.where(_centre(masks), run_net(G, _fill_each(X, masks), batch)[:, 0], _centre(X))
-
-
-def pseudo_normal_S_mask_fill(G, S, X: np.ndarray, batch: int = 16) -> np.ndarray:
-    """The tried, unshipped addition: G on the input with S's own lesion mask filled (G's whole
-    output, as `identity` is computed for G alone)."""
-    flat = X.reshape(-1, *X.shape[-2:])
-    masks = (run_net(S, flat, batch).argmax(1) > 0).reshape(X.shape)
-    return run_net(G, _fill_each(X, masks), batch)[:, 0]
-
-
-def known_truth_figure(G, transplants: TransplantSet, path: str | Path, rows: int = 6) -> Path:
-    """The first `rows` transplanted lesions: lesion | pseudo-normal | with the mask given
-    (review mode) | healthy truth | mean fill, as PNG."""
-    from .overview import grid_figure
-    k = slice(0, rows)
-    image, lesion = transplants.image[k], transplants.lesion[k]
-    X, MX = (a[k] for a in transplants.G_input(context_of(G)))
-    pn, given = pseudo_normal(G, X), pseudo_normal_mask_given(G, X, MX)
-    labels = [f"{r} z{rz} <- {d} z{dz}" for r, rz, d, dz in transplants.source[k]]
-    return grid_figure(Path(path), [image, pn, given, transplants.truth[k], mean_fill(image, lesion)],
-                       ["transplanted lesion", "pseudo-normal", "mask given", "healthy truth", "mean fill"], labels)
-
-
 # ---- evaluation --------------------------------------------------------------------------
-@torch.no_grad()
-def run_net(net, images: np.ndarray, batch: int = 16, extra=None) -> np.ndarray:
-    """`net` on a stack of slices, N x H x W (or N x C x H x W: several input channels), in batches."""
-    outs = []
-    for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))
-        x = x[:, None] if x.dim() == 3 else x
-        out = net(x) if extra is None else net(x, torch.from_numpy(extra[i:i + batch].astype(np.float32))[:, None])
-        outs.append(out.numpy())
-    return np.concatenate(outs)
-
-
 def segment_cases(net, cases: list[CachedCase], batch: int = 16) -> dict[str, np.ndarray]:
     """A segmentor's lesion mask (argmax: p > 0.5) on every kept slice of each case."""
     return {case.case_id: run_net(net, np.asarray(case.image, np.float32), batch).argmax(1) > 0 for case in cases}
@@ -348,7 +274,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
         images = np.asarray(case.image, np.float32)
         truth = np.asarray(case.mask) > 0
         X = G_input(G, images, case.z)
-        G_all = run_net(G, X, batch)[:, 0]
+        G_all = run_net(G, X, batch, preds[case.case_id] if isinstance(G, GatedGenerator) else None)[:, 0]  # as synthesis
         pn_all = np.where(images > 0, G_all, images)
         near = grow(torch.from_numpy(truth)[:, None], 5)[:, 0].numpy() > 0
         healthy = (images > 0) & ~near
@@ -387,7 +313,7 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
                                          "grow": OUTSIDE_GROW, "limit": HEALTHY_CHANGE}}
     if transplants is not None:
         report.update(_known_truth(G, S, transplants, batch))
-    report.update(_through_plane_against_truth(G, test_cases, batch))
+    report.update(_through_plane_against_truth(G, S, test_cases, batch))
     report["normal_anatomy_called_lesion"] = metrics.normal_anatomy_called_lesion(
         {c.case_id: (np.asarray(c.image, np.float32), np.asarray(c.mask) > 0) for c in test_cases}, preds,
         lambda images: run_net(S, images, batch).argmax(1) > 0, mirror_axis)
@@ -401,7 +327,7 @@ def _known_truth(G, S, transplants: TransplantSet, batch: int) -> dict:
     references, pooled and per host case."""
     image, lesion = transplants.image, transplants.lesion
     X, MX = transplants.G_input(context_of(G))
-    pn = pseudo_normal(G, X, batch)
+    pn = pseudo_normal(G, X, batch, S)
     outputs = (("model", pn), ("model_mask_given", pseudo_normal_mask_given(G, X, MX, batch)),
                ("model_mask_given_no_fill", np.where(lesion, pn, image)),  # lesion_fill "none"
                ("model_S_mask_fill", pseudo_normal_S_mask_fill(G, S, X, batch)),
@@ -423,7 +349,7 @@ def _known_truth(G, S, transplants: TransplantSet, batch: int) -> dict:
     return report
 
 
-def _through_plane_against_truth(G, test_cases: list[CachedCase], batch: int) -> dict:
+def _through_plane_against_truth(G, S, test_cases: list[CachedCase], batch: int) -> dict:
     """Striping against known truth: the through-plane change inside lesion volumes pasted into
     adjacent normal slices (`transplant_slabs`), pooled over the slabs; {} when the test cases
     have no such slices."""
@@ -439,7 +365,7 @@ def _through_plane_against_truth(G, test_cases: list[CachedCase], batch: int) ->
     for image, truth, lesion in zip(slabs.image, slabs.truth, slabs.lesion):
         z = np.arange(len(image))   # a slab's slices are adjacent; its end slices see themselves repeated
         X, MX = G_input(G, image, z), G_input(G, lesion, z)
-        for name, stack in (("truth", truth), ("input", image), ("model", pseudo_normal(G, X, batch)),
+        for name, stack in (("truth", truth), ("input", image), ("model", pseudo_normal(G, X, batch, S)),
                             ("model_mask_given", pseudo_normal_mask_given(G, X, MX, batch)),
                             ("mean_fill", mean_fill(image, lesion))):
             value, n = metrics.through_plane_change(stack, lesion)

@@ -19,6 +19,9 @@ Choices:
   short training (Adam moves a logit by about lr per step). `grow` widens the open gate by that
   many pixels (a maximum filter), so that it covers the lesion's rim.
 - `from_segmentor` starts the gate as a trained S's lesion probability (a warm start).
+- Coverage (issue 23): what S marks, the pseudo-normal removes. At synthesis the gate is held
+  open over S's lesion mask and `COVER_RIM` px around it (`cover`), whatever the gate learned, so
+  no training of the gate can narrow it below S's lesion; training itself runs without `cover`.
 - The fill is lesionfill's normalised Gaussian convolution (`soft_fill`), weighted by the brain
   and (1 - A): where A is a binary mask it is exactly `smooth_fill` of that mask; it is
   differentiable in A, so the gate learns from how well the fill fits.
@@ -41,6 +44,7 @@ from .unet import UNet
 
 GATE_BIAS = -4.0
 GATE_FLOOR = 0.02
+COVER_RIM = 2  # px around S's lesion held open at synthesis (the shipped default's `grow` too)
 
 
 def gate(logits: torch.Tensor, floor: float = GATE_FLOOR) -> torch.Tensor:
@@ -123,14 +127,17 @@ class GatedGenerator(nn.Module):
         """The slice itself (N x 1 x H x W) out of G's input with its neighbours."""
         return x[:, self.context:self.context + 1]
 
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(gate logits, A, C) for a batch of slices with their neighbours (N x (2 context + 1) x H x W)."""
+    def parts(self, x: torch.Tensor, cover: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gate logits, A, C) for a batch of slices with their neighbours (N x (2 context + 1) x H x W).
+        `cover` (N x 1 x H x W, 0 or 1): a lesion mask over which, with its COVER_RIM px rim, A is 1."""
         out = self.unet(x)
         image = self.centre(x)
         logits = out[:, :1]
         A = gate(logits, self.floor)
         if self.grow:  # the gate's largest value within `grow` pixels: it covers the lesion's rim
             A = F.max_pool2d(A, 2 * self.grow + 1, stride=1, padding=self.grow)
+        if cover is not None:
+            A = torch.maximum(A, F.max_pool2d(cover.to(A.dtype), 2 * COVER_RIM + 1, stride=1, padding=COVER_RIM))
         C = soft_fill(image, 1 - A) + out[:, 1:]
         return logits, A, C
 
@@ -138,6 +145,6 @@ class GatedGenerator(nn.Module):
     def compose(image: torch.Tensor, A: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         return (1 - A) * image + A * C
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, A, C = self.parts(x)
+    def forward(self, x: torch.Tensor, cover: torch.Tensor | None = None) -> torch.Tensor:
+        _, A, C = self.parts(x, cover)
         return self.compose(self.centre(x), A, C)

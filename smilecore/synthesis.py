@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from .files import folder_lock, remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like
-from .gated import context_of, neighbour_index
+from .gated import GatedGenerator, context_of, neighbour_index
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
 from .precision import autocast_dtype, in_bf16
@@ -160,13 +160,14 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
         G_in = G_in.contiguous(memory_format=torch.channels_last)
     bf16 = dtype or torch.bfloat16
     with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None):
-        with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None and in_bf16(G)):  # gated: fp32
-            G_I = G(G_in).float()
         p = torch.softmax(S(I).float(), dim=1)[:, 1]
         if user_mask is not None:
             M = torch.from_numpy(user_mask.copy()).to(device)
         else:
             M = p > threshold
+        with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None and in_bf16(G)):  # gated: fp32
+            # a gated G is held open over M and its rim: what S (or the user) marks is removed
+            G_I = (G(G_in, cover=M[:, None]) if isinstance(G, GatedGenerator) else G(G_in)).float()
         paint = M.flatten(1).any(1) if paint is None else torch.from_numpy(np.asarray(paint, bool)).to(device)
         Pab = G_I.clone()
         if bool(paint.any()):
