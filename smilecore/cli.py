@@ -138,7 +138,7 @@ def _synthesize(args, input_path=None, model_path=None) -> int:
                               modality=getattr(args, "modality", None), notify=notify,
                               lesion_fill=getattr(args, "lesion_fill", "smooth"),
                               brain_mask=getattr(args, "brain_mask", None),
-                              precision=getattr(args, "precision", "auto"))
+                              precision=getattr(args, "precision", "auto"), flair_path=getattr(args, "flair", None))
     print(f"synthesis took {time.time() - t0:.1f} s; wrote:")
     for name, path in written.items():
         print(f"  {name:20s} {path}")
@@ -324,7 +324,16 @@ def cmd_info(args) -> int:
     from .modelsummary import model_summary
     path = args.model or default_model_path()
     model = load_model(path)
-    print(json.dumps(model.config, indent=1) if args.json else model_summary(Path(path).name, model.config))
+    if args.json:
+        print(json.dumps(model.config, indent=1))
+        return 0
+    lines = model_summary(Path(path).name, model.config).split("\n")
+    recipe = model.flair
+    lines.insert(-1, "FLAIR input    " + ("not accepted (no FLAIR segmentor)" if recipe is None else
+                                        f"accepted (smile synthesize --flair): S_flair sees {', '.join(recipe['modalities'])}"
+                                        f"{', both mirrored left-right' if recipe['mirror'] else ''}; "
+                                        f"{recipe['normalisation']} scaling"))
+    print("\n".join(lines))
     return 0
 
 

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   smile demo                                   # bundled sample case + default model
   smile synthesize case_t2.nii.gz --out-dir out/
   smile synthesize case_t2.nii.gz --mask edited_lesion.nii.gz --out-dir out/
+  smile synthesize case_t2.nii.gz --flair case_flair.nii.gz --model with-flair.pt --out-dir out/
   smile train /data/BraTS2019 --out runs/smile50 --labeled-fraction 0.5
   smile train /data/BraTS2019 --out runs/smile50 --resume
   smile evaluate runs/smile50/smile-model.pt --data /data/BraTS2019
@@ -217,6 +218,10 @@ def _add_synthesize_parser(sub) -> None:
     s.add_argument("--lesion-fill", default="smooth", choices=["smooth", "none"],
                    help="with --mask: what G gets, the input with the mask filled from the tissue around it "
                         "(smooth) or the input as it is (none, the method as published)")
+    s.add_argument("--flair", default=None,
+                   help="FLAIR NIfTI of the same head (any grid: resampled onto the input's): the lesion is found by "
+                        "the model's FLAIR segmentor, which sees both; G stays on the input. Needs a model with one "
+                        "(smile info says)")
     s.add_argument("--out-dir", required=True, help="folder for the NIfTI outputs and the PNG overview")
     s.add_argument("--brain-mask", default=None,
                    help="brain mask (NIfTI on the image's grid) for an image that is not skull-stripped: "

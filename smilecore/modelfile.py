@@ -6,9 +6,18 @@ would run code) is refused by torch before it is built. Layout:
 
     {"format": "smile-model", "format_version": 1,
      "config": <JSON string: networks, modality, normalisation, orientation, training summary>,
-     "G": state_dict, "S": state_dict, "R": state_dict}
+     "G": state_dict, "S": state_dict, "R": state_dict[, "S_flair": state_dict]}
 
 Weights may be stored in float16 to keep shipped files small; they are loaded as float32.
+
+FLAIR (issue 23, item 3): a model may carry a second segmentor, "S_flair" (networks.FLAIR_NET),
+for users who have a FLAIR beside the T2. Its recipe is the configuration's "flair_segmentor":
+{"modalities": ["t2", "flair"], "mirror": true, "normalisation": "median", "median_level": 0.4,
+"training": {...}}; what synthesis does with it is flair.py's. Its sizes in "networks" carry
+`in_ch`, which must equal the recipe's channel count (modalities, twice with mirroring): a file
+where they disagree is refused as inconsistent. Files without it load as before and accept no
+FLAIR. The format version stays 1: an older smilecore builds G, S and R only and ignores the
+extra weights, so it still reads such a file (without the FLAIR path).
 """
 from __future__ import annotations
 
@@ -23,8 +32,8 @@ import torch
 
 from . import __version__
 from .files import temporary_beside, write_failed
-from .networks import build_networks
-from .volume import MEDIAN_LEVEL
+from .networks import FLAIR_NET, build_networks
+from .volume import MEDIAN_LEVEL, NORMALISATIONS
 
 FORMAT = "smile-model"
 FORMAT_VERSION = 1
@@ -48,6 +57,11 @@ class SmileModel:
     def normalisation(self) -> str:
         """How volumes are scaled for this model (volume.NORMALISATIONS; files before it: the paper's)."""
         return self.config.get("normalisation", {}).get("method", "clip-percentile")
+
+    @property
+    def flair(self) -> dict | None:
+        """The FLAIR segmentor's recipe ("flair_segmentor" in the configuration), None without one."""
+        return self.config.get("flair_segmentor") if FLAIR_NET in self.nets else None
 
     def to(self, device) -> "SmileModel":
         for net in self.nets.values():
@@ -75,6 +89,33 @@ def model_config(sizes: dict, modality: str, training: dict | None = None,
         "lesion_threshold": 0.5,
         "training": training or {},
     }
+
+
+def flair_recipe(modalities=("t2", "flair"), mirror: bool = True, normalisation: str = "median",
+                 training: dict | None = None) -> dict:
+    """The configuration's "flair_segmentor" entry: what S_flair's input channels are (flair.py)."""
+    return {"modalities": list(modalities), "mirror": bool(mirror), "normalisation": normalisation,
+            **({"median_level": MEDIAN_LEVEL} if normalisation == "median" else {}),
+            "mirror_centre": "centre of the brain's left-right extent (T2 brain mask)",
+            "training": training or {}}
+
+
+def flair_channels(recipe: dict) -> int:
+    return len(recipe["modalities"]) * (2 if recipe["mirror"] else 1)
+
+
+def _check_flair_recipe(config: dict) -> None:
+    """A model with S_flair has a recipe that S_flair's input channels match (KeyError, ValueError)."""
+    if FLAIR_NET not in config["networks"]:
+        return
+    recipe = config["flair_segmentor"]
+    if list(recipe["modalities"][:1]) != ["t2"] or "flair" not in recipe["modalities"]:
+        raise ValueError(f"flair_segmentor modalities {recipe['modalities']}: expected t2 first, and flair")
+    if recipe["normalisation"] not in NORMALISATIONS:
+        raise ValueError(f"flair_segmentor normalisation {recipe['normalisation']!r} is not one of {NORMALISATIONS}")
+    if config["networks"][FLAIR_NET]["in_ch"] != flair_channels(recipe):
+        raise ValueError(f"{FLAIR_NET} takes {config['networks'][FLAIR_NET]['in_ch']} channels, its recipe "
+                         f"gives {flair_channels(recipe)}")
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
@@ -136,6 +177,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SmileMod
                              f"smilecore ({__version__}) reads (up to {FORMAT_VERSION}); update SMILE")
     try:
         config = json.loads(blob["config"])
+        _check_flair_recipe(config)
         nets = build_networks(config["networks"])
         for name, net in nets.items():
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob[name].items()})

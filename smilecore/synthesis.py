@@ -38,6 +38,9 @@ the networks' grid, at the model's spacing and cropped to the brain (synthesis_g
 networks run in batches with the out-of-memory fallback (`_run_networks`, here); their outputs
 back on the input's grid and in its scale (synthesis_blend.py). `synthesize_file` writes them.
 
+FLAIR (flair.py): given a FLAIR and a model with S_flair, S_flair (T2, FLAIR, both mirrored)
+finds the lesion instead of S, for everything that follows; G and R still see the T2 alone.
+
 Brain and masks (volume.py): the brain is found above the background's noise (or given by the
 caller); what lies outside it is left unchanged. A lesion mask covering more than
 `MAX_LESION_SHARE` of the brain, or lying mostly outside it, is refused.
@@ -70,15 +73,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import folder_lock, remove_stale_temps, signals_deferred, temp_name, write_failed, write_temp_like
+from .files import folder_lock, remove_stale_temps, signals_deferred, write_failed
+from .flair import check_flair_name, prepared_flair, require_flair
 from .gated import GatedGenerator, context_of, neighbour_index
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
+from .networks import FLAIR_NET
 from .precision import autocast_dtype, in_bf16
 from .synthesis_blend import compose_outputs
 from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, resample_slices  # noqa: F401
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
                                check_lesion_mask, check_modality)
+from .synthesis_write import write_temporaries
 from .volume import CanonicalVolume, load_mask, load_nifti  # noqa: F401 (CanonicalVolume: tests)
 
 OUTPUT_NAMES = ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference")
@@ -131,13 +137,15 @@ class SynthesisResult:
     difference: np.ndarray
     mask_source: str  # "segmentor" or "user"
     notes: list[str] = field(default_factory=list)  # what the user was told (notify)
+    segmentor: str = "S"  # the segmentor that ran: "S" (T2), or "S_flair" (T2 and FLAIR)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {n: getattr(self, n) for n in OUTPUT_NAMES}
 
 
 def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: torch.device,
-               channels_last: bool = False, lesion_fill: str = "smooth", context=None, dtype=None, paint=None):
+               channels_last: bool = False, lesion_fill: str = "smooth", context=None, dtype=None, paint=None,
+               seg=None):
     """G, S and R on a stack of slices (N, X, Y) in [0, 1]; numpy (G(I), R(G(I), M), p, M).
     With a user mask and `lesion_fill` "smooth", G gets the slice with the mask filled
     (lesionfill.fill_lesion) instead of I. `context`: for a G that sees neighbouring slices,
@@ -145,11 +153,13 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
     `dtype`: the autocast dtype (torch.bfloat16), or None for fp32 (precision.py).
     R runs only on the slices that get a lesion (`paint`, one bool per slice; None: where M has
     one): elsewhere its output is never used (synthesis_blend fades R's change out within
-    FILL_GROW px of the lesion in-plane), and R(G(I), M) is given as G(I) there."""
+    FILL_GROW px of the lesion in-plane), and R(G(I), M) is given as G(I) there.
+    `seg`: S_flair's input (N x C x X x Y, grid.segmentor_slices), S being S_flair; None: S sees I."""
     G, S, R = nets
     I = torch.from_numpy(image[:, None].copy()).to(device)
+    S_in = I if seg is None else torch.from_numpy(seg).to(device)
     if channels_last:
-        I = I.contiguous(memory_format=torch.channels_last)
+        I, S_in = (t.contiguous(memory_format=torch.channels_last) for t in (I, S_in))
     G_in, G_mask = I, None if user_mask is None else user_mask[:, None]
     if context is not None:
         G_in, G_mask = torch.from_numpy(context[0].copy()).to(device), context[1]
@@ -160,7 +170,7 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
         G_in = G_in.contiguous(memory_format=torch.channels_last)
     bf16 = dtype or torch.bfloat16
     with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None):
-        p = torch.softmax(S(I).float(), dim=1)[:, 1]
+        p = torch.softmax(S(S_in).float(), dim=1)[:, 1]
         if user_mask is not None:
             M = torch.from_numpy(user_mask.copy()).to(device)
         else:
@@ -245,16 +255,16 @@ class _Placement:
 
 
 def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.device, channels_last: bool,
-               lesion_fill: str, around, precision: str = "auto", paint=None):
+               lesion_fill: str, around, precision: str = "auto", paint=None, seg=None):
     """`_run_batch` on one batch: (its outputs, None), or (None, the error's first sentences) when
     it ran out of memory. The error is only summarised here, so that the retry runs outside the
     except block (whose traceback would keep the failed batch's tensors alive)."""
     try:
         if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
             _channels_last(model)
-        nets = tuple(model.nets[n] for n in "GSR")
+        nets = tuple(model.nets[n] for n in ("G", "S" if seg is None else FLAIR_NET, "R"))
         return _run_batch(nets, image, m, threshold, device, channels_last, lesion_fill, around,
-                          autocast_dtype(precision, device), paint), None
+                          autocast_dtype(precision, device), paint, seg), None
     except (RuntimeError, MemoryError) as exc:
         if not _is_out_of_memory(exc):
             raise
@@ -287,8 +297,9 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
                     around = tuple(None if a is None else grid.slices_with_neighbours(a, rows)
                                    for a in (grid.image, grid.mask))
                 paint = None if grid.lesion_z is None else grid.lesion_z[z]
+                seg = None if grid.seg is None else grid.segmentor_slices(z)
                 out, failure = _try_batch(model, image, m, threshold, place.device, channels_last, lesion_fill,
-                                          around, precision, paint)
+                                          around, precision, paint, seg)
                 if out is None:
                     batch = place.after_out_of_memory(batch, batch_size, failure, image)
                     continue
@@ -305,7 +316,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
                batch_size: int = 16, progress=None, cancel=None, where: str = "volume",
                modality: str | None = None, notify=None, channels_last: bool = True,
                lesion_fill: str = "smooth", brain: np.ndarray | None = None,
-               precision: str = "auto") -> SynthesisResult:
+               precision: str = "auto", flair: tuple | None = None, flair_where: str = "FLAIR volume") -> SynthesisResult:
     """Run G, S and R over `data` (3D array with its voxel-to-world `affine`).
 
     `mask`: optional lesion mask in the same voxel order as `data`; it replaces S's mask for
@@ -320,7 +331,11 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     `brain`: the caller's brain mask in the voxel order of `data` (else it is found, volume.find_brain).
     `precision`: "auto", "fp32" or "bf16", the networks' arithmetic (precision.py: "auto" is bf16
     on CUDA and on CPUs with native bf16, fp32 elsewhere).
+    `flair`: (array, affine) of a FLAIR of the same head, any grid (flair.py); S_flair then finds the
+    lesion (refused before any work when the model has none). `flair_where` names it in messages.
     """
+    if flair is not None:
+        require_flair(model)
     if lesion_fill not in FILLS:
         raise ValueError(f"lesion_fill must be one of {FILLS}, not {lesion_fill!r}")
     autocast_dtype(precision, torch.device("cpu"))   # an unknown precision is refused before any work
@@ -331,15 +346,19 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     vol = canonical_volume(data, affine, model, where, brain, tell, lesion_mask=mask)  # a voided image: mask is brain
     user_mask = canonical_lesion_mask(mask, data, vol, where, tell)
     # the networks' grid: the model's in-plane spacing, cropped to the brain
-    grid = network_grid(vol, user_mask, model, where, tell)
+    seg = None if flair is None else prepared_flair(model, flair, affine, vol, flair_where, where, tell)
+    grid = network_grid(vol, user_mask, model, where, tell, seg)
+    if seg is not None:
+        tell(f"{where}: the lesion mask is {FLAIR_NET}'s, the segmentor that sees the T2 and the FLAIR")
     threshold = float(model.config.get("lesion_threshold", 0.5))
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
                          where, precision)
-    vol.image = grid.image = None   # the networks are done: their input (a full-size array) is freed
+    vol.image = grid.image = grid.seg = seg = None   # the networks are done: their inputs are freed
     # back on the input's grid and in its scale, then in its voxel order (views: no copies)
     outputs = compose_outputs(vol, grid, outs, threshold, user_mask)
     return SynthesisResult(**{name: vol.to_input_order(outputs[name], copy=False) for name in OUTPUT_NAMES},
-                           mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes)
+                           mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes,
+                           segmentor="S" if flair is None else FLAIR_NET)
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
@@ -356,37 +375,11 @@ def check_output_folder(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def _write_temporaries(result: SynthesisResult, data, affine, img, out_dir: Path, stem: str, overview: bool,
-                       pending: dict) -> None:
-    """Each output to its temporary name, recorded in `pending` (name: (temporary, final)) as soon
-    as it exists. Memory: each array is let go once written, and the overview (which needs the
-    input, the pseudo-normal, the pseudo-abnormal and the mask) comes when the other two are gone."""
-    from .overview import overview_image
-
-    def write(name):
-        final = out_dir / f"{stem}_{name}.nii.gz"
-        dtype = np.uint8 if name == "lesion_mask" else np.float32
-        pending[name] = (write_temp_like(getattr(result, name), img, final, dtype=dtype), final)
-        setattr(result, name, None)
-    for name in ("lesion_probability", "difference"):
-        write(name)
-    if overview:
-        final = out_dir / f"{stem}_overview.png"
-        tmp = temp_name(final)
-        pending["overview"] = (tmp, final)
-        try:
-            overview_image(data, affine, result).save(tmp, format="PNG")
-        except OSError as exc:
-            raise write_failed(final, exc, "PNG overview") from exc
-    for name in ("pseudo_normal", "pseudo_abnormal", "lesion_mask"):
-        write(name)
-
-
 def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileModel | None = None,
                     mask_path: str | Path | None = None, batch_size: int = 16, progress=None,
                     overview: bool = True, modality: str | None = None, notify=None,
                     lesion_fill: str = "smooth", brain_mask: str | Path | None = None,
-                    precision: str = "auto") -> dict[str, Path]:
+                    precision: str = "auto", flair_path: str | Path | None = None) -> dict[str, Path]:
     """Synthesise from a NIfTI file; write each output as NIfTI with the input's header, and a
     PNG overview. Returns the written paths by output name.
 
@@ -397,7 +390,8 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     name first, and all are renamed into place once every one has been written. The output
     folder is locked for the run (files.folder_lock: a second run into it is refused), stale
     temporary files of killed runs are removed, and `notify` says when earlier outputs are replaced.
-    `precision`: the networks' arithmetic (see `synthesize`)."""
+    `precision`: the networks' arithmetic (see `synthesize`). `flair_path`: a FLAIR of the same
+    head for the model's S_flair (flair.py; refused before any work by a model without one)."""
     def tell(message: str):
         if notify is not None:
             notify(message)
@@ -408,7 +402,12 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     model = model or load_model(default_model_path())
     where = f"image {input_path}"
     check_modality(model, stated=modality, name=input_path, where=where)
+    flair_where = f"FLAIR {flair_path}"
+    if flair_path is not None:
+        require_flair(model)
+        check_flair_name(flair_path, flair_where)
     data, affine, img = load_nifti(input_path)
+    flair = None if flair_path is None else load_nifti(flair_path, "FLAIR")[:2]
 
     def grid_mask(path, what):
         return None if path is None else load_mask(path, data.shape, affine, what, image_name=str(input_path))
@@ -417,14 +416,15 @@ def synthesize_file(input_path: str | Path, out_dir: str | Path, model: SmileMod
     with folder_lock(out_dir):
         remove_stale_temps(out_dir)
         result = synthesize(data, affine, model, mask, batch_size, progress, where=where, notify=notify,
-                            lesion_fill=lesion_fill, brain=brain, precision=precision)
+                            lesion_fill=lesion_fill, brain=brain, precision=precision, flair=flair,
+                            flair_where=flair_where)
         stem = input_path.name.replace(".nii.gz", "").replace(".nii", "")
         stem = stem[:-4] if stem.endswith((".hdr", ".img")) else stem  # an Analyze pair
         if mask_path is not None:  # review mode has its own names: the automatic results stay as they are
             stem += "_reviewed"
         pending: dict[str, tuple[Path, Path]] = {}  # name: (temporary, final)
         try:
-            _write_temporaries(result, data, affine, img, out_dir, stem, overview, pending)
+            write_temporaries(result, data, affine, img, out_dir, stem, overview, pending)
             pending = {name: pending[name] for name in (*OUTPUT_NAMES, "overview") if name in pending}
             replaced = [final.name for _, final in pending.values() if final.exists()]
             written = {}

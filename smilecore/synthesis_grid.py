@@ -8,6 +8,10 @@ and the networks' *change* is resampled back (synthesis_blend.py). Through-plane
 resampled; slices thicker than `THICK_SLICE_FACTOR` x the training spacing get a note.
 
 Crop: `brain_box`, aligned to the U-Net's down-sampling grid (see its docstring for why).
+
+FLAIR (flair.py): S_flair's input volumes (T2 and FLAIR in its recipe's scaling) are resampled
+and cropped with the image, and mirrored left-right per batch (`NetGrid.segmentor_slices`) about
+the centre of the brain's extent on the networks' grid.
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .flair import mirror_sum, mirrored
 from .gated import context_of
 from .modelfile import SmileModel
+from .networks import FLAIR_NET
 from .volume import CanonicalVolume
 
 CROP_MARGIN = 16  # pixels of background kept around the brain box (see brain_box)
@@ -77,6 +83,13 @@ class NetGrid:
     by: slice
     zs: np.ndarray
     lesion_z: np.ndarray | None = None  # per axial slice: the caller's mask has a voxel there (else None)
+    seg: tuple | None = None     # S_flair's input volumes (flair.segmentor_volumes), or None: S runs on `image`
+    mirror: int | None = None    # with `seg`: mirror left-right about this index sum (flair.mirror_sum)
+
+    @property
+    def segmentor(self) -> str:
+        """The segmentor that runs: S on the image, or S_flair on `seg`."""
+        return "S" if self.seg is None else FLAIR_NET
 
     @property
     def shape(self) -> tuple:
@@ -89,6 +102,14 @@ class NetGrid:
     def slices_with_neighbours(self, array: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The cropped slices of `array` at the N x C indices `rows`, as N x C x X' x Y'."""
         return np.moveaxis(array[self.bx, self.by][:, :, rows], (2, 3), (0, 1))
+
+    def segmentor_slices(self, z) -> np.ndarray:
+        """S_flair's input for the slices `z`, N x C x X' x Y': its volumes, then (with `mirror`)
+        each mirrored, mirrored on the whole left-right extent before the crop."""
+        whole = np.stack([np.moveaxis(v[:, self.by][:, :, z], 2, 0) for v in self.seg], 1)
+        if self.mirror is not None:
+            whole = np.concatenate([whole, mirrored(whole, self.mirror)], 1)
+        return np.ascontiguousarray(whole[:, :, self.bx])
 
 
 @dataclass
@@ -117,10 +138,11 @@ class NetOutputs:
 
 
 def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: SmileModel, where: str,
-                 tell) -> NetGrid:
+                 tell, seg: tuple | None = None) -> NetGrid:
     """The networks' grid for `vol`: resampled in-plane to the model's spacing where the input's
     differs by more than SPACING_TOLERANCE (the networks only know that scale), and the brain
-    box on the networks' down-sampling grid. `tell` gets a note on thick slices and on resampling."""
+    box on the networks' down-sampling grid. `tell` gets a note on thick slices and on resampling.
+    `seg`: S_flair's input volumes (canonical order), resampled with the image."""
     trained = model_spacing(model)
     factor = np.array(vol.spacing[:2]) / np.array(trained[:2])
     resampled = bool(np.any(np.abs(factor - 1) > SPACING_TOLERANCE))
@@ -136,9 +158,11 @@ def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: Smil
         image = resample_slices(vol.image, size)
         brain = resample_slices(vol.brain, size) > 0.5
         mask = None if user_mask is None else resample_slices(user_mask, size) > 0.5
+        seg = None if seg is None else tuple(resample_slices(v, size) for v in seg)
     else:
         image, brain, mask = vol.image, vol.brain, user_mask
-    multiple = max(model.nets[n].unet.multiple for n in "GSR")
+    multiple = max(model.nets[n].unet.multiple for n in ("G", "R", "S" if seg is None else FLAIR_NET))
     bx, by, zs = brain_box(brain, multiple)
     lesion_z = None if user_mask is None else user_mask.any(axis=(0, 1))   # on the input's grid: what R must paint
-    return NetGrid(image, brain, mask, resampled, bx, by, zs, lesion_z)
+    mirror = mirror_sum(brain) if seg is not None and model.flair["mirror"] else None
+    return NetGrid(image, brain, mask, resampled, bx, by, zs, lesion_z, seg, mirror)

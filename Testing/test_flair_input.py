@@ -1,0 +1,222 @@
+"""FLAIR as an optional second input to the segmentor (issue 23, item 3; smilecore/flair.py).
+
+The model here carries an S_flair whose output can be predicted: its weights pass one chosen input
+channel straight to the lesion logit (20 x channel - 14: lesion where the channel is above 0.7),
+so the lesion mask says which channel S_flair saw and where. The FLAIR has a bright blob (1.0
+after the median scaling, tissue 0.4) away from the T2's lesion, so a mask on the blob is S_flair's
+and not S's. Volumes are small synthetic brains written as real NIfTI files.
+"""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from smilecore.cli import main as cli_main
+from smilecore.flair import NoFlairSegmentor, mirror_sum, mirrored
+from smilecore.modelfile import ModelFileError, flair_recipe, load_model, model_config, save_model
+from smilecore.networks import FLAIR_NET, build_networks
+from smilecore.synthesis import synthesize, synthesize_file
+from smilecore.synthetic import LPS, make_case
+from smilecore.volume import VolumeError
+
+SHAPE = (48, 48, 24)
+SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
+
+
+def reading_segmentor(net: nn.Module, channel: int) -> nn.Module:
+    """S_flair's U-Net made to pass input `channel` to the lesion logit (20 x it - 14) and nothing else:
+    one path through the first down block, the skip connection and the last up block."""
+    u = net.unet
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):   # eval mode: the identity (but for its eps)
+                m.weight.fill_(1.0)
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+        u.down[0][0].weight[0, channel, 1, 1] = 1.0
+        u.down[0][3].weight[0, 0, 1, 1] = 1.0
+        width = u.down[0][0].out_channels
+        u.up[-1][0].weight[0, width, 1, 1] = 1.0    # the skip's channel 0 (after the up-sampled ones)
+        u.up[-1][3].weight[0, 0, 1, 1] = 1.0
+        u.head.weight[1, 0] = 20.0
+        u.head.bias[1] = -14.0
+    return net
+
+
+def flair_model(path, channel: int = 1, generator: str = "unet"):
+    torch.manual_seed(0)
+    sizes = {**SIZES, "G": {**SIZES["G"], "kind": generator}, FLAIR_NET: {"in_ch": 4, "base": 4, "depth": 2}}
+    nets = build_networks(sizes)
+    reading_segmentor(nets[FLAIR_NET], channel)
+    config = {**model_config(sizes, "t2"), "flair_segmentor": flair_recipe()}
+    return save_model(path, nets, config)
+
+
+def blob_of(shape=SHAPE) -> np.ndarray:
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return (x - 16) ** 2 + (y - 30) ** 2 + (z - 12) ** 2 <= 16   # left of centre, posterior
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """(T2 file, FLAIR file on its grid, T2 array, FLAIR array, brain, blob, folder)."""
+    folder = tmp_path_factory.mktemp("flair-case")
+    t2, _, label = make_case(np.random.default_rng(3), SHAPE, n_lesions=1)
+    t2 = t2.astype(np.float32)
+    brain = t2 > 0
+    blob = blob_of() & brain
+    assert not (blob & (label > 0)).any() and blob.sum() > 100
+    flair = np.where(brain, 100.0, 0.0).astype(np.float32)
+    flair[blob] = 250.0          # median 100 -> scaled 0.4; the blob 1.0 (clipped)
+    paths = folder / "case_t2.nii.gz", folder / "case_flair.nii.gz"
+    for path, data in zip(paths, (t2, flair)):
+        nib.save(nib.Nifti1Image(data, LPS), path)
+    return (*paths, t2, flair, brain, blob, folder)
+
+
+def test_the_lesion_mask_is_s_flairs_on_the_flair_of_the_same_grid(case, tmp_path):
+    _, _, t2, flair, brain, blob, _ = case
+    model = load_model(flair_model(tmp_path / "m.pt"))
+    result = synthesize(t2, LPS, model, flair=(flair, LPS), brain=brain, notify=lambda m: None)
+    assert np.array_equal(result.lesion_mask > 0, blob)          # the FLAIR channel, thresholded
+    assert result.segmentor == FLAIR_NET and any(FLAIR_NET in n for n in result.notes)
+    # the same FLAIR stored in another voxel order (RAS) is the same grid: the same result
+    ras = np.eye(4)
+    ras[:3, 3] = (1 - SHAPE[0], 1 - SHAPE[1], 0)    # voxel j of the flipped axes lies where LPS's n-1-j does
+    again = synthesize(t2, LPS, model, flair=(flair[::-1, ::-1].copy(), ras), brain=brain, notify=lambda m: None)
+    assert np.array_equal(again.lesion_mask, result.lesion_mask)
+    without = synthesize(t2, LPS, model, brain=brain, notify=lambda m: None)
+    assert without.segmentor == "S" and not np.array_equal(without.lesion_mask > 0, blob)
+
+
+def test_a_flair_on_a_2mm_grid_in_another_voxel_order_is_resampled_onto_the_t2(case, tmp_path):
+    _, _, t2, flair, brain, blob, _ = case
+    model = load_model(flair_model(tmp_path / "m.pt"))
+    coarse = flair[::2, ::2, ::2][::-1].copy()     # every other voxel, left-right order reversed
+    affine = LPS @ np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:, 0] *= -1
+    affine[:3, 3] = LPS[:3, :3] @ np.array([2.0 * (coarse.shape[0] - 1), 0, 0])
+    notes = []
+    result = synthesize(t2, LPS, model, flair=(coarse, affine), brain=brain, notify=notes.append)
+    mask = result.lesion_mask > 0
+    dice = 2 * (mask & blob).sum() / (mask.sum() + blob.sum())
+    assert dice > 0.8, dice
+    assert any("resampled onto the T2's voxel grid" in n for n in notes)
+
+
+def test_the_mirrored_channel_mirrors_about_the_brains_centre(case, tmp_path):
+    _, _, t2, flair, brain, blob, _ = case
+    model = load_model(flair_model(tmp_path / "m.pt", channel=3))   # 3: the FLAIR mirrored
+    result = synthesize(t2, LPS, model, flair=(flair, LPS), brain=brain, notify=lambda m: None)
+    expected = mirrored(np.moveaxis(blob, 2, 0), mirror_sum(brain))    # (Z, X, Y) slices
+    assert expected.sum() > 100
+    assert np.array_equal(result.lesion_mask > 0, np.moveaxis(expected, 0, 2) & brain)
+    assert not (result.lesion_mask > 0)[blob].any()
+
+
+def _hooked(net, calls):
+    return net.register_forward_hook(lambda module, args, kwargs, out: calls.append((args, kwargs, out)),
+                                     with_kwargs=True)
+
+
+def test_g_sees_and_gives_the_same_with_and_without_flair(case, tmp_path):
+    _, _, t2, flair, brain, _, _ = case
+    model = load_model(flair_model(tmp_path / "m.pt"))
+    runs = []
+    for given in (None, (flair, LPS)):
+        g, s = [], []
+        hooks = _hooked(model.nets["G"], g), _hooked(model.nets["S"], s)
+        synthesize(t2, LPS, model, flair=given, brain=brain, notify=lambda m: None, batch_size=4)
+        for h in hooks:
+            h.remove()
+        runs.append((g, s))
+    (g0, s0), (g1, s1) = runs
+    assert len(g0) == len(g1) > 0 and len(s0) > 0 and s1 == []     # with FLAIR, S does not run
+    for (a_in, _, a_out), (b_in, _, b_out) in zip(g0, g1):
+        assert torch.equal(a_in[0], b_in[0]) and torch.equal(a_out, b_out)
+
+
+def test_the_gated_gs_cover_is_s_flairs_mask(case, tmp_path):
+    _, _, t2, flair, brain, blob, _ = case
+    model = load_model(flair_model(tmp_path / "m.pt", generator="gated"))
+    calls = []
+    hook = _hooked(model.nets["G"], calls)
+    result = synthesize(t2, LPS, model, flair=(flair, LPS), brain=brain, notify=lambda m: None)
+    hook.remove()
+    covered = sum(int(kwargs["cover"].sum()) for _, kwargs, _ in calls)
+    assert covered == int(blob.sum()) == int(result.lesion_mask.sum())
+    # held open over the blob: the pseudo-normal changed there, the input kept elsewhere in the brain
+    assert not np.allclose(result.pseudo_normal[blob], t2[blob])
+
+
+def test_a_model_without_s_flair_refuses_a_flair_before_any_work(case, model_path, tmp_path):
+    t2_path, flair_path, t2, flair, *_ = case
+    with pytest.raises(NoFlairSegmentor, match=f"^model file {model_path} has no FLAIR segmentor; "):
+        synthesize_file(t2_path, tmp_path / "out", load_model(model_path), flair_path=tmp_path / "missing.nii.gz")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(NoFlairSegmentor):
+        synthesize(t2, LPS, load_model(model_path), flair=(flair, LPS))
+    assert load_model(model_path).flair is None
+
+
+def test_a_flair_that_does_not_overlap_the_t2s_brain_is_refused_naming_the_file(case, tmp_path):
+    t2_path, _, _, flair, *_ = case
+    model = load_model(flair_model(tmp_path / "m.pt"))
+    for shift, share in ((300.0, "0"), (12.0, None)):   # far away; about half of the brain outside
+        affine = LPS.copy()
+        affine[2, 3] = shift
+        path = tmp_path / f"shifted{int(shift)}_flair.nii.gz"
+        nib.save(nib.Nifti1Image(flair, affine), path)
+        with pytest.raises(VolumeError) as err:
+            synthesize_file(t2_path, tmp_path / "out", model, flair_path=path)
+        message = str(err.value)
+        assert message.startswith(f"FLAIR {path}: covers ") and "\n" not in message
+        share = share or message.split("covers ")[1].split(" %")[0]
+        assert f"covers {share} % of the T2's brain (at least 90 % is needed" in message
+        assert shift > 100 or 30 < int(share) < 70, message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_the_command_line_takes_a_flair_and_info_says_so(case, tmp_path, capsys):
+    t2_path, flair_path, t2, flair, brain, blob, _ = case
+    model = flair_model(tmp_path / "m.pt")
+    out = tmp_path / "out"
+    assert cli_main(["synthesize", str(t2_path), "--flair", str(flair_path), "--model", str(model),
+                     "--out-dir", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"the lesion mask is {FLAIR_NET}'s" in err
+    mask = nib.load(out / "case_t2_lesion_mask.nii.gz").get_fdata() > 0
+    assert np.array_equal(mask, blob)
+    assert cli_main(["info", str(model)]) == 0
+    assert "FLAIR input    accepted (smile synthesize --flair): S_flair sees t2, flair, both mirrored" in \
+        capsys.readouterr().out
+    t2_named = tmp_path / "other_t2.nii.gz"        # a FLAIR argument named like a T2: refused
+    nib.save(nib.Nifti1Image(flair, LPS), t2_named)
+    assert cli_main(["synthesize", str(t2_path), "--flair", str(t2_named), "--model", str(model),
+                     "--out-dir", str(tmp_path / "o2")]) == 1
+    assert capsys.readouterr().err.strip() == (f"smile synthesize: error: FLAIR {t2_named}: its name says t2 "
+                                               "(BraTS suffix), not FLAIR; give the FLAIR image")
+
+
+def test_model_files_with_and_without_s_flair(tmp_path, model_path):
+    path = flair_model(tmp_path / "m.pt")
+    model = load_model(path)
+    assert set(model.nets) == {"G", "S", "R", FLAIR_NET}
+    assert model.flair["modalities"] == ["t2", "flair"] and model.flair["mirror"] is True
+    assert model.flair["normalisation"] == "median"
+    # a recipe whose channels S_flair does not take: refused as inconsistent, naming the file
+    blob = torch.load(path, weights_only=True)
+    import json
+    config = json.loads(blob["config"])
+    config["flair_segmentor"]["mirror"] = False
+    blob["config"] = json.dumps(config)
+    bad = tmp_path / "bad.pt"
+    torch.save(blob, bad)
+    with pytest.raises(ModelFileError, match=f"model file {bad}: damaged or inconsistent .*S_flair takes 4"):
+        load_model(bad)
+    assert set(load_model(model_path).nets) == {"G", "S", "R"}
