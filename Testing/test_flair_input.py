@@ -220,3 +220,35 @@ def test_model_files_with_and_without_s_flair(tmp_path, model_path):
     with pytest.raises(ModelFileError, match=f"model file {bad}: damaged or inconsistent .*S_flair takes 4"):
         load_model(bad)
     assert set(load_model(model_path).nets) == {"G", "S", "R"}
+
+
+def test_add_flair_segmentor_trains_on_the_models_training_split_only(tmp_path, capsys):
+    """scripts/add_flair_segmentor.py on a small cohort (FLAIR files beside the T2s): two steps of
+    a tiny S_flair; the copy has it, G, S and R unchanged, and only the split's training cases."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from smilecore.synthetic import write_cohort
+    cohort = write_cohort(tmp_path / "cohort", n_cases=4, seed=2, shape=(40, 40, 12))
+    for t2 in cohort.glob("*/*_t2.nii.gz"):
+        shutil.copy(t2, t2.with_name(t2.name.replace("_t2.", "_flair.")))
+    ids = sorted(p.name for p in cohort.iterdir() if p.is_dir())
+    split = {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
+    torch.manual_seed(0)
+    source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2", training={"split": split}))
+    spec = importlib.util.spec_from_file_location(
+        "add_flair_segmentor", Path(__file__).resolve().parents[1] / "scripts" / "add_flair_segmentor.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "with-flair.pt"
+    assert script.main([str(source), str(cohort), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                        "--crop", "32", "--base", "4", "--depth", "2"]) == 0
+    model, before = load_model(out), load_model(source)
+    assert model.flair["training"]["cases"] == ids[:2] and model.flair["training"]["steps"] == 2
+    assert model.nets[FLAIR_NET].unet.down[0][0].in_channels == 4
+    for name in "GSR":
+        for key, value in before.nets[name].state_dict().items():
+            assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)
+    with pytest.raises(SystemExit, match="--out is the input model"):
+        script.main([str(source), str(cohort), "--out", str(source)])
