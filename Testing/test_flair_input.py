@@ -180,6 +180,12 @@ def test_a_flair_that_does_not_overlap_the_t2s_brain_is_refused_naming_the_file(
         assert f"covers {share} % of the T2's brain (at least 90 % is needed" in message
         assert shift > 100 or 30 < int(share) < 70, message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.nii.gz"))
+    # two slices off: most of the brain is covered, and a note says how much is not
+    affine = LPS.copy()
+    affine[2, 3] = 2.0
+    notes = []
+    synthesize(case[2], LPS, model, flair=(flair, affine), brain=case[4], notify=notes.append)
+    assert any("of the T2's brain lies outside the FLAIR's field of view" in n for n in notes), notes
 
 
 def test_the_command_line_takes_a_flair_and_info_says_so(case, tmp_path, capsys):
