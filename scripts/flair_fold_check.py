@@ -1,0 +1,103 @@
+"""The FLAIR path of `smile synthesize`, checked against cross-validation (issue 23, item 3).
+
+Takes an S_flair that scripts/cv_segmentor.py trained on one fold (recipe mirror+flair, its
+weights kept as DIR/mirror+flair/fold<k>.pt), puts it into a copy of a model (the bundled default
+unless --model), and synthesises each of the fold's test cases from its T2 with and without its
+FLAIR. Prints per case the whole-tumour Dice of the lesion mask: S_flair through synthesis (every
+slice, mirrored about the brain's centre), the same with the mirror about the array's centre (as
+cv_segmentor mirrors), S alone, and what cv_segmentor recorded for S_flair (every other slice).
+The model's S may have seen these cases in its training; S_flair has not. `--coarse-flair K`
+instead gives S_flair the FLAIR averaged over K x K x K voxels (a K mm acquisition of BraTS's
+1 mm grid), which synthesis resamples back onto the T2's grid.
+
+    python scripts/flair_fold_check.py CV_DIR DATA_DIR [--fold 0] [--cases 3] [--coarse-flair 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smilecore import synthesis_grid
+from smilecore.cases import find_cases
+from smilecore.metrics import dice
+from smilecore.modelfile import default_model_path, flair_channels, flair_recipe, load_model, save_model
+from smilecore.networks import FLAIR_NET, FlairSegmentor
+from smilecore.synthesis import synthesize
+from smilecore.volume import load_label, load_nifti
+
+
+def model_with_fold(model_path: Path, weights: Path, record: dict, out: Path):
+    model = load_model(model_path)
+    recipe = flair_recipe(training={"recipe": "mirror+flair", "fold": record["fold"], "cases": record["train"]})
+    s = record["settings"]
+    sizes = {"in_ch": flair_channels(recipe), "base": s["base"], "depth": s["depth"], "norm": "batch"}
+    net = FlairSegmentor(**sizes)
+    net.unet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    config = json.loads(json.dumps(model.config))
+    config["networks"][FLAIR_NET], config["flair_segmentor"] = sizes, recipe
+    save_model(out, {**model.nets, FLAIR_NET: net.eval()}, config)
+    return load_model(out)
+
+
+def coarse(flair: tuple, k: int) -> tuple:
+    """(data, affine) averaged over k x k x k voxel blocks: the same field of view at k times the voxel size."""
+    data, affine = flair
+    n = [s // k for s in data.shape]
+    blocks = data[:n[0] * k, :n[1] * k, :n[2] * k].reshape(n[0], k, n[1], k, n[2], k).mean(axis=(1, 3, 5))
+    scaled = affine @ np.diag([k, k, k, 1.0])
+    scaled[:3, 3] = affine[:3, :3] @ np.full(3, (k - 1) / 2) + affine[:3, 3]   # a block's centre
+    return blocks.astype(np.float32), scaled
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cv_dir")
+    ap.add_argument("data_dir")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--cases", type=int, default=3, help="how many of the fold's test cases")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--coarse-flair", type=int, default=0, help="only S_flair, on the FLAIR at this voxel size (mm)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    folder = Path(args.cv_dir) / "mirror+flair"
+    record = json.loads((folder / f"fold{args.fold}.json").read_text())
+    recorded = {c["case"]: c["dice"] for c in record["cases"]}
+    cases = {c.case_id: c for c in find_cases(args.data_dir, require=True)}
+    quiet = {"notify": lambda m: None}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = model_with_fold(Path(args.model or default_model_path()), folder / f"fold{args.fold}.pt", record,
+                                Path(tmp) / "model.pt")
+        for case_id in record["test"][:args.cases]:
+            case, t0 = cases[case_id], time.time()
+            t2, affine, _ = load_nifti(case.image("t2"))
+            flair = load_nifti(case.image("flair"))[:2]
+            truth = load_label(case.seg, t2.shape, affine)
+            if args.coarse_flair:
+                mask = synthesize(t2, affine, model, flair=coarse(flair, args.coarse_flair), **quiet).lesion_mask
+                print(f"{case_id}: S_flair on a {args.coarse_flair} mm FLAIR {dice(mask, truth):.3f}; cv_segmentor "
+                      f"recorded {recorded[case_id]:.3f} (1 mm, every other slice; {time.time() - t0:.0f} s)", flush=True)
+                continue
+            brain_centre = synthesize(t2, affine, model, flair=flair, **quiet).lesion_mask > 0
+            centre = synthesis_grid.mirror_sum
+            synthesis_grid.mirror_sum = lambda brain: brain.shape[0] - 1   # the array's centre, as in CV
+            try:
+                array_centre = synthesize(t2, affine, model, flair=flair, **quiet).lesion_mask > 0
+            finally:
+                synthesis_grid.mirror_sum = centre
+            t2_only = synthesize(t2, affine, model, **quiet).lesion_mask > 0
+            print(f"{case_id}: S_flair {dice(brain_centre, truth):.3f} (mirror about the array's centre "
+                  f"{dice(array_centre, truth):.3f}); S alone {dice(t2_only, truth):.3f}; cv_segmentor recorded "
+                  f"{recorded[case_id]:.3f} ({time.time() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
