@@ -67,20 +67,12 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("data_dir")
     ap.add_argument("--out", required=True, help="the new model file (never the input model)")
-    ap.add_argument("--steps", type=int, default=1000, help="training steps (cv_segmentor's fold runs: 1000)")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--depth", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache-dir", default=None, help="preprocessed slices (default: a temporary folder)")
+    cv = cv_segmentor()
+    cv.training_options(ap, steps=1000, crop=96)   # the settings the cross-validation measured
     args = ap.parse_args(argv)
     if Path(args.out).resolve() == Path(args.model).resolve():
         raise SystemExit("--out is the input model: write the model with S_flair to another file")
     torch.set_num_threads(args.threads)
-    cv = cv_segmentor()
     recipe = cv.RECIPES[RECIPE]
     model = load_model(args.model)
     cases = training_cases(model, args.data_dir)

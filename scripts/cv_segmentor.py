@@ -323,21 +323,26 @@ def summary(out: Path) -> str:
     return "\n".join(rows) + "\n(csf_fp, healthy_fp in percent)"
 
 
+def training_options(ap: argparse.ArgumentParser, steps: int, crop: int) -> None:
+    """S's training settings (train_S reads them), shared with add_flair_segmentor.py."""
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=crop)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None, help="preprocessed slices")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data_dir")
     ap.add_argument("--out", required=True)
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--folds", default=",".join(str(k) for k in range(N_FOLDS)))
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--depth", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache-dir", default=None)
+    training_options(ap, steps=1500, crop=128)
     ap.add_argument("--rotation-check", action="store_true", help="also Dice with slices rotated 180 degrees")
     ap.add_argument("--summary", action="store_true", help="print the table of what exists and stop")
     args = ap.parse_args(argv)
