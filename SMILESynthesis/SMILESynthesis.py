@@ -21,6 +21,7 @@ if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.
 from SMILESynthesisLib.batch import first_input_volume  # noqa: E402
 from SMILESynthesisLib.logic import (DEFAULT_MODEL, model_choice, model_choices, model_entry,  # noqa: E402
                                      sample_data_source)
+from SMILESynthesisLib.panel import output_label, outputs_holding, outputs_to_clear  # noqa: E402
 
 
 class SMILESynthesis(ScriptedLoadableModule):
@@ -34,7 +35,8 @@ class SMILESynthesis(ScriptedLoadableModule):
             "Synthesises the brain without its lesion (pseudo-normal), segments the lesion, and paints "
             "a lesion where a segment says (pseudo-abnormal), with a SMILE model. Edit the lesion segment "
             "and press 'Re-synthesise from lesion segment' to review a segmentation or to paint a lesion. "
-            "For a head that is not skull-stripped, give a brain mask. Synthesis runs in a background process; "
+            "For a head that is not skull-stripped, give a brain mask. With a model that has a FLAIR segmentor, "
+            "an optional FLAIR of the same head helps find the lesion. Synthesis runs in a background process; "
             "Cancel stops it at once. Batch runs the model on every loaded volume, or on every image file of "
             "a folder, and writes a summary table. Not for clinical use. See the "
             '<a href="https://github.com/smile-slicer/SlicerSMILE#readme">documentation</a>.')
@@ -60,6 +62,7 @@ class SMILESynthesisParameterNode:
     modelPath: str = DEFAULT_MODEL
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     brainMask: Union[vtkMRMLSegmentationNode, vtkMRMLScalarVolumeNode, None]
+    flairVolume: vtkMRMLScalarVolumeNode  # optional (None): the FLAIR of the same head, for a model with S_flair
     makePseudoNormal: bool = True
     makeLesion: bool = True
     makeDifference: bool = False
@@ -68,9 +71,6 @@ class SMILESynthesisParameterNode:
     lesionSegmentation: vtkMRMLSegmentationNode
     differenceVolume: vtkMRMLScalarVolumeNode
     pseudoAbnormalVolume: vtkMRMLScalarVolumeNode
-
-
-OUTPUT_PARAMETERS = ("pseudoNormalVolume", "lesionSegmentation", "differenceVolume", "pseudoAbnormalVolume")
 
 
 class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -215,20 +215,15 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         params = self._parameterNode
         if params is None:
             return
-        for name in self.logic.outputsHolding(params, params.inputVolume, params.brainMask):
+        for name in outputs_to_clear(params):
             setattr(params, name, None)
-            message = _("The {output} output cannot be the input volume or the brain mask: it would be "
-                        "overwritten. A new node will be created instead.").format(output=self._outputLabel(name))
+            message = _("The {output} output cannot be the input volume, the brain mask or the FLAIR: it would be "
+                        "overwritten. A new node will be created instead.").format(output=output_label(name))
             self.ui.statusLabel.text = message
             logging.warning(message)
             return  # the change above calls this again
         self._showModel()
         self._updateButtons()
-
-    @staticmethod
-    def _outputLabel(name):
-        return {"pseudoNormalVolume": _("pseudo-normal"), "lesionSegmentation": _("lesion"),
-                "differenceVolume": _("difference"), "pseudoAbnormalVolume": _("pseudo-abnormal")}[name]
 
     def _updateButtons(self, caller=None, event=None):
         running = self._job is not None and self._job.running
@@ -353,35 +348,19 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def outputsHolding(params, *nodes):
-        """The output parameters whose node is one of `nodes` (the input volume or the brain mask, which
-        would be overwritten; a node being deleted, which the selector would replace by another)."""
-        return [name for name in OUTPUT_PARAMETERS if getattr(params, name) is not None
-                and any(getattr(params, name) is node for node in nodes)]
-
-    @staticmethod
-    def outputs(params):
-        from SMILESynthesisLib import OUTPUT_ROLES, plan_outputs, wanted_outputs
-        chosen = {role: getattr(params, name) for role, name in zip(OUTPUT_ROLES, OUTPUT_PARAMETERS)}
-        return plan_outputs(wanted_outputs(params), chosen)
+        return outputs_holding(params, *nodes)
 
     def startJob(self, params, review=False, python=None):
-        """A synthesis in a background process (SynthesisJob); the scene is changed only by finishJob."""
-        from SMILESynthesisLib import SynthesisJob, SynthesisLogic
-        lib = SynthesisLogic(slicer.mrmlScene)
-        return SynthesisJob(lib, params.inputVolume, self.outputs(params), model=params.modelPath,
-                            device=params.device, mask_segmentation=params.lesionSegmentation if review else None,
-                            brain_mask=params.brainMask, python=python).start()
+        """A synthesis in a background process (SynthesisJob), with the FLAIR if one is selected (a model
+        without S_flair is refused with one line: SMILESynthesisLib.panel); the scene is changed only by
+        finishJob."""
+        from SMILESynthesisLib.panel import start_job
+        return start_job(slicer.mrmlScene, params, review, python)
 
     def startBatch(self, params, folder="", python=None):
-        """A batch (SMILESynthesisLib.batch) over the image files of `folder`, or the loaded volumes."""
-        from SMILESynthesisLib import SynthesisLogic, wanted_outputs
-        from SMILESynthesisLib.batch import BatchRun, folder_cases, loaded_cases
-        folder = (folder or "").strip()
-        cases = folder_cases(folder) if folder else loaded_cases(slicer.mrmlScene, exclude=[params.brainMask])
-        if not cases:
-            raise ValueError(_("No scalar volume is loaded: load the cases, or give a folder of cases."))
-        return BatchRun(SynthesisLogic(slicer.mrmlScene), cases, wanted_outputs(params), model=params.modelPath,
-                        device=params.device, python=python).start()
+        """A batch over the image files of `folder`, or the loaded volumes (SMILESynthesisLib.panel); no FLAIR."""
+        from SMILESynthesisLib.panel import start_batch
+        return start_batch(slicer.mrmlScene, params, folder, python)
 
     def finishJob(self, job, params):
         """The finished job's result into the output nodes, the parameter node and the views."""

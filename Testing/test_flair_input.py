@@ -1,10 +1,10 @@
 """FLAIR as an optional second input to the segmentor (issue 23, item 3; smilecore/flair.py).
 
-The model here carries an S_flair whose output can be predicted: its weights pass one chosen input
-channel straight to the lesion logit (20 x channel - 14: lesion where the channel is above 0.7),
-so the lesion mask says which channel S_flair saw and where. The FLAIR has a bright blob (1.0
-after the median scaling, tissue 0.4) away from the T2's lesion, so a mask on the blob is S_flair's
-and not S's. Volumes are small synthetic brains written as real NIfTI files.
+The model here (flair_helpers.py) carries an S_flair whose output can be predicted: its weights pass
+one chosen input channel straight to the lesion logit (20 x channel - 14: lesion where the channel is
+above 0.7), so the lesion mask says which channel S_flair saw and where. The FLAIR has a bright blob
+(1.0 after the median scaling, tissue 0.4) away from the T2's lesion, so a mask on the blob is
+S_flair's and not S's. Volumes are small synthetic brains written as real NIfTI files.
 """
 from __future__ import annotations
 
@@ -12,67 +12,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from flair_helpers import SHAPE, SIZES, coarse_flair, dice, flair_case, flair_model
 from smilecore.cli import main as cli_main
 from smilecore.flair import NoFlairSegmentor, mirror_sum, mirrored
-from smilecore.modelfile import ModelFileError, flair_recipe, load_model, model_config, save_model
+from smilecore.modelfile import ModelFileError, load_model, model_config, save_model
 from smilecore.networks import FLAIR_NET, build_networks
 from smilecore.synthesis import synthesize, synthesize_file
-from smilecore.synthetic import LPS, make_case
+from smilecore.synthetic import LPS
 from smilecore.volume import VolumeError
-
-SHAPE = (48, 48, 24)
-SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
-
-
-def reading_segmentor(net: nn.Module, channel: int) -> nn.Module:
-    """S_flair's U-Net made to pass input `channel` to the lesion logit (20 x it - 14) and nothing else:
-    one path through the first down block, the skip connection and the last up block."""
-    u = net.unet
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):   # eval mode: the identity (but for its eps)
-                m.weight.fill_(1.0)
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0)
-        u.down[0][0].weight[0, channel, 1, 1] = 1.0
-        u.down[0][3].weight[0, 0, 1, 1] = 1.0
-        width = u.down[0][0].out_channels
-        u.up[-1][0].weight[0, width, 1, 1] = 1.0    # the skip's channel 0 (after the up-sampled ones)
-        u.up[-1][3].weight[0, 0, 1, 1] = 1.0
-        u.head.weight[1, 0] = 20.0
-        u.head.bias[1] = -14.0
-    return net
-
-
-def flair_model(path, channel: int = 1, generator: str = "unet"):
-    torch.manual_seed(0)
-    sizes = {**SIZES, "G": {**SIZES["G"], "kind": generator}, FLAIR_NET: {"in_ch": 4, "base": 4, "depth": 2}}
-    nets = build_networks(sizes)
-    reading_segmentor(nets[FLAIR_NET], channel)
-    config = {**model_config(sizes, "t2"), "flair_segmentor": flair_recipe()}
-    return save_model(path, nets, config)
-
-
-def blob_of(shape=SHAPE) -> np.ndarray:
-    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    return (x - 16) ** 2 + (y - 30) ** 2 + (z - 12) ** 2 <= 16   # left of centre, posterior
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """(T2 file, FLAIR file on its grid, T2 array, FLAIR array, brain, blob, folder)."""
     folder = tmp_path_factory.mktemp("flair-case")
-    t2, _, label = make_case(np.random.default_rng(3), SHAPE, n_lesions=1)
-    t2 = t2.astype(np.float32)
-    brain = t2 > 0
-    blob = blob_of() & brain
-    assert not (blob & (label > 0)).any() and blob.sum() > 100
-    flair = np.where(brain, 100.0, 0.0).astype(np.float32)
-    flair[blob] = 250.0          # median 100 -> scaled 0.4; the blob 1.0 (clipped)
+    t2, flair, brain, blob = flair_case()
     paths = folder / "case_t2.nii.gz", folder / "case_flair.nii.gz"
     for path, data in zip(paths, (t2, flair)):
         nib.save(nib.Nifti1Image(data, LPS), path)
@@ -97,15 +52,9 @@ def test_the_lesion_mask_is_s_flairs_on_the_flair_of_the_same_grid(case, tmp_pat
 def test_a_flair_on_a_2mm_grid_in_another_voxel_order_is_resampled_onto_the_t2(case, tmp_path):
     _, _, t2, flair, brain, blob, _ = case
     model = load_model(flair_model(tmp_path / "m.pt"))
-    coarse = flair[::2, ::2, ::2][::-1].copy()     # every other voxel, left-right order reversed
-    affine = LPS @ np.diag([2.0, 2.0, 2.0, 1.0])
-    affine[:, 0] *= -1
-    affine[:3, 3] = LPS[:3, :3] @ np.array([2.0 * (coarse.shape[0] - 1), 0, 0])
     notes = []
-    result = synthesize(t2, LPS, model, flair=(coarse, affine), brain=brain, notify=notes.append)
-    mask = result.lesion_mask > 0
-    dice = 2 * (mask & blob).sum() / (mask.sum() + blob.sum())
-    assert dice > 0.8, dice
+    result = synthesize(t2, LPS, model, flair=coarse_flair(flair), brain=brain, notify=notes.append)
+    assert dice(result.lesion_mask, blob) > 0.8, dice(result.lesion_mask, blob)
     assert any("resampled onto the T2's voxel grid" in n for n in notes)
 
 

@@ -10,6 +10,10 @@ the panel calls `poll()` from its timer.
 A case that fails (an unreadable file, a refused input, a worker that dies) is a row of the table
 with its error, and the batch goes on with the next case. The cases done keep their outputs when the
 batch is cancelled; the cases not done are rows that say so.
+
+A batch takes no FLAIR (issue 23, item 3): each case runs from its own volume, with S. Pairing each
+case with its FLAIR (by name, or in a folder) is not done; the panel's FLAIR selector is for Apply, and
+the FLAIR it selects is not a batch case (panel.start_batch).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .background import BackgroundProcess, default_python
 from .i18n import tr as _
-from .logic import NEW, RESULT_NAMES, Outputs, SynthesisLogic, model_file
+from .logic import NEW, RESULT_NAMES, Outputs, SynthesisLogic, model_file, no_flair_segmentor
 from .worker import EVENT_PREFIX
 
 RUNNING, FINISHED, DONE, FAILED, CANCELLED = "running", "finished", "done", "failed", "cancelled"
@@ -32,10 +32,11 @@ log = logging.getLogger("SMILESynthesis")
 class SynthesisJob:
     def __init__(self, logic: SynthesisLogic, input_volume, outputs: Outputs, model: str | Path | None = None,
                  device: str = "auto", mask_segmentation=None, segment_id=None, brain_mask=None,
-                 modality: str | None = None, python: str | None = None):
+                 modality: str | None = None, python: str | None = None, flair_volume=None):
         self.logic, self.input_volume, self.outputs = logic, input_volume, outputs
         self.model, self.device, self.modality = model_file(model), device, modality
         self.mask_segmentation, self.segment_id, self.brain_mask = mask_segmentation, segment_id, brain_mask
+        self.flair_volume = flair_volume  # optional: read and sent to the worker as the input is
         self.python = python or default_python()
         self.process: BackgroundProcess | None = None
         self.folder: Path | None = None
@@ -46,6 +47,7 @@ class SynthesisJob:
         self.error: str | None = None
         self.used: Outputs | None = None
         self.lesion_ml: float | None = None  # the lesion mask's volume, once finished
+        self.segmentor: str | None = None  # the segmentor that ran ("S", or "S_flair" with a FLAIR), once finished
 
     def start(self):
         """Read the inputs from the nodes (refusing bad ones before anything starts), write them for
@@ -54,15 +56,18 @@ class SynthesisJob:
         if not self.model.is_file():
             raise FileNotFoundError(_("model file not found: {path}").format(path=self.model))
         given = self.logic.inputs(self.input_volume, self.outputs, self.mask_segmentation, self.segment_id,
-                                  self.brain_mask)
+                                  self.brain_mask, self.flair_volume)
+        if given["flair"] is not None:  # the FLAIR's array and its own affine, as the input's
+            given["flair_data"], given["flair_affine"] = given["flair"]
         self.folder = Path(tempfile.mkdtemp(prefix="smile-synthesis-"))
         try:
-            for name in ("data", "affine", "mask", "brain"):
-                if given[name] is not None:
+            for name in ("data", "affine", "mask", "brain", "flair_data", "flair_affine"):
+                if given.get(name) is not None:
                     np.save(self.folder / f"{name}.npy", given[name])
             (self.folder / "job.json").write_text(json.dumps(
                 {"model": str(self.model), "device": self.device, "modality": self.modality,
-                 "name": given["name"], "where": given["where"]}))
+                 "name": given["name"], "where": given["where"], "flair_name": given["flair_name"],
+                 "flair_where": given["flair_where"]}))
             self.process = BackgroundProcess([self.python, str(WORKER), str(self.folder)]).start()
         except BaseException:
             self._remove_folder()
@@ -93,9 +98,10 @@ class SynthesisJob:
                 self.notes.append(event["message"])
                 log.warning("SMILE synthesis: %s", event["message"])
             elif kind == "done":
-                self.state = FINISHED
-            elif kind == "error":
-                self._fail(f"{event.get('message')}")
+                self.state, self.segmentor = FINISHED, event.get("segmentor")
+            elif kind == "error":  # a FLAIR the model cannot take: the panel's own line, not the CLI's
+                no_flair = event.get("type") == "NoFlairSegmentor"
+                self._fail(no_flair_segmentor(self.model) if no_flair else f"{event.get('message')}")
         if self.state == RUNNING and not alive:
             tail = "\n".join(self.log[-10:])
             message = _("the synthesis process ended without a result (exit code {code})").format(

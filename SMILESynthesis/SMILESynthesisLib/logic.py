@@ -106,6 +106,7 @@ class SynthesisLogic:
         self.scene = scene
         self._models = {}
         self.notes: list[str] = []  # messages of the last run (see `run`)
+        self.segmentor: str | None = None  # the segmentor of the last run: "S", or "S_flair" with a FLAIR
 
     def load_model(self, path: str | Path | None = None, device: str = "auto"):
         """Model files are cached per (path, modification time, device)."""
@@ -118,7 +119,7 @@ class SynthesisLogic:
         return self._models[key]
 
     def run(self, input_volume, model, outputs: Outputs, mask_segmentation=None, segment_id=None,
-            progress=None, cancel=None, modality=None, notify=None, brain_mask=None):
+            progress=None, cancel=None, modality=None, notify=None, brain_mask=None, flair_volume=None):
         """Synthesise in this thread and fill the output nodes (the panel runs the same in a background
         process: job.SynthesisJob). With `mask_segmentation`, its segment (or all segments) replaces
         S's lesion mask: the pseudo-normal is the input outside the mask and G inside, and the
@@ -130,34 +131,51 @@ class SynthesisLogic:
         the model's is refused (smilecore.synthesis.ModalityMismatch) before any work.
         `notify(message)`: what the user should know (oblique input, out-of-memory retry, CPU
         fallback); the messages are also in `self.notes` after the run.
+        `flair_volume`: an optional FLAIR of the same head, any grid (the engine resamples it onto the
+        input's, smilecore.flair): the model's S_flair then finds the lesion (`self.segmentor`). A model
+        without S_flair is refused before any work with one line (`no_flair_segmentor`).
 
         Nothing is written to any node until the engine has finished, so a cancelled or failed
         run leaves no half-filled node. Returns the Outputs with the nodes actually used."""
+        from smilecore.flair import NoFlairSegmentor, check_flair_name
         from smilecore.synthesis import check_modality, synthesize
-        given = self.inputs(input_volume, outputs, mask_segmentation, segment_id, brain_mask)
+        given = self.inputs(input_volume, outputs, mask_segmentation, segment_id, brain_mask, flair_volume)
         check_modality(model, stated=modality, name=given["name"], where=given["where"])
+        if given["flair"] is not None:
+            if model.flair is None:
+                raise NoFlairSegmentor(no_flair_segmentor(model.path))
+            check_flair_name(given["flair_name"], given["flair_where"])
         result = synthesize(given["data"], given["affine"], model, mask=given["mask"], progress=progress,
                             cancel=cancel, where=given["where"], notify=notify or (lambda message: None),
-                            brain=given["brain"])
-        self.notes = list(result.notes)
+                            brain=given["brain"], flair=given["flair"], flair_where=given["flair_where"])
+        self.notes, self.segmentor = list(result.notes), result.segmentor
         return self.write_outputs(input_volume, {name: getattr(result, name) for name in RESULT_NAMES},
                                   outputs, mask_segmentation)
 
     def inputs(self, input_volume, outputs: Outputs, mask_segmentation=None, segment_id=None,
-               brain_mask=None) -> dict:
+               brain_mask=None, flair_volume=None) -> dict:
         """What the engine needs, read from the nodes: the input's array and affine (IJK order), the
-        lesion mask and brain mask as arrays on its grid (or None), its name; the outputs checked
+        lesion mask and brain mask as arrays on its grid (or None), its name; the FLAIR's array and
+        its own IJK-to-RAS affine (any grid: the engine resamples it) or None; the outputs checked
         (`check_outputs`). Raises ValueError naming the problem."""
         if input_volume is None:
             raise ValueError(_("select an input volume"))
-        check_outputs(input_volume, outputs, brain_mask)
+        check_outputs(input_volume, outputs, brain_mask, flair_volume)
+        flair = None
+        if flair_volume is not None:
+            if flair_volume is input_volume:
+                raise ValueError(_("the FLAIR volume cannot be the input volume '{input}': choose the FLAIR "
+                                   "image of the same head, or none").format(input=input_volume.GetName()))
+            flair = nodes.array_from_volume(flair_volume)
         data, affine = nodes.array_from_volume(input_volume)
         mask = None
         if mask_segmentation is not None:
             mask = nodes.segmentation_to_mask(self.scene, mask_segmentation, input_volume, segment_id)
         brain = None if brain_mask is None else self.brain_mask_array(brain_mask, input_volume)
+        flair_name = None if flair_volume is None else flair_volume.GetName()
         return {"data": data, "affine": affine, "mask": mask, "brain": brain, "name": input_volume.GetName(),
-                "where": f"volume '{input_volume.GetName()}'"}
+                "where": f"volume '{input_volume.GetName()}'", "flair": flair, "flair_name": flair_name,
+                "flair_where": f"FLAIR volume '{flair_name}'"}
 
     def brain_mask_array(self, brain_mask, input_volume):
         """A brain mask node as a boolean array on the input's grid: every segment of a segmentation
@@ -208,11 +226,17 @@ RESULT_NAMES = ("pseudo_normal", "lesion_mask", "difference", "pseudo_abnormal")
 
 
 class OutputIsInput(ValueError):
-    """An output node is the input volume (or the brain mask): writing it would destroy the input."""
+    """An output node is the input volume (or the brain mask, or the FLAIR): writing it would destroy an input."""
 
 
-def check_outputs(input_volume, outputs: Outputs, brain_mask=None) -> None:
-    """Refuse an output node that is the input volume or the brain mask volume."""
+def no_flair_segmentor(model_path) -> str:
+    """The one line a user reads when a FLAIR is selected with a model that has no S_flair."""
+    return _("the model '{model}' has no FLAIR segmentor: set the FLAIR selector to none to synthesise from "
+             "the input alone, or choose a model with one").format(model=Path(str(model_path or "")).name)
+
+
+def check_outputs(input_volume, outputs: Outputs, brain_mask=None, flair_volume=None) -> None:
+    """Refuse an output node that is the input volume, the brain mask volume or the FLAIR volume."""
     labels = {"pseudoNormal": _("pseudo-normal"), "difference": _("difference"),
               "pseudoAbnormal": _("pseudo-abnormal"), "lesion": _("lesion")}
     for role in OUTPUT_ROLES:
@@ -226,6 +250,9 @@ def check_outputs(input_volume, outputs: Outputs, brain_mask=None) -> None:
         if brain_mask is not None and node is brain_mask:
             raise OutputIsInput(_("the {output} output cannot be the brain mask '{mask}'").format(
                 output=labels[role], mask=brain_mask.GetName()))
+        if flair_volume is not None and node is flair_volume:
+            raise OutputIsInput(_("the {output} output cannot be the FLAIR volume '{flair}'").format(
+                output=labels[role], flair=flair_volume.GetName()))
 
 
 def model_choices() -> list[tuple[str, str]]:

@@ -1,14 +1,17 @@
 """The synthesis worker: runs in a background process started by job.py (``<python> worker.py <folder>``)
 and is the only place of the synthesis module that imports the engine (torch, nibabel).
 
-The folder holds the job (job.json: model file, device, stated modality, the input's name) and its
-arrays as .npy files written by job.py (data, affine, and the optional lesion mask and brain mask, in
-the input node's IJK order). The worker loads the model, checks the modality, runs
-smilecore.synthesis.synthesize and writes the result arrays as .npy files into the same folder.
+The folder holds the job (job.json: model file, device, stated modality, the input's name and the
+FLAIR's) and its arrays as .npy files written by job.py (data, affine, and the optional lesion mask and
+brain mask, in the input node's IJK order; the optional FLAIR as flair_data and flair_affine, its own
+node's IJK order and IJK-to-RAS, which synthesize resamples onto the input's grid). The worker loads
+the model, checks the modality (and that the model takes a FLAIR, if one is given: an error of type
+NoFlairSegmentor before any work), runs smilecore.synthesis.synthesize and writes the result arrays
+as .npy files into the same folder.
 It reports on stdout, one event a line, each `EVENT_PREFIX` + JSON:
 ``{"event": "progress", "done": k, "total": n}`` after each slice, ``{"event": "note", "message": ...}``
 for each engine note (oblique input, skull, thick slices, out-of-memory fallback), then
-``{"event": "done", "notes": [...]}`` once every output file is written, or
+``{"event": "done", "notes": [...], "segmentor": "S" or "S_flair"}`` once every output file is written, or
 ``{"event": "error", "type": ..., "message": ...}``. Anything else on stdout is log output.
 """
 from __future__ import annotations
@@ -29,6 +32,7 @@ def emit(event: str, **fields):
 def run(folder: Path) -> None:
     import numpy as np
 
+    from smilecore.flair import check_flair_name, require_flair
     from smilecore.modelfile import load_model
     from smilecore.synthesis import check_modality, synthesize
     from smilecore.train import resolve_device
@@ -42,17 +46,23 @@ def run(folder: Path) -> None:
     device = resolve_device(job["device"])
     model = load_model(job["model"], device)
     check_modality(model, stated=job.get("modality"), name=job["name"], where=job["where"])
+    flair = optional("flair_data")
+    if flair is not None:
+        require_flair(model)
+        check_flair_name(job["flair_name"], job["flair_where"])
+        flair = (flair, optional("flair_affine"))
     # One slice a batch on the CPU, so that progress moves slice by slice (slices are independent:
     # the result is the same for any batch size); an accelerator runs 16 slices in well under 0.5 s.
     batch_size = 1 if device.type == "cpu" else 16
     result = synthesize(optional("data"), optional("affine"), model, mask=optional("mask"),
-                        batch_size=batch_size, where=job["where"], brain=optional("brain"),
+                        batch_size=batch_size, where=job["where"], brain=optional("brain"), flair=flair,
+                        flair_where=job.get("flair_where") or "FLAIR volume",
                         progress=lambda done, total: emit("progress", done=int(done), total=int(total)),
                         notify=lambda message: emit("note", message=str(message)))
     for name in RESULT_ARRAYS:
         array = getattr(result, name)
         np.save(folder / f"out_{name}.npy", array.astype(np.uint8) if name == "lesion_mask" else array)
-    emit("done", notes=list(result.notes), mask_source=result.mask_source)
+    emit("done", notes=list(result.notes), mask_source=result.mask_source, segmentor=result.segmentor)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,134 @@
+"""The optional FLAIR of the SMILE Synthesis panel (issue 23, item 3): real MRML (slicer-core), a real
+small model whose S_flair reads the FLAIR channel (flair_helpers.py: its lesion mask is the FLAIR's
+bright blob, away from the T2's lesion), real NIfTI files, the real background worker, and the panel
+built from its .ui file (stand-ins: slicer_standins.py). The FLAIR is on a 2 mm grid in another voxel
+order than the 1 mm T2, so it reaches the engine only if its own IJK-to-RAS matrix travels with it."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from flair_helpers import coarse_flair, dice, flair_case, flair_model
+from slicer_widget_helpers import _node_ids, _panel, _read_volume, _wait, slicer, standins  # noqa: F401
+from smilecore.synthetic import LPS
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """NIfTI files of the case: the T2 (1 mm, LPS), its brain mask, the FLAIR (2 mm, left-right reversed);
+    and the FLAIR's bright blob on the T2's grid, which S_flair's mask must be."""
+    folder = tmp_path_factory.mktemp("slicer-flair")
+    t2, flair, brain, blob = flair_case()
+    coarse, affine = coarse_flair(flair)
+    paths = {"t2": folder / "case_t2.nii.gz", "brain": folder / "case_brain.nii.gz",
+             "flair": folder / "case_flair.nii.gz"}
+    nib.save(nib.Nifti1Image(t2, LPS), paths["t2"])
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), LPS), paths["brain"])
+    nib.save(nib.Nifti1Image(coarse, affine), paths["flair"])
+    return {**paths, "blob": blob, "model": flair_model(folder / "with-flair.pt")}
+
+
+def _nodes(slicer, files):
+    return [_read_volume(slicer, files[name]) for name in ("t2", "brain", "flair")]
+
+
+def test_the_logic_gives_a_flair_on_another_grid_to_s_flair(slicer, files):
+    """SynthesisLogic.run with a FLAIR node: S_flair ran on it (its mask is the FLAIR's blob, resampled
+    from 2 mm); without the FLAIR, S's mask is not the blob. A FLAIR that is the input, or an output
+    that is the FLAIR, is refused before any work."""
+    from SMILESynthesisLib import NEW, OutputIsInput, Outputs, SynthesisLogic, nodes, plan_outputs
+    from smilecore.modelfile import load_model
+    t2, brain, flair = _nodes(slicer, files)
+    assert nodes.array_from_volume(flair)[0].shape == (24, 24, 12)  # read as the 2 mm file is
+    logic, model = SynthesisLogic(slicer.mrmlScene), load_model(files["model"])
+    wanted = plan_outputs({"pseudoNormal": True, "lesion": True}, {})
+    used = logic.run(t2, model, wanted, brain_mask=brain, flair_volume=flair)
+    with_flair = nodes.segmentation_to_mask(slicer.mrmlScene, used.lesion, t2)
+    assert logic.segmentor == "S_flair" and any("S_flair's" in note for note in logic.notes), logic.notes
+    assert any("resampled onto the T2's voxel grid" in note for note in logic.notes), logic.notes
+    assert dice(with_flair, files["blob"]) > 0.8, dice(with_flair, files["blob"])
+
+    used = logic.run(t2, model, wanted, brain_mask=brain)
+    alone = nodes.segmentation_to_mask(slicer.mrmlScene, used.lesion, t2)
+    assert logic.segmentor == "S" and dice(alone, files["blob"]) < 0.5, dice(alone, files["blob"])
+
+    before = _node_ids(slicer.mrmlScene)
+    with pytest.raises(ValueError, match="^the FLAIR volume cannot be the input volume 'case_t2'"):
+        logic.run(t2, model, wanted, flair_volume=t2)
+    with pytest.raises(OutputIsInput, match="^the pseudo-normal output cannot be the FLAIR volume 'case_flair'$"):
+        logic.run(t2, model, Outputs(pseudoNormal=flair, lesion=NEW), flair_volume=flair)
+    assert _node_ids(slicer.mrmlScene) == before and nodes.array_from_volume(flair)[0].shape == (24, 24, 12)
+
+
+def test_a_model_without_s_flair_is_refused_with_one_line_and_writes_nothing(slicer, files, model_path):
+    """In this thread (SynthesisLogic.run) and in the background job the panel runs: the same one line,
+    which names the model and says what to do, and no node is added or changed."""
+    from SMILESynthesisLib import SynthesisJob, SynthesisLogic, no_flair_segmentor, plan_outputs
+    from smilecore.flair import NoFlairSegmentor
+    from smilecore.modelfile import load_model
+    t2, brain, flair = _nodes(slicer, files)
+    message = no_flair_segmentor(model_path)
+    assert message == (f"the model '{model_path.name}' has no FLAIR segmentor: set the FLAIR selector to none to "
+                       "synthesise from the input alone, or choose a model with one")
+    logic, before = SynthesisLogic(slicer.mrmlScene), _node_ids(slicer.mrmlScene)
+    wanted = plan_outputs({"pseudoNormal": True, "lesion": True}, {})
+    with pytest.raises(NoFlairSegmentor) as refused:
+        logic.run(t2, load_model(model_path), wanted, brain_mask=brain, flair_volume=flair)
+    assert str(refused.value) == message
+    job = SynthesisJob(logic, t2, wanted, model=model_path, device="cpu", brain_mask=brain, flair_volume=flair)
+    job.start()
+    assert _wait(lambda: _ended(job), timeout=120), job.log
+    assert job.state == "failed" and job.error == message and job.done == 0, (job.state, job.error, job.log)
+    assert _node_ids(slicer.mrmlScene) == before
+
+
+def test_the_panels_flair_selector_is_saved_and_reaches_the_worker(slicer, files, model_path, monkeypatch):
+    """The selector binds to the parameter node (a node reference, saved with the scene); an output set
+    to the FLAIR is cleared with a message; Apply sends the FLAIR with its own matrix to the worker,
+    whose S_flair finds the blob; with a model without S_flair, Apply fails with the one line and
+    changes no node."""
+    _, widget = _panel(slicer, "SMILESynthesis")
+    ui, params, scene = widget.ui, widget._parameterNode, slicer.mrmlScene
+    t2, brain, flair = _nodes(slicer, files)
+    assert ui.flairSelector.noneEnabled and list(ui.flairSelector.nodeTypes) == ["vtkMRMLScalarVolumeNode"]
+    assert "FLAIR segmentor" in ui.flairSelector.toolTip
+    ui.inputVolumeSelector.setCurrentNode(t2)
+    ui.brainMaskSelector.setCurrentNode(brain)
+    assert params.flairVolume is None
+    ui.flairSelector.setCurrentNode(flair)
+    assert params.flairVolume is flair and params.parameterNode.GetNodeReferenceID("flairVolume") == flair.GetID()
+    ui.pseudoNormalSelector.setCurrentNode(flair)  # an output that is the FLAIR: cleared, with a message
+    assert params.pseudoNormalVolume is None and "the FLAIR" in ui.statusLabel.text
+    ui.deviceComboBox.currentIndex = 2  # cpu
+    params.modelPath = str(files["model"])
+
+    ui.applyButton.click()
+    folder = widget._job.folder
+    assert json.loads((folder / "job.json").read_text())["flair_where"] == "FLAIR volume 'case_flair'"
+    from SMILESynthesisLib import nodes
+    sent = np.load(folder / "flair_affine.npy")  # the FLAIR's own matrix, not the input's
+    assert np.allclose(sent, nodes.ijk_to_ras(flair)) and not np.allclose(sent, nodes.ijk_to_ras(t2))
+    assert np.load(folder / "flair_data.npy").shape == (24, 24, 12)
+    assert _wait(lambda: ui.applyButton.text == "Apply", timeout=240), ui.statusLabel.text
+    assert standins.slot_errors == [] and ui.statusLabel.text.startswith("Done."), ui.statusLabel.text
+    assert widget._job.segmentor == "S_flair" and "S_flair's" in ui.statusLabel.text
+    mask = nodes.segmentation_to_mask(scene, params.lesionSegmentation, t2)
+    assert dice(mask, files["blob"]) > 0.8, dice(mask, files["blob"])
+
+    shown = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: shown.append(text))
+    before = _node_ids(scene)
+    params.modelPath = str(model_path)  # no S_flair
+    ui.applyButton.click()
+    assert _wait(lambda: ui.applyButton.text == "Apply", timeout=240), ui.statusLabel.text
+    assert ui.statusLabel.text.startswith("Failed."), ui.statusLabel.text
+    from SMILESynthesisLib import no_flair_segmentor
+    assert shown == [f"SMILE synthesis failed: {no_flair_segmentor(model_path)}"]
+    assert _node_ids(scene) == before and standins.slot_errors == []
+    widget.cleanup()
+
+
+def _ended(job) -> bool:
+    job.poll()
+    return not job.running
