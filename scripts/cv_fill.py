@@ -10,12 +10,14 @@ three test cases, voids healthy tissue inside another case's tumour mask
   ring_mean   each axial slice's mask filled with the mean of a 5-pixel ring around it
   review      today's review mode: smile synthesize --mask on the voided image, with the shipped
               default model (engine, the mask's slab of slices)
-  fillnet     the fold's FillNet
+  fillnet     the fold's FillNet (--start: the fill it adds its change to; its other-hemisphere
+              channel has the case's own tumour zeroed, the label standing in for S's mask)
 
 Images are the cached, normalised T2 volumes (dataset.cache_case, the default model's scaling);
 the challenge's own scaling is applied inside the scoring.
 
-    python scripts/cv_fill.py DATA_DIR --out docs/fill-cv [--minutes 10] [--folds 0,1]
+    python scripts/cv_fill.py DATA_DIR --out docs/fill-cv [--minutes 10 | --steps N] [--folds 0,1]
+                              [--start smooth|mirror] [--no-review]
     python scripts/cv_fill.py DATA_DIR --out docs/fill-cv --summary
 
 Each fold writes DIR/fold<k>.json and is skipped when present, so an interrupted run continues.
@@ -38,7 +40,7 @@ from cv_segmentor import N_FOLDS, folds  # noqa: E402  (the same folds as the se
 from smilecore import inpainting_protocol as protocol  # noqa: E402
 from smilecore.cases import find_cases  # noqa: E402
 from smilecore.dataset import cache_case  # noqa: E402
-from smilecore.fillnet import fill_volume, train_fillnet  # noqa: E402
+from smilecore.fillnet import STARTS, fill_volume, train_fillnet  # noqa: E402
 
 METHODS = ("ring_mean", "review", "fillnet")
 MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio")
@@ -52,7 +54,9 @@ def volume(case, what: str = "image") -> np.ndarray:
     return out
 
 
-def judge_case(case, donors: list, seed: int, fillnet, model, log) -> dict:
+def placed_case(case, donors: list, seed: int) -> tuple:
+    """(truth, the case's own tumour, the placed mask, how it was placed) of one test case: the
+    voiding every fill of the cross-validation is judged on (scripts/fill_baselines.py too)."""
     truth = volume(case)
     tumour = volume(case, "mask") > 0
     masks = [volume(d, "mask") > 0 for d in donors]
@@ -60,6 +64,11 @@ def judge_case(case, donors: list, seed: int, fillnet, model, log) -> dict:
     masks = [np.pad(m, [(0, a - b) for a, b in zip(truth.shape, m.shape)]) for m in masks]
     mask, placed = protocol.place_mask(truth > 0, tumour, masks, seed=seed)
     placed["donor"] = donors[placed["donor"]].case_id
+    return truth, tumour, mask, placed
+
+
+def judge_case(case, donors: list, seed: int, fillnet, model, log) -> dict:
+    truth, tumour, mask, placed = placed_case(case, donors, seed)
     given = protocol.voided(truth, mask)
     fills, seconds = {}, {}
     for name in METHODS:
@@ -69,7 +78,7 @@ def judge_case(case, donors: list, seed: int, fillnet, model, log) -> dict:
         elif name == "review" and model is not None:
             fills[name] = protocol.review_fill(given, mask, model, case.spacing)
         elif name == "fillnet":
-            fills[name] = fill_volume(fillnet, given, mask)
+            fills[name] = fill_volume(fillnet, given, mask, tumour)   # the label stands in for S's mask
         seconds[name] = round(time.time() - t0, 1)
     scores = {name: protocol.score(f, truth, given, mask) for name, f in fills.items()}
     log(f"  {case.case_id}: " + ", ".join(f"{n} SSIM {s['ssim']:.3f} PSNR {s['psnr']:.2f}" for n, s in scores.items()))
@@ -81,7 +90,7 @@ def run_fold(k: int, test_ids: list[str], cached: dict, model, args, log) -> dic
     train = [cached[i] for i in sorted(cached) if i not in test_ids]
     net, run = train_fillnet(train, steps=args.steps, minutes=args.minutes, crop=args.crop,
                              batch_size=args.batch_size, base=args.base, depth=args.depth, lr=args.lr,
-                             seed=args.seed, log=log)
+                             seed=args.seed, start=args.start, log=log)
     log(f"  trained: {run['steps']} steps in {run['seconds']} s")
     order = sorted(cached)
     cases = [judge_case(cached[i], [cached[d] for d in order if d != i], order.index(i), net, model, log)
@@ -135,6 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--start", default="smooth", choices=STARTS, help="what FillNet adds its change to")
     ap.add_argument("--modality", default="t2")
     ap.add_argument("--review-model", default=None, help="model file for the review baseline (default: shipped)")
     ap.add_argument("--no-review", action="store_true", help="leave out the review-mode baseline")

@@ -5,10 +5,14 @@ Training (`train_fillnet`): on each slice, a lesion-shaped hole is voided (set t
 brain: a real tumour mask of a training case (any slice, randomly rotated, scaled, flipped and
 placed) or a random blob (smoothed noise, thresholded). The case's own tumour (grown by
 TUMOUR_MARGIN) is never in a hole, since the healthy tissue under it is unknown. The network
-sees (`net_input`) the voided slice, the hole, the voided slice mirrored left-right (the other
-hemisphere) and the voided neighbouring slices above and below (2.5D; their holes are the same
+sees (`net_input`) the voided slice, the hole, the other hemisphere (the voided slice mirrored
+left-right about the centre of the case's brain, flair.mirror_sum, before any crop; the case's
+own tumour zeroed in it, since it is no healthy donor) and the voided neighbouring slices above
+and below (2.5D; their holes are the same
 hole grown or shrunk by up to 2 pixels, as a 3D mask's sections change from slice to slice).
-It predicts the tissue inside the hole; outside it the input is kept exactly (`FillNet`).
+It adds a change to a start inside the hole; outside it the input is kept exactly (`FillNet`).
+The start (STARTS) is lesionfill.smooth_fill, or lesionfill.mirror_fill: the smooth fill plus the
+mirrored hemisphere's texture, so that a short training begins at a textured fill.
 Loss: L1 inside the hole plus (1 - SSIM) over the hole and a ring of SSIM_RING pixels around
 it: L1 alone, like MSE, is content with a blur; SSIM asks for the local contrast and structure.
 
@@ -26,10 +30,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from .lesionfill import grow, smooth_fill
+from .flair import mirror_sum, mirrored
+from .lesionfill import MIRROR_ALPHA, grow, mirror_fill, smooth_fill
 from .unet import UNet
 
-IN_CH = 5            # voided slice, hole, mirrored voided slice, voided slice below, above
+IN_CH = 5            # voided slice, hole, the other hemisphere, voided slice below, above
+STARTS = ("smooth", "mirror")
 TUMOUR_MARGIN = 3    # pixels around a case's own tumour never voided in training
 SSIM_RING = 5        # pixels around the hole where the SSIM loss also counts
 MIN_HOLE = 50        # pixels: smaller holes are drawn again
@@ -38,30 +44,40 @@ BLOB_SHARE = 0.3     # share of holes that are random blobs rather than tumour s
 
 class FillNet(nn.Module):
     """A U-Net that fills a hole; outside the hole its output is the voided input exactly.
-    Inside, it adds a change to the smooth fill (lesionfill.smooth_fill, also an input channel),
-    starting from zero: training begins at the smooth fill's quality, not at a black hole."""
+    Inside, it adds a change to a start (`start`: the smooth fill, or the smooth fill plus the
+    mirrored hemisphere's texture; also an input channel), the change starting from zero:
+    training begins at the start's quality, not at a black hole."""
 
-    def __init__(self, base: int = 16, depth: int = 3):
+    def __init__(self, base: int = 16, depth: int = 3, start: str = "smooth", alpha: float = MIRROR_ALPHA):
         super().__init__()
+        if start not in STARTS:
+            raise ValueError(f"FillNet start {start!r}: not one of {', '.join(STARTS)}")
         self.unet = UNet(IN_CH + 1, 1, base, depth, norm="batch", upsample="bilinear")
         nn.init.zeros_(self.unet.head.weight)
         nn.init.zeros_(self.unet.head.bias)
-        self.config = {"base": base, "depth": depth}
+        self.config = {"base": base, "depth": depth, "start": start, "alpha": alpha}
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        voided, hole, other = x[:, :1], x[:, 1:2], x[:, 2:3]
+        if self.config["start"] == "mirror":
+            return mirror_fill(voided, hole, other, self.config["alpha"])
+        return smooth_fill(voided, hole)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        voided, hole = x[:, :1], x[:, 1:2]
-        start = smooth_fill(voided, hole)
+        voided, hole, start = x[:, :1], x[:, 1:2], self.start(x)
         return torch.where(hole > 0, start + self.unet(torch.cat([x, start], 1)), voided)
 
 
-def mirrored(x: torch.Tensor) -> torch.Tensor:
-    """Left-right mirror of (..., X, Y) slices: canonical axis X runs right to left (LPS)."""
-    return torch.flip(x, dims=[-2])
+def other_side(voided: np.ndarray, tumour: np.ndarray | None, total: int) -> np.ndarray:
+    """The other hemisphere of (..., X, Y) slices: the voided slices with the case's own tumour
+    zeroed (no healthy donor), mirrored left-right about total / 2 (flair.mirror_sum)."""
+    return mirrored(voided if tumour is None else np.where(tumour, 0, voided), total)
 
 
-def net_input(voided: torch.Tensor, hole: torch.Tensor, below: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
-    """The network's channels from N x 1 x X x Y slices (all voided already)."""
-    return torch.cat([voided, hole, mirrored(voided), below, above], 1)
+def net_input(voided: torch.Tensor, hole: torch.Tensor, other: torch.Tensor, below: torch.Tensor,
+              above: torch.Tensor) -> torch.Tensor:
+    """The network's channels from N x 1 x X x Y slices (all voided already; `other`: other_side)."""
+    return torch.cat([voided, hole, other, below, above], 1)
 
 
 # ---- the loss --------------------------------------------------------------------------------
@@ -137,6 +153,12 @@ def _neighbour_hole(hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---- training --------------------------------------------------------------------------------
+def mirror_total(case) -> int:
+    """flair.mirror_sum of a cached case, from its slices' brain boxes (x0, x1 exclusive)."""
+    boxes = case.brain_box[case.brain_box[:, 0] >= 0]
+    return int(boxes[:, 0].min() + boxes[:, 1].max() - 1) if len(boxes) else case.image.shape[1] - 1
+
+
 class HoleSamples:
     """Crops of the training cases' slices with a hole voided in healthy brain (module docstring)."""
 
@@ -144,6 +166,7 @@ class HoleSamples:
         self.cases, self.shapes = cases, shapes
         self.index = [(ci, i) for ci, c in enumerate(cases) for i in range(len(c.z))
                       if (np.asarray(c.image[i]) > 0).sum() >= 500]
+        self.totals = [mirror_total(c) for c in cases]
 
     def _slices(self, c, i: int) -> tuple[list[np.ndarray], np.ndarray]:
         """(the slice below, the slice, the one above: itself where none is adjacent; tumour there)."""
@@ -171,18 +194,20 @@ class HoleSamples:
                               max(n - crop, 0))) for v, n in ((xs, hole.shape[0]), (ys, hole.shape[1])))
         cut = lambda a: torch.from_numpy(np.ascontiguousarray(a[x0:x0 + crop, y0:y0 + crop], np.float32))[None]  # noqa: E731
         v = [cut(np.where(h, 0, im)) for h, im in zip(holes, images)]
-        x = net_input(v[1][None], cut(hole)[None], v[0][None], v[2][None])[0]
+        other = cut(other_side(np.where(hole, 0, images[1]), tumour, self.totals[ci]))   # before the crop
+        x = net_input(v[1][None], cut(hole)[None], other[None], v[0][None], v[2][None])[0]
         return x, cut(images[1])
 
 
 def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: int = 96, batch_size: int = 8,
-                  base: int = 16, depth: int = 3, lr: float = 1e-3, seed: int = 0, log=print) -> tuple[FillNet, dict]:
+                  base: int = 16, depth: int = 3, lr: float = 1e-3, seed: int = 0, start: str = "smooth",
+                  log=print) -> tuple[FillNet, dict]:
     """Train a FillNet on the cached training `cases` for `steps` steps or `minutes` of wall
     time, whichever ends first (the learning rate follows a cosine over the nearer of the two).
     Returns (the network in eval mode, what was run)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = FillNet(base, depth)
+    net = FillNet(base, depth, start)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     data = HoleSamples(cases, tumour_shapes(cases))
     t0, losses, step = time.time(), [], 0
@@ -202,24 +227,29 @@ def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: 
             log(f"  step {step} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
     run = {"steps": step, "seconds": round(time.time() - t0), "final_loss": float(np.mean(losses[-50:])) if losses else None,
            "crop": crop, "batch_size": batch_size, "base": base, "depth": depth, "lr": lr, "seed": seed,
+           "start": start, "alpha": net.config["alpha"],
            "tumour_shapes": len(data.shapes), "slices": len(data.index)}
     return net.eval(), run
 
 
 # ---- inference -------------------------------------------------------------------------------
 @torch.no_grad()
-def fill_volume(net: FillNet, image: np.ndarray, mask: np.ndarray, batch_size: int = 8) -> np.ndarray:
+def fill_volume(net: FillNet, image: np.ndarray, mask: np.ndarray, tumour: np.ndarray | None = None,
+                batch_size: int = 8) -> np.ndarray:
     """The voided volume `image` (X x Y x Z, 0 inside `mask`) with the mask filled by `net`,
-    slice by axial slice; outside the mask the image unchanged."""
-    v = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(image, np.float32), 2, 0)))[:, None]
-    m = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(mask, bool), 2, 0))).float()[:, None]
-    v = v * (1 - m)   # voided, whatever the caller gave inside the mask
+    slice by axial slice; outside the mask the image unchanged. `tumour`: lesions known elsewhere
+    in the volume (X x Y x Z), kept out of the other hemisphere's channel."""
+    axial = lambda a, t: np.ascontiguousarray(np.moveaxis(np.asarray(a, t), 2, 0))  # noqa: E731  Z x X x Y
+    m = torch.from_numpy(axial(mask, bool)).float()[:, None]
+    v = torch.from_numpy(axial(image, np.float32))[:, None] * (1 - m)   # voided, whatever was inside the mask
+    total = mirror_sum((np.asarray(image) > 0) | np.asarray(mask, bool))
+    other = torch.from_numpy(other_side(v[:, 0].numpy(), None if tumour is None else axial(tumour, bool), total))[:, None]
     out = v.clone()
     zs = torch.nonzero(m.flatten(1).any(1))[:, 0].tolist()
     last = len(v) - 1
     for start in range(0, len(zs), batch_size):
         z = zs[start:start + batch_size]
         below, above = [max(k - 1, 0) for k in z], [min(k + 1, last) for k in z]
-        x = net_input(v[z], m[z], v[below], v[above])
+        x = net_input(v[z], m[z], other[z], v[below], v[above])
         out[z] = net(x).clamp(min=0)
     return np.moveaxis(out[:, 0].numpy(), 0, 2)

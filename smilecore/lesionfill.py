@@ -78,3 +78,23 @@ def fill_lesion_array(images, masks, radius: int = FILL_GROW, sigma: float = FIL
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[:, None]  # noqa: E731
     with torch.no_grad():
         return fill_lesion(as_t(images), as_t(masks), radius, sigma)[:, 0].numpy()
+
+
+# ---- the other hemisphere's texture (issue 24) ------------------------------------------------
+MIRROR_ALPHA = 1.0   # share of the mirror's texture added (scripts/fill_baselines.py measured it)
+
+
+def mirror_fill(image: torch.Tensor, mask: torch.Tensor, mirror: torch.Tensor, alpha: float = MIRROR_ALPHA,
+                sigma: float = FILL_SIGMA) -> torch.Tensor:
+    """`smooth_fill` plus the other hemisphere's texture. `mirror` is the slice mirrored left-right
+    (0 where it holds no usable tissue: outside the brain, voided, or a tumour the caller zeroed).
+    Inside the mask: this side's smooth fill, plus `alpha` times how far the mirrored tissue departs
+    from the smooth fill of the same mask on the mirror. Were the brain symmetric, alpha 1 would
+    give nearly the truth (the two smooth fills draw on slightly different tissue: the mirror
+    lacks its copy of the hole); where the mirror holds no tissue, the smooth fill alone.
+    Outside the mask: `image` unchanged."""
+    hole = mask > 0
+    own = smooth_fill(image, hole, sigma)
+    theirs = smooth_fill(mirror, hole, sigma)       # what a smooth fill would say on the other side
+    texture = torch.where(hole & (mirror > 0), mirror - theirs, torch.zeros_like(mirror))
+    return own + alpha * texture
