@@ -36,7 +36,7 @@ def test_a_symmetric_brain_is_filled_with_its_own_texture():
     truth, hole = _symmetric_slice(), _hole()
     voided = truth * (1 - hole)
     other = torch.from_numpy(mirrored(voided.numpy(), TOTAL))
-    filled = mirror_fill(voided, hole, other)
+    filled = mirror_fill(voided, hole, other, alpha=1.0)
     assert torch.equal(filled[hole == 0], voided[hole == 0])           # the input outside the hole
     inner = torch.zeros_like(hole)
     inner[..., 9:17, 17:29] = 1

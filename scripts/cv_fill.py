@@ -41,6 +41,7 @@ from smilecore import inpainting_protocol as protocol  # noqa: E402
 from smilecore.cases import find_cases  # noqa: E402
 from smilecore.dataset import cache_case  # noqa: E402
 from smilecore.fillnet import STARTS, fill_volume, train_fillnet  # noqa: E402
+from smilecore.lesionfill import MIRROR_ALPHA  # noqa: E402
 
 METHODS = ("ring_mean", "review", "fillnet")
 MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio")
@@ -90,7 +91,7 @@ def run_fold(k: int, test_ids: list[str], cached: dict, model, args, log) -> dic
     train = [cached[i] for i in sorted(cached) if i not in test_ids]
     net, run = train_fillnet(train, steps=args.steps, minutes=args.minutes, crop=args.crop,
                              batch_size=args.batch_size, base=args.base, depth=args.depth, lr=args.lr,
-                             seed=args.seed, start=args.start, log=log)
+                             seed=args.seed, start=args.start, alpha=args.alpha, log=log)
     log(f"  trained: {run['steps']} steps in {run['seconds']} s")
     order = sorted(cached)
     cases = [judge_case(cached[i], [cached[d] for d in order if d != i], order.index(i), net, model, log)
@@ -145,6 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", default="smooth", choices=STARTS, help="what FillNet adds its change to")
+    ap.add_argument("--alpha", type=float, default=MIRROR_ALPHA, help="share of the mirror's texture (--start mirror)")
     ap.add_argument("--modality", default="t2")
     ap.add_argument("--review-model", default=None, help="model file for the review baseline (default: shipped)")
     ap.add_argument("--no-review", action="store_true", help="leave out the review-mode baseline")

@@ -201,13 +201,13 @@ class HoleSamples:
 
 def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: int = 96, batch_size: int = 8,
                   base: int = 16, depth: int = 3, lr: float = 1e-3, seed: int = 0, start: str = "smooth",
-                  log=print) -> tuple[FillNet, dict]:
+                  alpha: float = MIRROR_ALPHA, log=print) -> tuple[FillNet, dict]:
     """Train a FillNet on the cached training `cases` for `steps` steps or `minutes` of wall
     time, whichever ends first (the learning rate follows a cosine over the nearer of the two).
     Returns (the network in eval mode, what was run)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = FillNet(base, depth, start)
+    net = FillNet(base, depth, start, alpha)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     data = HoleSamples(cases, tumour_shapes(cases))
     t0, losses, step = time.time(), [], 0
