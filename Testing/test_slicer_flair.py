@@ -86,8 +86,8 @@ def test_a_model_without_s_flair_is_refused_with_one_line_and_writes_nothing(sli
 def test_the_panels_flair_selector_is_saved_and_reaches_the_worker(slicer, files, model_path, monkeypatch):
     """The selector binds to the parameter node (a node reference, saved with the scene); an output set
     to the FLAIR is cleared with a message; Apply sends the FLAIR with its own matrix to the worker,
-    whose S_flair finds the blob; with a model without S_flair, Apply fails with the one line and
-    changes no node."""
+    whose S_flair finds the blob (a review sends none); with a model without S_flair, Apply fails with
+    the one line and changes no node."""
     _, widget = _panel(slicer, "SMILESynthesis")
     ui, params, scene = widget.ui, widget._parameterNode, slicer.mrmlScene
     t2, brain, flair = _nodes(slicer, files)
@@ -115,6 +115,12 @@ def test_the_panels_flair_selector_is_saved_and_reaches_the_worker(slicer, files
     assert widget._job.segmentor == "S_flair" and "S_flair's" in ui.statusLabel.text
     mask = nodes.segmentation_to_mask(scene, params.lesionSegmentation, t2)
     assert dice(mask, files["blob"]) > 0.8, dice(mask, files["blob"])
+    waits = files["t2"].parent / "waits"  # a worker that only waits: the job's inputs are looked at
+    waits.write_text("#!/bin/sh\nsleep 60\n")
+    waits.chmod(0o755)
+    review = widget.logic.startJob(params, review=True, python=str(waits))  # the segment is the lesion: no FLAIR
+    assert (review.folder / "mask.npy").is_file() and not (review.folder / "flair_data.npy").exists()
+    assert review.cancel()
 
     shown = []
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: shown.append(text))

@@ -10,7 +10,9 @@ FLAIR segmentor (S_flair). The selector therefore stays enabled, its tooltip say
 is needed, and a model without one is refused by the worker right after loading it, before any
 synthesis: the panel shows one translated line (logic.no_flair_segmentor) and no node changes. A
 Slicer user sees the same as for any other refused input (a wrong modality), rather than a selector
-greyed out for a reason the panel could only learn by loading the model.
+greyed out for a reason the panel could only learn by loading the model. Re-synthesis from the lesion
+segment (review) sends no FLAIR: the user's segment is the lesion there, so S_flair's mask would not be
+used, and a FLAIR left selected must not stop a review with a model that has no S_flair.
 """
 from __future__ import annotations
 
@@ -44,12 +46,14 @@ def planned_outputs(params):
 
 
 def start_job(scene, params, review=False, python=None):
-    """A synthesis in a background process (job.SynthesisJob), the FLAIR with it if one is selected."""
+    """A synthesis in a background process (job.SynthesisJob), with the FLAIR if one is selected (not in
+    review, where the user's segment is the lesion)."""
     from .job import SynthesisJob
     from .logic import SynthesisLogic
     return SynthesisJob(SynthesisLogic(scene), params.inputVolume, planned_outputs(params), model=params.modelPath,
                         device=params.device, mask_segmentation=params.lesionSegmentation if review else None,
-                        brain_mask=params.brainMask, python=python, flair_volume=params.flairVolume).start()
+                        brain_mask=params.brainMask, python=python,
+                        flair_volume=None if review else params.flairVolume).start()
 
 
 def start_batch(scene, params, folder="", python=None):
