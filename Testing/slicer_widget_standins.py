@@ -211,6 +211,8 @@ class qMRMLNodeComboBox(qMRMLWidget):
         self._tags = [] if scene is None else [  # through a weak reference: a combo box gone is not called
             scene.AddObserver(event, _weakCall(self, "_sync")) for event in (scene.NodeAddedEvent,
                                                                               scene.NodeRemovedEvent)]
+        if scene is not None:  # as the real one's destructor does (qvtkReconnect): no observer outlives it
+            self.destroyed.connect(_removing_observers(scene, list(self._tags)))
         blocked = self._combo.blockSignals(True)  # SceneSwitchingInProgress
         self._rebuildExtras()
         self._combo.setCurrentIndex(-1)
@@ -251,6 +253,14 @@ class qMRMLNodeComboBox(qMRMLWidget):
                 self.setCurrentNodeID(nodes[-1])
             return
         self.currentNodeChanged.emit(node)
+
+
+def _removing_observers(scene, tags):
+    """A slot for `destroyed` that holds no reference to the widget (it is already gone when it runs)."""
+    def remove(*args):
+        for tag in tags:
+            scene.RemoveObserver(tag)
+    return remove
 
 
 def _weakCall(obj, method):
