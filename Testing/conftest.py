@@ -1,5 +1,6 @@
 """Shared fixtures: a small procedural cohort written as real NIfTI files, and one tiny model
 trained through all four phases on it (session-scoped, so the suite trains it once)."""
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,13 @@ from smilecore.modelfile import model_config, save_model
 from smilecore.networks import build_networks
 from smilecore.synthetic import write_cohort
 from smilecore.train import Trainer, TrainConfig
+
+# Under pytest-xdist (-n N) the N workers run side by side: each gets an equal share of the cores,
+# for its own torch and for the processes its tests start (they inherit OMP_NUM_THREADS); torch's
+# default, every core in every worker, would oversubscribe the machine and slow every test.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

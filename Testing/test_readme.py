@@ -25,7 +25,7 @@ SAMPLE = "smilecore/resources/sample/Brats18_TCIA02_370_1_t2.nii.gz"
 QUICK_START = (
     'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/smile demo',
     'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[test]" '
-    '&& .venv/bin/python -m pytest Testing',
+    '&& .venv/bin/python -m pytest Testing -n 2 --dist loadfile',
 )
 # what each README command is run by (the test of that name below)
 RUNNERS = {
