@@ -81,7 +81,7 @@ def fill_lesion_array(images, masks, radius: int = FILL_GROW, sigma: float = FIL
 
 
 # ---- the other hemisphere's texture (issue 24) ------------------------------------------------
-MIRROR_ALPHA = 0.5   # share of the mirror's texture added: set before the measurement (docs/fill-cv.md)
+MIRROR_ALPHA = 0.25  # share of the mirror's texture: the analytic fills' cross-validated pick (docs/fill-cv.md)
 
 
 def mirror_fill(image: torch.Tensor, mask: torch.Tensor, mirror: torch.Tensor, alpha: float = MIRROR_ALPHA,
