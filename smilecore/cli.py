@@ -145,15 +145,24 @@ def _synthesize(args, input_path=None, model_path=None) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from . import metrics
+def demo_inputs(with_flair: bool = False) -> tuple[Path, Path | None]:
+    """The bundled sample case's T2, and its FLAIR when asked for."""
     from .modelfile import default_model_path, resources_dir
-    from .volume import load_nifti
     sample = resources_dir() / "sample"
     image = next(sample.glob("*_t2.nii.gz"), None)
-    if image is None or not default_model_path().is_file():
+    flair = next(sample.glob("*_flair.nii.gz"), None)
+    if image is None or not default_model_path().is_file() or (with_flair and flair is None):
         raise FileNotFoundError(f"bundled sample case or default model missing under {resources_dir()}")
-    print(f"demo: {image.name} with {default_model_path().name}")
+    return image, flair if with_flair else None
+
+
+def cmd_demo(args) -> int:
+    from . import metrics
+    from .modelfile import default_model_path
+    from .volume import load_nifti
+    image, args.flair = demo_inputs(args.with_flair)
+    sample = image.parent
+    print(f"demo: {image.name}{' and ' + args.flair.name if args.flair else ''} with {default_model_path().name}")
     cmd_synthesize(args, input_path=image, model_path=default_model_path())
     seg = next(sample.glob("*_seg.nii.gz"), None)
     if seg is not None:

@@ -246,6 +246,8 @@ def _add_demo_parser(sub) -> None:
     m = sub.add_parser("demo", help="run the bundled default model on the bundled sample case",
                        formatter_class=_Formatter)
     m.add_argument("--out-dir", default="smile-demo", help="where to write the outputs")
+    m.add_argument("--with-flair", action="store_true",
+                   help="also give the sample case's FLAIR to the default model's FLAIR segmentor (S_flair)")
     m.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda")
     _add_precision_option(m)
 
