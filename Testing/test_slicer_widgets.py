@@ -40,13 +40,17 @@ def test_module_load_and_panels_without_torch_or_nibabel(tmp_path):
             "errors": [repr(e) for e in standins.slot_errors],
             "imported": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "nibabel")
                                or m in ("smilecore.modelfile", "smilecore.volume")),
-            "kwargs": sorted(calls[0]), "files": [str(source.uris[0]), str(source.uris[1])],
+            "kwargs": sorted(calls[0]), "files": [str(uri) for uri in source.uris], "nodes": list(source.nodeNames),
             "checksums": source.checksums, "models": combo.count, "blocked": combo.signalsBlocked(),
             "applyEnabled": panels["SMILESynthesis"].ui.applyButton.enabled}))
     """)
     assert result["errors"] == []
     assert result["imported"] == []
     assert "loadFileTypes" in result["kwargs"] and "loadFileType" not in result["kwargs"]  # deprecated in 5.10
+    assert result["nodes"] == ["SMILE sample T2", "SMILE sample FLAIR", "SMILE sample expert lesion"]
+    assert [Path(f).name for f in result["files"]] == ["Brats18_TCIA02_370_1_t2.nii.gz",
+                                                       "Brats18_TCIA02_370_1_flair.nii.gz",
+                                                       "Brats18_TCIA02_370_1_seg.nii.gz"]
     import hashlib
     from urllib.parse import unquote, urlparse
     for uri, checksum in zip(result["files"], result["checksums"]):

@@ -265,12 +265,15 @@ def model_choices() -> list[tuple[str, str]]:
 
 def sample_data_source() -> dict:
     """The bundled sample case as keyword arguments of SampleDataLogic.registerCustomSampleDataSource
-    (Slicer 5.10 names): local file URIs with SHA256 checksums."""
+    (Slicer 5.10 names): local file URIs with SHA256 checksums. The T2 comes first, so that it is
+    the volume the panel's input selector takes; the FLAIR is there for the optional FLAIR selector."""
     import hashlib
     image, seg = bundled_sample_paths()
-    return {"sampleName": "SMILE brain tumour T2 (BraTS 2018)",
-            "uris": [image.as_uri(), seg.as_uri()],
-            "fileNames": [image.name, seg.name],
-            "nodeNames": ["SMILE sample T2", "SMILE sample expert lesion"],
-            "loadFileTypes": ["VolumeFile", "SegmentationFile"],
-            "checksums": ["SHA256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, seg)]}
+    flair = image.with_name(image.name.replace("_t2.", "_flair."))
+    files = (image, flair, seg)
+    return {"sampleName": "SMILE brain tumour T2 and FLAIR (BraTS 2018)",
+            "uris": [p.as_uri() for p in files],
+            "fileNames": [p.name for p in files],
+            "nodeNames": ["SMILE sample T2", "SMILE sample FLAIR", "SMILE sample expert lesion"],
+            "loadFileTypes": ["VolumeFile", "VolumeFile", "SegmentationFile"],
+            "checksums": ["SHA256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in files]}
