@@ -11,12 +11,17 @@ from smilecore.networks import build_networks
 from smilecore.synthetic import write_cohort
 from smilecore.train import Trainer, TrainConfig
 
-# Under pytest-xdist (-n N) the N workers run side by side: each gets an equal share of the cores,
-# for its own torch and for the processes its tests start (they inherit OMP_NUM_THREADS); torch's
-# default, every core in every worker, would oversubscribe the machine and slow every test.
+# Under pytest-xdist (-n N) the N workers run side by side: each gets an equal share of the usable
+# cores (affinity and a container's quota, as synthesis counts them), never more than an
+# OMP_NUM_THREADS the user set, for its own torch and for the processes its tests start (they
+# inherit it); torch's default, every core in every worker, would oversubscribe the machine.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    from smilecore.precision import usable_cpus
+    _share = max(1, usable_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        _share = min(_share, int(os.environ["OMP_NUM_THREADS"]))
+    os.environ["OMP_NUM_THREADS"] = str(_share)
+    torch.set_num_threads(_share)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

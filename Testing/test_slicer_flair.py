@@ -58,6 +58,12 @@ def test_the_logic_gives_a_flair_on_another_grid_to_s_flair(slicer, files):
         logic.run(t2, model, wanted, flair_volume=t2)
     with pytest.raises(OutputIsInput, match="^the pseudo-normal output cannot be the FLAIR volume 'case_flair'$"):
         logic.run(t2, model, Outputs(pseudoNormal=flair, lesion=NEW), flair_volume=flair)
+    with pytest.raises(ValueError, match="^the FLAIR volume cannot be the brain mask 'case_brain'"):
+        logic.run(t2, model, wanted, brain_mask=brain, flair_volume=brain)
+    empty = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(ValueError, match="^the FLAIR volume node holds no image data$"):
+        logic.run(t2, model, wanted, flair_volume=empty)
+    slicer.mrmlScene.RemoveNode(empty)
     assert _node_ids(slicer.mrmlScene) == before and nodes.array_from_volume(flair)[0].shape == (24, 24, 12)
 
 

@@ -47,7 +47,7 @@ def test_module_load_and_panels_without_torch_or_nibabel(tmp_path):
     assert result["errors"] == []
     assert result["imported"] == []
     assert "loadFileTypes" in result["kwargs"] and "loadFileType" not in result["kwargs"]  # deprecated in 5.10
-    assert result["nodes"] == ["SMILE sample T2", "SMILE sample FLAIR", "SMILE sample expert lesion"]
+    assert result["nodes"] == ["SMILE sample T2", "SMILE sample-FLAIR", "SMILE sample expert lesion"]
     assert [Path(f).name for f in result["files"]] == ["Brats18_TCIA02_370_1_t2.nii.gz",
                                                        "Brats18_TCIA02_370_1_flair.nii.gz",
                                                        "Brats18_TCIA02_370_1_seg.nii.gz"]

@@ -139,6 +139,8 @@ class SynthesisLogic:
         run leaves no half-filled node. Returns the Outputs with the nodes actually used."""
         from smilecore.flair import NoFlairSegmentor, check_flair_name
         from smilecore.synthesis import check_modality, synthesize
+        if mask_segmentation is not None:   # review: the user's segment is the lesion, S_flair's would be unused
+            flair_volume = None
         given = self.inputs(input_volume, outputs, mask_segmentation, segment_id, brain_mask, flair_volume)
         check_modality(model, stated=modality, name=given["name"], where=given["where"])
         if given["flair"] is not None:
@@ -166,7 +168,10 @@ class SynthesisLogic:
             if flair_volume is input_volume:
                 raise ValueError(_("the FLAIR volume cannot be the input volume '{input}': choose the FLAIR "
                                    "image of the same head, or none").format(input=input_volume.GetName()))
-            flair = nodes.array_from_volume(flair_volume)
+            if flair_volume is brain_mask:
+                raise ValueError(_("the FLAIR volume cannot be the brain mask '{mask}': choose the FLAIR image of "
+                                   "the same head, or none").format(mask=brain_mask.GetName()))
+            flair = nodes.array_from_volume(flair_volume, _("FLAIR"))
         data, affine = nodes.array_from_volume(input_volume)
         mask = None
         if mask_segmentation is not None:
@@ -266,7 +271,9 @@ def model_choices() -> list[tuple[str, str]]:
 def sample_data_source() -> dict:
     """The bundled sample case as keyword arguments of SampleDataLogic.registerCustomSampleDataSource
     (Slicer 5.10 names): local file URIs with SHA256 checksums. The T2 comes first, so that it is
-    the volume the panel's input selector takes; the FLAIR is there for the optional FLAIR selector."""
+    the volume the panel's input selector takes; the FLAIR is there for the optional FLAIR selector. Its
+    node name ends in a BraTS-style suffix (-FLAIR), so that a T2 model refuses it by name where it is
+    given as an input, alone or in a batch over the loaded volumes, rather than reading it as a T2."""
     import hashlib
     image, seg = bundled_sample_paths()
     flair = image.with_name(image.name.replace("_t2.", "_flair."))
@@ -274,6 +281,6 @@ def sample_data_source() -> dict:
     return {"sampleName": "SMILE brain tumour T2 and FLAIR (BraTS 2018)",
             "uris": [p.as_uri() for p in files],
             "fileNames": [p.name for p in files],
-            "nodeNames": ["SMILE sample T2", "SMILE sample FLAIR", "SMILE sample expert lesion"],
+            "nodeNames": ["SMILE sample T2", "SMILE sample-FLAIR", "SMILE sample expert lesion"],
             "loadFileTypes": ["VolumeFile", "VolumeFile", "SegmentationFile"],
             "checksums": ["SHA256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in files]}

@@ -30,10 +30,11 @@ def ijk_to_ras(node) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def array_from_volume(node) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 array in IJK order, IJK-to-RAS affine) of a scalar volume node."""
+def array_from_volume(node, role: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 array in IJK order, IJK-to-RAS affine) of a scalar volume node; `role` names it in the
+    message of an empty node (default: the input)."""
     if node is None or node.GetImageData() is None:
-        raise ValueError(_("the input volume node holds no image data"))
+        raise ValueError(_("the {role} volume node holds no image data").format(role=role or _("input")))
     if node.GetParentTransformNode() is not None:
         raise ValueError(_("volume '{name}' is under a transform; harden it first (Data module: right-click the "
                            "transform, Harden transform)").format(name=node.GetName()))
