@@ -144,7 +144,7 @@ def test_the_command_line_takes_a_flair_and_info_says_so(case, tmp_path, capsys)
     assert cli_main(["synthesize", str(t2_path), "--flair", str(flair_path), "--model", str(model),
                      "--out-dir", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"the lesion mask is {FLAIR_NET}'s" in err
+    assert f"the lesion mask is {FLAIR_NET}'s" in err and f"(FLAIR {flair_path}: it must be the same patient's)" in err
     mask = nib.load(out / "case_t2_lesion_mask.nii.gz").get_fdata() > 0
     assert np.array_equal(mask, blob)
     assert cli_main(["info", str(model)]) == 0

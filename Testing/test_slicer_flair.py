@@ -46,6 +46,7 @@ def test_the_logic_gives_a_flair_on_another_grid_to_s_flair(slicer, files):
     used = logic.run(t2, model, wanted, brain_mask=brain, flair_volume=flair)
     with_flair = nodes.segmentation_to_mask(slicer.mrmlScene, used.lesion, t2)
     assert logic.segmentor == "S_flair" and any("S_flair's" in note for note in logic.notes), logic.notes
+    assert any("(FLAIR volume 'case_flair': it must be the same patient's)" in note for note in logic.notes)
     assert any("resampled onto the T2's voxel grid" in note for note in logic.notes), logic.notes
     assert dice(with_flair, files["blob"]) > 0.8, dice(with_flair, files["blob"])
 

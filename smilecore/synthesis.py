@@ -349,7 +349,9 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     seg = None if flair is None else prepared_flair(model, flair, affine, vol, flair_where, where, tell)
     grid = network_grid(vol, user_mask, model, where, tell, seg)
     if seg is not None:
-        tell(f"{where}: the lesion mask is {FLAIR_NET}'s, the segmentor that sees the T2 and the FLAIR")
+        # named, since nothing here can tell another patient's FLAIR (BraTS-like cases share one space)
+        tell(f"{where}: the lesion mask is {FLAIR_NET}'s, the segmentor that sees the T2 and the FLAIR "
+             f"({flair_where}: it must be the same patient's)")
     threshold = float(model.config.get("lesion_threshold", 0.5))
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
                          where, precision)
