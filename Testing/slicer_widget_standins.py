@@ -211,8 +211,12 @@ class qMRMLNodeComboBox(qMRMLWidget):
         self._tags = [] if scene is None else [  # through a weak reference: a combo box gone is not called
             scene.AddObserver(event, _weakCall(self, "_sync")) for event in (scene.NodeAddedEvent,
                                                                               scene.NodeRemovedEvent)]
+        if getattr(self, "_removal", None) is not None:   # the old scene's observers are gone already
+            self.destroyed.disconnect(self._removal)
+        self._removal = None
         if scene is not None:  # as the real one's destructor does (qvtkReconnect): no observer outlives it
-            self.destroyed.connect(_removing_observers(scene, list(self._tags)))
+            self._removal = _removing_observers(scene, list(self._tags))
+            self.destroyed.connect(self._removal)
         blocked = self._combo.blockSignals(True)  # SceneSwitchingInProgress
         self._rebuildExtras()
         self._combo.setCurrentIndex(-1)

@@ -227,7 +227,7 @@ def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: 
             log(f"  step {step} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
     run = {"steps": step, "seconds": round(time.time() - t0), "final_loss": float(np.mean(losses[-50:])) if losses else None,
            "crop": crop, "batch_size": batch_size, "base": base, "depth": depth, "lr": lr, "seed": seed,
-           "start": start, "alpha": net.config["alpha"],
+           "start": start, "alpha": net.config["alpha"] if start == "mirror" else None,
            "tumour_shapes": len(data.shapes), "slices": len(data.index)}
     return net.eval(), run
 
