@@ -88,6 +88,12 @@ def test_a_model_without_s_flair_is_refused_with_one_line_and_writes_nothing(sli
     assert _wait(lambda: _ended(job), timeout=120), job.log
     assert job.state == "failed" and job.error == message and job.done == 0, (job.state, job.error, job.log)
     assert _node_ids(slicer.mrmlScene) == before
+    # a review (the user's lesion segment given) uses no FLAIR, so a FLAIR left selected is no reason to refuse
+    from SMILESynthesisLib import NEW, Outputs, nodes
+    segment = nodes.mask_to_segmentation(slicer.mrmlScene, files["blob"], t2)
+    used = logic.run(t2, load_model(model_path), Outputs(pseudoNormal=NEW), mask_segmentation=segment,
+                     brain_mask=brain, flair_volume=flair)
+    assert logic.segmentor == "S" and used.pseudoNormal is not None
 
 
 def test_the_panels_flair_selector_is_saved_and_reaches_the_worker(slicer, files, model_path, monkeypatch):
