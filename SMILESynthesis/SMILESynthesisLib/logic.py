@@ -139,8 +139,6 @@ class SynthesisLogic:
         run leaves no half-filled node. Returns the Outputs with the nodes actually used."""
         from smilecore.flair import NoFlairSegmentor, check_flair_name
         from smilecore.synthesis import check_modality, synthesize
-        if mask_segmentation is not None:   # review: the user's segment is the lesion, S_flair's would be unused
-            flair_volume = None
         given = self.inputs(input_volume, outputs, mask_segmentation, segment_id, brain_mask, flair_volume)
         check_modality(model, stated=modality, name=given["name"], where=given["where"])
         if given["flair"] is not None:
@@ -158,10 +156,13 @@ class SynthesisLogic:
                brain_mask=None, flair_volume=None) -> dict:
         """What the engine needs, read from the nodes: the input's array and affine (IJK order), the
         lesion mask and brain mask as arrays on its grid (or None), its name; the FLAIR's array and
-        its own IJK-to-RAS affine (any grid: the engine resamples it) or None; the outputs checked
+        its own IJK-to-RAS affine (any grid: the engine resamples it) or None (always None in review, with
+        `mask_segmentation`); the outputs checked
         (`check_outputs`). Raises ValueError naming the problem."""
         if input_volume is None:
             raise ValueError(_("select an input volume"))
+        if mask_segmentation is not None:   # review: the user's segment is the lesion, S_flair's would be unused
+            flair_volume = None
         check_outputs(input_volume, outputs, brain_mask, flair_volume)
         flair = None
         if flair_volume is not None:

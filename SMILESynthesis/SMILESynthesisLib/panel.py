@@ -46,14 +46,14 @@ def planned_outputs(params):
 
 
 def start_job(scene, params, review=False, python=None):
-    """A synthesis in a background process (job.SynthesisJob), with the FLAIR if one is selected (not in
-    review, where the user's segment is the lesion)."""
+    """A synthesis in a background process (job.SynthesisJob), with the FLAIR if one is selected (the
+    logic leaves it out in review, where the user's segment is the lesion: SynthesisLogic.inputs)."""
     from .job import SynthesisJob
     from .logic import SynthesisLogic
     return SynthesisJob(SynthesisLogic(scene), params.inputVolume, planned_outputs(params), model=params.modelPath,
                         device=params.device, mask_segmentation=params.lesionSegmentation if review else None,
                         brain_mask=params.brainMask, python=python,
-                        flair_volume=None if review else params.flairVolume).start()
+                        flair_volume=params.flairVolume).start()
 
 
 def start_batch(scene, params, folder="", python=None):
