@@ -13,11 +13,17 @@ three test cases, voids healthy tissue inside another case's tumour mask
   fillnet     the fold's FillNet (--start: the fill it adds its change to; its other-hemisphere
               channel has the case's own tumour zeroed, the label standing in for S's mask)
 
+With --methods ring_mean,review_nopass (no training), review mode runs once with the engine's
+through-plane pass left out (`review_nopass`), and the pass (synthesis_blend.through_plane_pass,
+the function compose_outputs applies) is applied to that fill: `review` at the engine's sigma,
+`review_z<S>` at each --z-sigmas S. --save-fills keeps the pass-free fill for the figure
+(scripts/fill_figure.py).
+
 Images are the cached, normalised T2 volumes (dataset.cache_case, the default model's scaling);
 the challenge's own scaling is applied inside the scoring.
 
     python scripts/cv_fill.py DATA_DIR --out docs/fill-cv [--minutes 10 | --steps N] [--folds 0,1]
-                              [--start smooth|mirror] [--no-review]
+                              [--start smooth|mirror] [--no-review] [--methods ring_mean,review_nopass]
     python scripts/cv_fill.py DATA_DIR --out docs/fill-cv --summary
 
 Each fold writes DIR/fold<k>.json and is skipped when present, so an interrupted run continues.
@@ -42,9 +48,11 @@ from smilecore.cases import find_cases  # noqa: E402
 from smilecore.dataset import cache_case  # noqa: E402
 from smilecore.fillnet import STARTS, fill_volume, train_fillnet  # noqa: E402
 from smilecore.lesionfill import MIRROR_ALPHA  # noqa: E402
+from smilecore.synthesis_blend import Z_SIGMA, through_plane_pass  # noqa: E402
 
 METHODS = ("ring_mean", "review", "fillnet")
-MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio")
+MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio",
+            "slice_bias_jump", "slice_step_ratio", "z_share_ratio")
 
 
 def volume(case, what: str = "image") -> np.ndarray:
@@ -68,34 +76,56 @@ def placed_case(case, donors: list, seed: int) -> tuple:
     return truth, tumour, mask, placed
 
 
-def judge_case(case, donors: list, seed: int, fillnet, model, log) -> dict:
+def with_pass(fill: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The engine's through-plane pass on a pass-free review fill: its region is the brain and
+    the mask, and the mask lies in the voided image's brain (synthesis_inputs.voided_brain)."""
+    out = np.array(fill, np.float32, copy=True)
+    through_plane_pass(out, np.asarray(mask, bool), sigma)
+    return out
+
+
+def judge_case(case, donors: list, seed: int, fillnet, model, log, methods=METHODS, z_sigmas=(),
+               save_dir=None) -> dict:
     truth, tumour, mask, placed = placed_case(case, donors, seed)
     given = protocol.voided(truth, mask)
     fills, seconds = {}, {}
-    for name in METHODS:
+    for name in methods:
         t0 = time.time()
         if name == "ring_mean":
             fills[name] = protocol.ring_mean_fill(given, mask)
         elif name == "review" and model is not None:
             fills[name] = protocol.review_fill(given, mask, model, case.spacing)
+        elif name == "review_nopass" and model is not None:
+            fills[name] = protocol.review_fill(given, mask, model, case.spacing, z_sigma=0)
+            if save_dir is not None:
+                save_dir.mkdir(parents=True, exist_ok=True)
+                np.save(save_dir / f"{case.case_id}_review_nopass.npy", fills[name])
+            for sigma in (Z_SIGMA, *z_sigmas):
+                fills["review" if sigma == Z_SIGMA else f"review_z{sigma:g}"] = with_pass(fills[name], mask, sigma)
         elif name == "fillnet":
             fills[name] = fill_volume(fillnet, given, mask, tumour)   # the label stands in for S's mask
         seconds[name] = round(time.time() - t0, 1)
     scores = {name: protocol.score(f, truth, given, mask) for name, f in fills.items()}
-    log(f"  {case.case_id}: " + ", ".join(f"{n} SSIM {s['ssim']:.3f} PSNR {s['psnr']:.2f}" for n, s in scores.items()))
+    log(f"  {case.case_id}: " + ", ".join(f"{n} SSIM {s['ssim']:.3f} PSNR {s['psnr']:.2f} "
+                                          f"jump {s['slice_bias_jump']:.3f} steps {s['slice_step_ratio']:.2f}" for n, s in scores.items()))
     return {"case": case.case_id, "mask": placed, "mask_ml": float(mask.sum()) * float(np.prod(case.spacing)) / 1000,
             "scores": scores, "seconds": seconds}
 
 
 def run_fold(k: int, test_ids: list[str], cached: dict, model, args, log) -> dict:
     train = [cached[i] for i in sorted(cached) if i not in test_ids]
-    net, run = train_fillnet(train, steps=args.steps, minutes=args.minutes, crop=args.crop,
-                             batch_size=args.batch_size, base=args.base, depth=args.depth, lr=args.lr,
-                             seed=args.seed, start=args.start, alpha=args.alpha, log=log)
-    log(f"  trained: {run['steps']} steps in {run['seconds']} s")
+    methods = tuple(args.methods.split(","))
+    net, run = None, {"steps": 0, "seconds": 0}   # no FillNet measured: none trained
+    if "fillnet" in methods:
+        net, run = train_fillnet(train, steps=args.steps, minutes=args.minutes, crop=args.crop,
+                                 batch_size=args.batch_size, base=args.base, depth=args.depth, lr=args.lr,
+                                 seed=args.seed, start=args.start, alpha=args.alpha, log=log)
+        log(f"  trained: {run['steps']} steps in {run['seconds']} s")
     order = sorted(cached)
-    cases = [judge_case(cached[i], [cached[d] for d in order if d != i], order.index(i), net, model, log)
-             for i in test_ids]
+    sigmas = tuple(float(v) for v in args.z_sigmas.split(",") if v)
+    save = Path(args.cache_dir or tempfile.gettempdir()) / "fills" if args.save_fills else None
+    cases = [judge_case(cached[i], [cached[d] for d in order if d != i], order.index(i), net, model, log,
+                        methods, sigmas, save) for i in test_ids]
     return {"fold": k, "test": test_ids, "train": [c.case_id for c in train], "training": run,
             "modality": args.modality, "review_model": args.review_model if model is not None else None,
             "cases": cases}
@@ -106,7 +136,7 @@ def summary(out: Path) -> str:
     rows = [f"{len(results)} folds: " + ", ".join(f"fold {r['fold']} {r['training']['steps']} steps / "
                                                  f"{r['training']['seconds']} s" for r in results),
             "", "| fill | " + " | ".join(MEASURES) + " |", "|---" * (len(MEASURES) + 1) + "|"]
-    for name in METHODS:
+    for name in recorded(results):
         measured = [r for r in results if all(name in c["scores"] for c in r["cases"])]
         if not measured:
             continue
@@ -118,13 +148,19 @@ def summary(out: Path) -> str:
     return "\n".join(rows + ["", per_fold_table(results)])
 
 
+def recorded(results: list[dict]) -> list[str]:
+    """The fills the records hold, in the order first met."""
+    return list(dict.fromkeys(name for r in results for c in r["cases"] for name in c["scores"]))
+
+
 def per_fold_table(results: list[dict]) -> str:
     """SSIM / PSNR of each fill in each fold (the mean over its test cases)."""
-    rows = ["| fold | test cases | FillNet steps | " + " | ".join(f"{n} SSIM / PSNR" for n in METHODS) + " |",
-            "|---" * (len(METHODS) + 3) + "|"]
+    names = recorded(results)
+    rows = ["| fold | test cases | FillNet steps | " + " | ".join(f"{n} SSIM / PSNR" for n in names) + " |",
+            "|---" * (len(names) + 3) + "|"]
     for r in results:
         cells = []
-        for name in METHODS:
+        for name in names:
             got = [c["scores"][name] for c in r["cases"] if name in c["scores"]]
             cells.append(f"{np.mean([g['ssim'] for g in got]):.3f} / {np.mean([g['psnr'] for g in got]):.2f}"
                          if got else "not run")
@@ -150,6 +186,10 @@ def main(argv=None) -> int:
     ap.add_argument("--modality", default="t2")
     ap.add_argument("--review-model", default=None, help="model file for the review baseline (default: shipped)")
     ap.add_argument("--no-review", action="store_true", help="leave out the review-mode baseline")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="fills to score (review_nopass: review without the through-plane pass, then with it)")
+    ap.add_argument("--z-sigmas", default="", help="more sigmas of the pass to score (with review_nopass)")
+    ap.add_argument("--save-fills", action="store_true", help="keep the pass-free review fills under CACHE_DIR/fills")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--summary", action="store_true", help="print the table of what exists and stop")

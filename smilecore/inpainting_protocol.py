@@ -17,7 +17,14 @@ Inpainting", 2023-2025), as SMILE measures a fill with it (issue 24).
   stores them (240 x 240 x 155); SMILE's canonical LPS order is that order for BraTS files.
 - Structure (`structure_measures`): what the challenge's scores miss, a flat patch: the mean
   in-plane gradient magnitude and the mean intensity inside the mask, and the through-plane
-  change (metrics.through_plane_change), each as a ratio to the truth's.
+  change (metrics.through_plane_change), each as a ratio to the truth's. Stripes
+  (`stripe_measures`): a fill made slice by slice can be flat in-plane and jump between slices,
+  which the through-plane ratio passes (its jumps are smaller than the truth's texture). Three
+  measures fail it: the jump of the fill's per-slice bias (`slice_bias_jump`, over the truth's
+  SD in the mask; 0 when each slice's brightness tracks the truth's), the fill's own
+  slice-to-slice brightness steps over the truth's (`slice_step_ratio`; 1 as the truth) and
+  the share of the fill's change that is through the plane, over the truth's (`z_share_ratio`;
+  1 as the truth, up to 1 / the truth's share for a fill that changes only between slices).
 - Baselines: `ring_mean_fill` (each axial slice's mask filled with the mean of a ring of brain
   around it) and `review_fill` (smile synthesize with the mask on the voided image: today's
   review mode, run through the engine on the mask's slab of slices).
@@ -114,8 +121,64 @@ def structure_measures(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarr
     return {"gradient_ratio": grad, "intensity_ratio": mean, "through_plane_ratio": tp_pred / max(tp_true, 1e-12)}
 
 
+def slice_bias_jump(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |b(z+1) - b(z)| over adjacent axial slices that both hold the mask, each pair weighted
+    by the smaller slice's voxel count (a slice of a few voxels has a noisy mean), where b(z) is
+    the mean of prediction - truth over the mask's voxels in slice z; over the truth's SD in the
+    mask. What one sees as stripes: each slice's patch a different brightness from the truth's."""
+    mask = np.asarray(mask, bool)
+    n = mask.sum(axis=(0, 1)).astype(np.float64)
+    err = np.where(mask, np.asarray(prediction, np.float64) - np.asarray(truth, np.float64), 0.0)
+    b = err.sum(axis=(0, 1)) / np.maximum(n, 1)
+    pair = np.minimum(n[1:], n[:-1])
+    if not pair.any():
+        return float("nan")
+    jump = float(np.sum(np.abs(np.diff(b)) * pair) / pair.sum())
+    return jump / max(float(np.std(np.asarray(truth, np.float64)[mask])), 1e-12)
+
+
+def _changes(volume: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(mean |change| between voxels adjacent in-plane, along x and y together; the same through
+    the plane), over neighbour pairs that both lie in the mask."""
+    v = np.asarray(volume, np.float64)
+    part = lambda a, s: tuple(s if k == a else slice(None) for k in range(3))  # noqa: E731
+    sums, counts = np.zeros(3), np.zeros(3)
+    for a in range(3):
+        both = mask[part(a, slice(1, None))] & mask[part(a, slice(None, -1))]
+        sums[a], counts[a] = np.abs(np.diff(v, axis=a))[both].sum(), both.sum()
+    return float(sums[:2].sum() / max(counts[:2].sum(), 1)), float(sums[2] / max(counts[2], 1))
+
+
+def _slice_steps(volume: np.ndarray, mask: np.ndarray) -> float:
+    """Mean over adjacent axial slices of |the mean of V(z+1) - V(z) over the voxels in the mask
+    in both|, each pair of slices weighted by that voxel count: how much a region's brightness
+    steps from slice to slice (texture's ups and downs cancel in the mean; a stripe does not)."""
+    both = mask[:, :, 1:] & mask[:, :, :-1]
+    n = both.sum(axis=(0, 1)).astype(np.float64)
+    if not n.any():
+        return float("nan")
+    step = np.where(both, np.diff(np.asarray(volume, np.float64), axis=2), 0.0).sum(axis=(0, 1))
+    return float(np.abs(step).sum() / n.sum())   # sum |n * mean step| / sum n
+
+
+def stripe_measures(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
+    """The stripe measures (module docstring): `slice_bias_jump`; `slice_step_ratio`, the fill's
+    slice-to-slice brightness steps over the truth's (_slice_steps); `z_share_ratio`, the
+    through-plane share of the change between neighbouring voxels, tz / (tz + txy), of the fill
+    over the truth's."""
+    mask = np.asarray(mask, bool)
+    shares = []
+    for v in (prediction, truth):
+        txy, tz = _changes(v, mask)
+        shares.append(tz / max(tz + txy, 1e-12))
+    return {"slice_bias_jump": slice_bias_jump(prediction, truth, mask),
+            "slice_step_ratio": _slice_steps(prediction, mask) / max(_slice_steps(truth, mask), 1e-12),
+            "z_share_ratio": shares[0] / max(shares[1], 1e-12)}
+
+
 def score(prediction: np.ndarray, truth: np.ndarray, voided: np.ndarray, mask: np.ndarray) -> dict:
-    return {**challenge_metrics(prediction, truth, voided, mask), **structure_measures(prediction, truth, mask)}
+    return {**challenge_metrics(prediction, truth, voided, mask), **structure_measures(prediction, truth, mask),
+            **stripe_measures(prediction, truth, mask)}
 
 
 # ---- voiding ---------------------------------------------------------------------------------
@@ -170,11 +233,14 @@ def mask_slab(mask: np.ndarray, margin: int = SLAB_MARGIN) -> slice:
     return slice(max(int(zs[0]) - margin, 0), min(int(zs[-1]) + 1 + margin, mask.shape[2]))
 
 
-def review_fill(image: np.ndarray, mask: np.ndarray, model, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+def review_fill(image: np.ndarray, mask: np.ndarray, model, spacing=(1.0, 1.0, 1.0),
+                z_sigma: float | None = None) -> np.ndarray:
     """Today's review mode on the voided image (smile synthesize --mask through the engine), run
     on the slab of axial slices that holds the mask (SLAB_MARGIN more on each side) to keep the
     CPU time down; the pseudo-normal inside the mask, the image elsewhere. `image`: X x Y x Z in
-    the canonical LPS order (given an LPS affine)."""
+    the canonical LPS order (given an LPS affine). `z_sigma`: the engine's through-plane pass
+    (synthesis_blend.Z_SIGMA) set to this for the run, 0 to leave it out (None: the engine's)."""
+    from . import synthesis_blend
     from .synthesis import synthesize
     from .synthesis_inputs import voided_brain
 
@@ -187,7 +253,12 @@ def review_fill(image: np.ndarray, mask: np.ndarray, model, spacing=(1.0, 1.0, 1
     slab = ring_mean_fill(slab, slab_mask > 0)
     # the brain as synthesis finds it for a voided image (synthesis_inputs.voided_brain)
     brain = voided_brain(slab, affine, slab_mask, "voided image")
-    result = synthesize(slab, affine, model, mask=slab_mask, notify=lambda _: None, brain=brain)
+    engine_sigma = synthesis_blend.Z_SIGMA
+    synthesis_blend.Z_SIGMA = engine_sigma if z_sigma is None else z_sigma
+    try:
+        result = synthesize(slab, affine, model, mask=slab_mask, notify=lambda _: None, brain=brain)
+    finally:
+        synthesis_blend.Z_SIGMA = engine_sigma
     out = np.array(image, np.float32, copy=True)
     out[:, :, z] = np.where(mask[:, :, z], result.pseudo_normal, image[:, :, z])
     return out

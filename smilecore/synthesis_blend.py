@@ -5,6 +5,10 @@ resampled, the *change* is resampled back, so tissue the generator leaves alone 
 input values), and `compose_outputs` adds them to the input's raw intensities as the synthesis
 module docstring describes: outside the lesion G's change is added to the input, inside it G's
 image replaces the input, and R's change fades out over FILL_GROW px around the lesion.
+Then one pass through the plane (`through_plane_pass`): G fills each axial slice on its own, so
+each slice's patch had its own brightness, seen as horizontal stripes in coronal and sagittal
+views; the pseudo-normal inside the replaced region is averaged along z over that region's
+voxels only (the input outside it stays exact).
 
 Memory: every step here is per axial slice (resampling is in-plane, the fade's distance is
 in-plane), so the outputs are composed a few slices at a time (`CHUNK_SLICES`), written straight
@@ -22,6 +26,7 @@ from .synthesis_grid import NetGrid, NetOutputs, resample_slices
 from .volume import CanonicalVolume
 
 CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, not the result
+Z_SIGMA = 0.0      # slices: the Gaussian of the through-plane pass (0: no pass); docs/fill-cv.md
 
 
 @dataclass
@@ -81,8 +86,30 @@ def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, thres
         pseudo_normal[box] += change
         difference[box] = -change
         pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
+    # after the loop: the pass needs the slices of every chunk
+    box = through_plane_pass(pseudo_normal, brain & lesion, Z_SIGMA)
+    if box is not None:   # where the pass changed the pseudo-normal, the difference follows it
+        difference[box] = np.where((brain & lesion)[box], raw[box] - pseudo_normal[box], difference[box])
     return {"pseudo_normal": pseudo_normal, "lesion_probability": prob, "lesion_mask": lesion.view(np.uint8),
             "pseudo_abnormal": pseudo_abnormal, "difference": difference}
+
+
+def through_plane_pass(volume: np.ndarray, region: np.ndarray, sigma: float = Z_SIGMA) -> tuple | None:
+    """Average `volume` (X x Y x Z, in place) along z inside `region`, over the region's voxels
+    only: a Gaussian of `sigma` slices, normalised by the region's own weight (normalised
+    convolution), so tissue outside the region never leaks in and voxels outside it are
+    untouched. Returns the region's bounding box (None: empty region or sigma 0)."""
+    if sigma <= 0 or not region.any():
+        return None
+    from scipy import ndimage
+    box = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in
+                (np.nonzero(region.any(axis=tuple(a for a in range(3) if a != k)))[0] for k in range(3)))
+    inside = region[box]
+    weight = inside.astype(np.float64)
+    smooth = lambda v: ndimage.gaussian_filter1d(v, sigma, axis=2, mode="constant")  # noqa: E731
+    mean = smooth(np.where(inside, volume[box], 0.0)) / np.maximum(smooth(weight), 1e-12)
+    volume[box] = np.where(inside, mean, volume[box]).astype(volume.dtype)
+    return box
 
 
 def _pseudo_normal_change(vol: CanonicalVolume, on: OnInput, replaced: np.ndarray, mask_given: bool) -> np.ndarray:
