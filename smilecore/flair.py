@@ -29,6 +29,8 @@ At synthesis, with a FLAIR given:
   turned about its vertical axis (nor tilted about the front-back one): the mid-sagittal plane
   must be near a plane of constant left-right voxel index. The mirror moves whole voxels (the
   centre is rounded to half a voxel), so nothing is interpolated.
+- S_flair's probability is the average over test-time flips of its input (`flip_averaged`: by
+  default left-right, front-back and both), so a flipped or rotated input gives the same mask.
 - S_flair's lesion probability and mask replace S's for everything: R, the blend, and the
   gated G's `cover` (gated.COVER_RIM). G and R see only the T2, so G's own decision is the same
   with and without FLAIR; only what it is held open over changes. The result says which
@@ -37,11 +39,19 @@ At synthesis, with a FLAIR given:
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .cases import modality_from_name
 from .inputchecks import VolumeError
 from .volume import MEDIAN_LEVEL, Normalisation, background_level, check_affine, on_image_grid
 
+# Test-time flips (dims of N x C x X x Y slices; X is left-right, Y front-back): S_flair is
+# trained with both flips (scripts/cv_segmentor.py `augment`), so averaging its probability over
+# the four makes the mask equivariant to a left-right flip and a 180-degree in-plane rotation by
+# construction (a header that lies about either gives the same lesion). A model's recipe may name
+# its own ("test_time_flips"); files made before it get DEFAULT_FLIPS.
+TEST_TIME_FLIPS = {"none": ((),), "lr": ((), (-2,)), "d2": ((), (-2,), (-1,), (-2, -1))}
+DEFAULT_FLIPS = "d2"
 MIN_COVER = 0.9    # at least this share of the T2's brain must lie within the FLAIR's field of view
 FULL_COVER = 0.999  # below this share, a note says part of the brain has no FLAIR
 
@@ -151,6 +161,28 @@ def prepared_flair(model, flair, t2_affine: np.ndarray, vol, where: str, t2_wher
     if resampled:
         tell(f"{where}: resampled onto the T2's voxel grid (linear, through world coordinates)")
     return segmentor_volumes(vol, vol.to_canonical_order(on_t2), level, recipe, where, t2_where)
+
+
+class FlipAveraged(torch.nn.Module):
+    """A segmentor whose class probabilities are averaged over test-time flips of its input (each
+    flipped back). It returns their log, so that a softmax of its output is that average."""
+
+    def __init__(self, net: torch.nn.Module, flips):
+        super().__init__()
+        self.net, self.flips = net, tuple(flips)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for dims in self.flips:
+            p = torch.softmax(self.net(torch.flip(x, dims) if dims else x).float(), dim=1)
+            total = total + (torch.flip(p, dims) if dims else p)
+        return torch.log((total / len(self.flips)).clamp_min(1e-12))
+
+
+def flip_averaged(net: torch.nn.Module, recipe: dict) -> torch.nn.Module:
+    """S_flair as synthesis runs it: averaged over its recipe's test-time flips (TEST_TIME_FLIPS)."""
+    flips = TEST_TIME_FLIPS[recipe.get("test_time_flips", DEFAULT_FLIPS)]
+    return net if flips == ((),) else FlipAveraged(net, flips)
 
 
 def mirror_sum(brain: np.ndarray) -> int:

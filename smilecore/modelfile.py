@@ -113,6 +113,8 @@ def _check_flair_recipe(config: dict) -> None:
         raise ValueError(f"flair_segmentor modalities {recipe['modalities']}: expected t2 first, and flair")
     if recipe["normalisation"] not in NORMALISATIONS:
         raise ValueError(f"flair_segmentor normalisation {recipe['normalisation']!r} is not one of {NORMALISATIONS}")
+    if recipe.get("test_time_flips", "d2") not in ("none", "lr", "d2"):   # flair.TEST_TIME_FLIPS
+        raise ValueError(f"flair_segmentor test_time_flips {recipe['test_time_flips']!r} is not none, lr or d2")
     if config["networks"][FLAIR_NET]["in_ch"] != flair_channels(recipe):
         raise ValueError(f"{FLAIR_NET} takes {config['networks'][FLAIR_NET]['in_ch']} channels, its recipe "
                          f"gives {flair_channels(recipe)}")

@@ -74,7 +74,7 @@ import numpy as np
 import torch
 
 from .files import folder_lock, remove_stale_temps, signals_deferred, write_failed
-from .flair import check_flair_name, prepared_flair, require_flair
+from .flair import check_flair_name, flip_averaged, prepared_flair, require_flair
 from .gated import GatedGenerator, context_of, neighbour_index
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
@@ -262,7 +262,8 @@ def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.devi
     try:
         if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
             _channels_last(model)
-        nets = tuple(model.nets[n] for n in ("G", "S" if seg is None else FLAIR_NET, "R"))
+        S = model.nets["S"] if seg is None else flip_averaged(model.nets[FLAIR_NET], model.flair)
+        nets = (model.nets["G"], S, model.nets["R"])
         return _run_batch(nets, image, m, threshold, device, channels_last, lesion_fill, around,
                           autocast_dtype(precision, device), paint, seg), None
     except (RuntimeError, MemoryError) as exc:
