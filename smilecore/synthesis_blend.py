@@ -26,7 +26,7 @@ from .synthesis_grid import NetGrid, NetOutputs, resample_slices
 from .volume import CanonicalVolume
 
 CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, not the result
-Z_SIGMA = 0.0      # slices: the Gaussian of the through-plane pass (0: no pass); docs/fill-cv.md
+Z_SIGMA = 1.5      # slices: the Gaussian of the through-plane pass (0: no pass); docs/fill-cv.md
 
 
 @dataclass
