@@ -87,9 +87,10 @@ def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, thres
         difference[box] = -change
         pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
     # after the loop: the pass needs the slices of every chunk
-    box = through_plane_pass(pseudo_normal, brain & lesion, Z_SIGMA)
-    if box is not None:   # where the pass changed the pseudo-normal, the difference follows it
-        difference[box] = np.where((brain & lesion)[box], raw[box] - pseudo_normal[box], difference[box])
+    replaced = brain & lesion
+    if through_plane_pass(pseudo_normal, replaced, Z_SIGMA) is not None:
+        # where the pass changed the pseudo-normal, the difference follows it (the lesion's voxels only)
+        difference[replaced] = raw[replaced] - pseudo_normal[replaced]
     return {"pseudo_normal": pseudo_normal, "lesion_probability": prob, "lesion_mask": lesion.view(np.uint8),
             "pseudo_abnormal": pseudo_abnormal, "difference": difference}
 
@@ -98,17 +99,19 @@ def through_plane_pass(volume: np.ndarray, region: np.ndarray, sigma: float = Z_
     """Average `volume` (X x Y x Z, in place) along z inside `region`, over the region's voxels
     only: a Gaussian of `sigma` slices, normalised by the region's own weight (normalised
     convolution), so tissue outside the region never leaks in and voxels outside it are
-    untouched. Returns the region's bounding box (None: empty region or sigma 0)."""
+    untouched. Returns the region's bounding box (None: empty region or sigma 0). The average is
+    along z alone, so the box is done CHUNK_SLICES rows of x at a time (memory)."""
     if sigma <= 0 or not region.any():
         return None
     from scipy import ndimage
     box = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in
                 (np.nonzero(region.any(axis=tuple(a for a in range(3) if a != k)))[0] for k in range(3)))
-    inside = region[box]
-    weight = inside.astype(np.float64)
     smooth = lambda v: ndimage.gaussian_filter1d(v, sigma, axis=2, mode="constant")  # noqa: E731
-    mean = smooth(np.where(inside, volume[box], 0.0)) / np.maximum(smooth(weight), 1e-12)
-    volume[box] = np.where(inside, mean, volume[box]).astype(volume.dtype)
+    for a in range(box[0].start, box[0].stop, CHUNK_SLICES):
+        part = (slice(a, min(a + CHUNK_SLICES, box[0].stop)), box[1], box[2])
+        inside, values = region[part], volume[part]
+        mean = smooth(np.where(inside, values, 0.0)) / np.maximum(smooth(inside.astype(np.float64)), 1e-12)
+        volume[part] = np.where(inside, mean, values).astype(volume.dtype)
     return box
 
 
