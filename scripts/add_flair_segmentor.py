@@ -43,8 +43,8 @@ def cv_segmentor():
     return module
 
 
-def training_cases(model, data_dir: str) -> list:
-    """The labelled cases of the model's training split, each with a T2, a FLAIR and a label."""
+def training_cases(model, data_dir: str, modalities=("flair",)) -> list:
+    """The labelled cases of the model's training split, each with a T2, a label and `modalities`."""
     split = model.config.get("training", {}).get("split", {})
     ids = list(split.get("train", ()))
     if not ids:
@@ -56,9 +56,9 @@ def training_cases(model, data_dir: str) -> list:
     missing = [i for i in ids if i not in cases]
     if missing:
         raise SystemExit(f"{data_dir}: the model's training cases {missing} are not there")
-    unusable = [i for i in ids if not cases[i].labeled or "flair" not in cases[i].images]
+    unusable = [i for i in ids if not cases[i].labeled or any(m not in cases[i].images for m in modalities)]
     if unusable:
-        raise SystemExit(f"{data_dir}: training cases without a label or a FLAIR: {unusable}")
+        raise SystemExit(f"{data_dir}: training cases without a label or a {', '.join(modalities)}: {unusable}")
     return [cases[i] for i in ids]
 
 

@@ -331,6 +331,7 @@ def cmd_bench(args) -> int:
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
     from .modelsummary import model_summary
+    from .networks import FILL_NET
     path = args.model or default_model_path()
     model = load_model(path)
     if args.json:
@@ -342,6 +343,10 @@ def cmd_info(args) -> int:
                                         f"accepted (smile synthesize --flair): S_flair sees {', '.join(recipe['modalities'])}"
                                         f"{', both mirrored left-right' if recipe['mirror'] else ''}; "
                                         f"{recipe['normalisation']} scaling"))
+    fill = model.config["networks"].get(FILL_NET)
+    lines.insert(-1, "Lesion fill    " + ("G's own (no fill network)" if fill is None else
+                                        f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
+                                        f"depth {fill['depth']}; synthesis_fill.py)"))
     print("\n".join(lines))
     return 0
 

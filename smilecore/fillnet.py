@@ -244,12 +244,12 @@ def fill_volume(net: FillNet, image: np.ndarray, mask: np.ndarray, tumour: np.nd
     v = torch.from_numpy(axial(image, np.float32))[:, None] * (1 - m)   # voided, whatever was inside the mask
     total = mirror_sum((np.asarray(image) > 0) | np.asarray(mask, bool))
     other = torch.from_numpy(other_side(v[:, 0].numpy(), None if tumour is None else axial(tumour, bool), total))[:, None]
-    out = v.clone()
+    out, device = v.clone(), next(net.parameters()).device
     zs = torch.nonzero(m.flatten(1).any(1))[:, 0].tolist()
     last = len(v) - 1
     for start in range(0, len(zs), batch_size):
         z = zs[start:start + batch_size]
         below, above = [max(k - 1, 0) for k in z], [min(k + 1, last) for k in z]
-        x = net_input(v[z], m[z], other[z], v[below], v[above])
-        out[z] = net(x).clamp(min=0)
+        x = net_input(v[z], m[z], other[z], v[below], v[above]).to(device)
+        out[z] = net(x).clamp(min=0).float().cpu()
     return np.moveaxis(out[:, 0].numpy(), 0, 2)

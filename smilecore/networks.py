@@ -15,10 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fillnet import FillNet
 from .gated import GatedGenerator
 from .unet import Generator, Reconstructor, Segmentor, UNet
 
 FLAIR_NET = "S_flair"
+FILL_NET = "Fill"   # fillnet.FillNet: what fills the lesion in the pseudo-normal (synthesis_fill.py)
 
 
 class FlairSegmentor(nn.Module):
@@ -37,7 +39,7 @@ class FlairSegmentor(nn.Module):
 KINDS = {"G": {"unet": Generator, "gated": GatedGenerator},
          "S": {"unet": Segmentor},
          "R": {"unet": Reconstructor}}
-OPTIONAL = {FLAIR_NET: {"unet": FlairSegmentor}}   # roles a model file may leave out
+OPTIONAL = {FLAIR_NET: {"unet": FlairSegmentor}, FILL_NET: {"unet": FillNet}}   # roles a model file may leave out
 GENERATORS = tuple(KINDS["G"])  # ("unet", "gated"): G's designs, `smile train --generator`
 
 

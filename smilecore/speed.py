@@ -35,7 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .gated import COVER_RIM, GatedGenerator, context_of, neighbour_index
 from .modelfile import SmileModel, default_model_path, flair_channels, load_model, model_config
-from .networks import FLAIR_NET, build_networks
+from . import fillnet
+from .networks import FILL_NET, FLAIR_NET, build_networks
 from .precision import autocast_dtype, describe
 from .synthesis import synthesize
 from .train import resolve_device
@@ -86,13 +87,15 @@ def random_model(size: str, modality: str = "t2", seed: int = 0) -> SmileModel:
 
 
 def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
-    """Forward FLOPs of each network (G, S, R, and S_flair if the model has one) for one slice of `shape`."""
+    """Forward FLOPs of each network (G, S, R, and S_flair and the fill network if the model has them)
+    for one slice of `shape`."""
     out = {}
     with torch.inference_mode():
         for name, net in model.nets.items():
             device = next(net.parameters()).device
             # a 2.5D G sees its neighbours; S_flair its recipe's channels (T2, FLAIR, their mirrors)
-            channels = flair_channels(model.flair) if name == FLAIR_NET else 2 * context_of(net) + 1
+            channels = (flair_channels(model.flair) if name == FLAIR_NET else fillnet.IN_CH if name == FILL_NET
+                        else 2 * context_of(net) + 1)
             x = torch.zeros(1, channels, *shape, device=device)
             counter = FlopCounterMode(display=False)
             with counter:

@@ -81,6 +81,7 @@ from .modelfile import SmileModel, default_model_path, load_model
 from .networks import FLAIR_NET
 from .precision import autocast_dtype, in_bf16
 from .synthesis_blend import compose_outputs
+from .synthesis_fill import fill_with_network
 from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, resample_slices  # noqa: F401
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
                                check_lesion_mask, check_modality)
@@ -356,6 +357,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     threshold = float(model.config.get("lesion_threshold", 0.5))
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
                          where, precision)
+    fill_with_network(model, outs)   # a model's fill network fills the lesion instead of G (synthesis_fill.py)
     vol.image = grid.image = grid.seg = seg = None   # the networks are done: their inputs are freed
     # back on the input's grid and in its scale, then in its voxel order (views: no copies)
     outputs = compose_outputs(vol, grid, outs, threshold, user_mask)

@@ -218,10 +218,12 @@ class Trainer:
 
     def _initial_networks(self, sizes: dict) -> dict:
         """The networks of model file `init_from` (their sizes replace the configured ones); a
-        gated G asked for where the file's G is the paper's starts from the file's S."""
+        gated G asked for where the file's G is the paper's starts from the file's S. Only G, S and R:
+        the file's optional networks (S_flair, the fill network) are trained by their own scripts,
+        and their configuration entries are not carried over, so the new file has none."""
         from .modelfile import load_model
         start = load_model(self.cfg.init_from)
-        nets = dict(start.nets)
+        nets = {name: start.nets[name] for name in "GSR"}
         for name in nets:
             sizes[name] = dict(start.config["networks"][name])
         if sizes["G"].get("kind", "unet") != self.cfg.generator:

@@ -1,0 +1,70 @@
+"""A model's fill network fills the lesion of the pseudo-normal (synthesis_fill.py, issue 24): its
+fill lands inside the lesion mask (the user's in review mode, S's otherwise) and nowhere else, the
+file keeps it, and a model without one synthesises as before. Small random networks; the fill
+network's last layer is set so that its fill is its start plus a chosen constant."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from smilecore.modelfile import load_model, model_config, save_model
+from smilecore.networks import FILL_NET, build_networks
+from smilecore.synthesis import synthesize
+from smilecore.synthetic import LPS, make_case
+
+SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
+
+
+def _model(tmp_path, offset: float | None):
+    """G, S, R seeded alike in every file; a fill network whose fill is its start + `offset` (None: none)."""
+    torch.manual_seed(0)
+    sizes = dict(SIZES)
+    if offset is not None:
+        sizes[FILL_NET] = {"base": 4, "depth": 2, "start": "smooth", "alpha": 0.25}
+    nets = build_networks(sizes)
+    if offset is not None:
+        with torch.no_grad():
+            nets[FILL_NET].unet.head.bias.fill_(offset)   # the head starts at zero: the change is the bias
+    config = {**model_config(sizes, "t2")}
+    return load_model(save_model(tmp_path / f"fill-{offset}.pt", nets, config))
+
+
+@pytest.fixture(scope="module")
+def case():
+    image, _, label = make_case(np.random.default_rng(5), n_lesions=1)
+    return image.astype(np.float32), label > 0
+
+
+def _run(model, image, mask):
+    return synthesize(image, LPS, model, mask=None if mask is None else mask.astype(np.uint8), notify=lambda m: None)
+
+
+@pytest.mark.parametrize("review", [True, False], ids=["mask given", "S's mask"])
+def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, review):
+    image, label = case
+    runs = {o: _run(_model(tmp_path, o), image, label if review else None) for o in (0.0, 0.2)}
+    lesion = runs[0.0].lesion_mask > 0
+    assert lesion.sum() > 20 and np.array_equal(lesion, runs[0.2].lesion_mask > 0)
+    change = runs[0.2].pseudo_normal - runs[0.0].pseudo_normal
+    assert np.abs(change[~lesion]).max() == 0
+    inside = change[lesion]
+    assert inside.min() > 0 and inside.std() < 1e-3 * inside.mean()   # the constant, in the input's scale
+    assert np.allclose(runs[0.2].difference, image - runs[0.2].pseudo_normal, atol=1e-3)
+
+
+def test_a_model_without_a_fill_network_fills_with_g(tmp_path, case):
+    image, label = case
+    plain, filled = (_run(_model(tmp_path, o), image, label) for o in (None, 0.0))
+    lesion = label > 0
+    assert np.array_equal(plain.pseudo_normal[~lesion], filled.pseudo_normal[~lesion])
+    assert not np.allclose(plain.pseudo_normal[lesion], filled.pseudo_normal[lesion])
+
+
+def test_the_model_file_keeps_the_fill_network(tmp_path):
+    model = _model(tmp_path, 0.2)
+    saved = torch.load(model.path, weights_only=True)
+    assert FILL_NET in saved and json.loads(saved["config"])["networks"][FILL_NET]["start"] == "smooth"
+    assert torch.allclose(model.nets[FILL_NET].unet.head.bias, torch.tensor([0.2]))
