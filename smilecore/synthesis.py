@@ -357,7 +357,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     threshold = float(model.config.get("lesion_threshold", 0.5))
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
                          where, precision)
-    fill_with_network(model, outs)   # a model's fill network fills the lesion instead of G (synthesis_fill.py)
+    fill_with_network(model, outs, user_mask is not None)   # a fill network fills instead of G (synthesis_fill.py)
     vol.image = grid.image = grid.seg = seg = None   # the networks are done: their inputs are freed
     # back on the input's grid and in its scale, then in its voxel order (views: no copies)
     outputs = compose_outputs(vol, grid, outs, threshold, user_mask)

@@ -13,17 +13,34 @@ G's own fill does in review mode and than a ring-mean fill. Files without it fil
 """
 from __future__ import annotations
 
+from scipy import ndimage
+
 from .fillnet import fill_volume
+from .gated import COVER_RIM
 from .networks import FILL_NET
 from .synthesis_grid import NetOutputs
 
 
-def fill_with_network(model, outs: NetOutputs) -> bool:
-    """G's image inside `outs.lesion` replaced by the model's fill network's fill, in place; False
-    (nothing changed) when the model has none or there is no lesion."""
+def open_rim(model) -> int:
+    """Pixels around S's lesion where G replaces the input with its own fill: a gated G is held
+    open over the lesion and COVER_RIM px around it, and its gate is widened by `grow` more."""
+    G = model.config["networks"]["G"]
+    return COVER_RIM + (int(G.get("grow", 0)) if G.get("kind") == "gated" else 0)
+
+
+def fill_with_network(model, outs: NetOutputs, user_mask: bool) -> bool:
+    """G's image replaced by the model's fill network's fill, in place, inside the lesion mask
+    (`user_mask`: the user's, in review mode, where the output keeps the input outside it) or inside
+    S's lesion and the rim where G would put its own fill (`open_rim`, in-plane, within the brain:
+    else G's darker fill shows as a dark contour around the network's). False (nothing changed)
+    when the model has no fill network or there is no lesion."""
     net = model.nets.get(FILL_NET)
     if net is None or not outs.lesion.any():
         return False
-    filled = fill_volume(net, outs.I, outs.lesion)
-    outs.G[outs.lesion] = filled[outs.lesion]
+    hole = outs.lesion
+    if not user_mask:
+        r = open_rim(model)
+        hole = hole | (ndimage.maximum_filter(hole, size=(2 * r + 1, 2 * r + 1, 1)) & (outs.I > 0))
+    filled = fill_volume(net, outs.I, hole)
+    outs.G[hole] = filled[hole]
     return True
