@@ -20,18 +20,20 @@ from smilecore.synthetic import LPS, make_case
 SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
 
 
-def _model(tmp_path, offset: float | None):
-    """G, S, R seeded alike in every file; a fill network whose fill is its start + `offset` (None: none)."""
+def _model(tmp_path, offset: float | None, g_change: float = 0.0):
+    """G, S, R seeded alike in every file; a fill network whose fill is its start + `offset` (None: none).
+    G (the paper's residual G, its head at zero: the identity) adds `g_change` everywhere."""
     torch.manual_seed(0)
     sizes = dict(SIZES)
     if offset is not None:
         sizes[FILL_NET] = {"base": 4, "depth": 2, "start": "smooth", "alpha": 0.25}
     nets = build_networks(sizes)
-    if offset is not None:
-        with torch.no_grad():
+    with torch.no_grad():
+        nets["G"].unet.head.bias.fill_(g_change)
+        if offset is not None:
             nets[FILL_NET].unet.head.bias.fill_(offset)   # the head starts at zero: the change is the bias
     config = {**model_config(sizes, "t2")}
-    return load_model(save_model(tmp_path / f"fill-{offset}.pt", nets, config))
+    return load_model(save_model(tmp_path / f"fill-{offset}-{g_change}.pt", nets, config))
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +46,20 @@ def _run(model, image, mask):
     return synthesize(image, LPS, model, mask=None if mask is None else mask.astype(np.uint8), notify=lambda m: None)
 
 
-@pytest.mark.parametrize("review", [True, False], ids=["mask given", "S's mask"])
-def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, review):
+@pytest.mark.parametrize("review, g_change", [(True, 0.05), (False, 0.0), (False, 0.05)],
+                         ids=["mask given", "S's mask, G changes nothing", "S's mask, G changes everything"])
+def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, review, g_change):
     image, label = case
-    runs = {o: _run(_model(tmp_path, o), image, label if review else None) for o in (0.0, 0.2)}
+    runs = {o: _run(_model(tmp_path, o, g_change), image, label if review else None) for o in (0.0, 0.2)}
     lesion = runs[0.0].lesion_mask > 0
     assert lesion.sum() > 20 and np.array_equal(lesion, runs[0.2].lesion_mask > 0)
     change = runs[0.2].pseudo_normal - runs[0.0].pseudo_normal
-    # review mode: the mask only; S's mask: also the rim where G would put its own fill
-    reach = lesion if review else ndimage.maximum_filter(lesion, size=(2 * open_rim(_model(tmp_path, 0.0)) + 1,) * 2 + (1,))
+    # review mode: the mask only; S's mask: also the pixels of its rim that G changed
+    rim = ndimage.maximum_filter(lesion, size=(2 * open_rim(_model(tmp_path, 0.0)) + 1,) * 2 + (1,)) & ~lesion
+    reach = lesion | (rim if not review and g_change else False)
     assert np.abs(change[~reach]).max() == 0
-    if not review:
-        assert (change[reach & ~lesion] > 0).mean() > 0.5   # the rim is the network's too
+    if not review and g_change:
+        assert (change[rim & (image > 0)] > 0).mean() > 0.5   # G's rim is the network's too
     inside = change[lesion]
     assert inside.min() > 0 and inside.std() < 1e-3 * inside.mean()   # the constant, in the input's scale
     assert np.allclose(runs[0.2].difference, image - runs[0.2].pseudo_normal, atol=1e-3)

@@ -31,16 +31,17 @@ def open_rim(model) -> int:
 def fill_with_network(model, outs: NetOutputs, user_mask: bool) -> bool:
     """G's image replaced by the model's fill network's fill, in place, inside the lesion mask
     (`user_mask`: the user's, in review mode, where the output keeps the input outside it) or inside
-    S's lesion and the rim where G would put its own fill (`open_rim`, in-plane, within the brain:
-    else G's darker fill shows as a dark contour around the network's). False (nothing changed)
-    when the model has no fill network or there is no lesion."""
+    S's lesion and those pixels of its rim (`open_rim`, in-plane) that G changed: else G's darker
+    fill shows as a dark contour around the network's, and a rim filled whole would change tissue
+    that G leaves exactly as it is (a gated G's output is the input wherever its gate is shut).
+    False (nothing changed) when the model has no fill network or there is no lesion."""
     net = model.nets.get(FILL_NET)
     if net is None or not outs.lesion.any():
         return False
     hole = outs.lesion
     if not user_mask:
         r = open_rim(model)
-        hole = hole | (ndimage.maximum_filter(hole, size=(2 * r + 1, 2 * r + 1, 1)) & (outs.I > 0))
+        hole = hole | (ndimage.maximum_filter(hole, size=(2 * r + 1, 2 * r + 1, 1)) & (outs.G != outs.I))
     filled = fill_volume(net, outs.I, hole)
     outs.G[hole] = filled[hole]
     return True
