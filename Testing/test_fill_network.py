@@ -78,3 +78,32 @@ def test_the_model_file_keeps_the_fill_network(tmp_path):
     saved = torch.load(model.path, weights_only=True)
     assert FILL_NET in saved and json.loads(saved["config"])["networks"][FILL_NET]["start"] == "smooth"
     assert torch.allclose(model.nets[FILL_NET].unet.head.bias, torch.tensor([0.2]))
+
+
+def test_add_fill_network_trains_on_the_models_training_split_only(tmp_path):
+    """scripts/add_fill_network.py on a small cohort: two steps of a tiny fill network; the copy has
+    it with its training record (the split's training cases only), G, S and R unchanged."""
+    import importlib.util
+    from pathlib import Path
+
+    from smilecore.synthetic import write_cohort
+    cohort = write_cohort(tmp_path / "cohort", n_cases=4, seed=2, shape=(40, 40, 12))
+    ids = sorted(p.name for p in cohort.iterdir() if p.is_dir())
+    split = {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
+    torch.manual_seed(0)
+    source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2", training={"split": split}))
+    spec = importlib.util.spec_from_file_location(
+        "add_fill_network", Path(__file__).resolve().parents[1] / "scripts" / "add_fill_network.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "with-fill.pt"
+    assert script.main([str(source), str(cohort), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                        "--crop", "32", "--base", "4", "--depth", "2"]) == 0
+    model, before = load_model(out), load_model(source)
+    record = model.config["fill_network"]
+    assert record["cases"] == ids[:2] and record["steps"] == 2 and model.config["networks"][FILL_NET]["base"] == 4
+    for name in "GSR":
+        for key, value in before.nets[name].state_dict().items():
+            assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)
+    with pytest.raises(SystemExit, match="--out is the input model"):
+        script.main([str(source), str(cohort), "--out", str(source)])

@@ -30,12 +30,17 @@ from smilecore.provenance import file_record, folder_name, provenance
 HERE = Path(__file__).resolve().parent
 
 
-def training_cases(model, data_dir: str) -> list:
-    """add_flair_segmentor.py's: the labelled cases of the model's training split (a T2 and a label)."""
-    spec = importlib.util.spec_from_file_location("add_flair_segmentor", HERE / "add_flair_segmentor.py")
+def _script(name: str):
+    """scripts/NAME.py as a module (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.training_cases(model, data_dir, modalities=())
+    return module
+
+
+def training_cases(model, data_dir: str) -> list:
+    """add_flair_segmentor.py's: the labelled cases of the model's training split (a T2 and a label)."""
+    return _script("add_flair_segmentor").training_cases(model, data_dir, modalities=())
 
 
 def main(argv=None) -> int:
@@ -43,13 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("data_dir")
     ap.add_argument("--out", required=True, help="the new model file (never the input model)")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=6)
-    ap.add_argument("--base", type=int, default=8)
-    ap.add_argument("--depth", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    _script("cv_fill").training_options(ap, steps=400)   # the settings the cross-validation measured
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None, help="preprocessed slices")
     args = ap.parse_args(argv)

@@ -173,19 +173,24 @@ def per_fold_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data_dir")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--folds", default=",".join(str(k) for k in range(N_FOLDS)))
-    ap.add_argument("--minutes", type=float, default=10.0, help="wall-time budget of each fold's training")
-    ap.add_argument("--steps", type=int, default=100000)
+def training_options(ap: argparse.ArgumentParser, steps: int) -> None:
+    """FillNet's training settings (train_fillnet's), shared with scripts/add_fill_network.py."""
+    ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=6)
     ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data_dir")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--folds", default=",".join(str(k) for k in range(N_FOLDS)))
+    ap.add_argument("--minutes", type=float, default=10.0, help="wall-time budget of each fold's training")
+    training_options(ap, steps=100000)
     ap.add_argument("--start", default="smooth", choices=STARTS, help="what FillNet adds its change to")
     ap.add_argument("--alpha", type=float, default=MIRROR_ALPHA, help="share of the mirror's texture (--start mirror)")
     ap.add_argument("--modality", default="t2")
