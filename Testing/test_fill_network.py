@@ -14,7 +14,8 @@ from scipy import ndimage
 from smilecore.modelfile import load_model, model_config, save_model
 from smilecore.networks import FILL_NET, build_networks
 from smilecore.synthesis import synthesize
-from smilecore.synthesis_fill import open_rim
+from smilecore.inpainting_protocol import ring_mean_fill
+from smilecore.synthesis_fill import open_rim, ring_matched
 from smilecore.synthetic import LPS, make_case
 
 SIZES = {n: {"base": 4, "depth": 3, "norm": "batch"} for n in "GSR"}
@@ -61,8 +62,27 @@ def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, 
     if not review and g_change:
         assert (change[rim & (image > 0)] > 0).mean() > 0.5   # G's rim is the network's too
     inside = change[lesion]
-    assert inside.min() > 0 and inside.std() < 1e-3 * inside.mean()   # the constant, in the input's scale
+    if review:   # the network's constant is taken out: each part of the fill gets the ring's mean
+        assert np.abs(inside).max() < 1e-3 * np.abs(image[lesion]).mean()
+    else:
+        assert inside.min() > 0 and inside.std() < 1e-3 * inside.mean()   # the constant, in the input's scale
     assert np.allclose(runs[0.2].difference, image - runs[0.2].pseudo_normal, atol=1e-3)
+
+
+def test_review_mode_gives_each_part_of_the_fill_the_rings_mean():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.3, 0.6, (40, 40, 10)).astype(np.float32)
+    image[:3] = 0   # background: not in the ring
+    hole = np.zeros(image.shape, bool)
+    hole[10:20, 10:20, 2:6] = True
+    hole[25:30, 25:30, 5:8] = True
+    filled = np.where(hole, np.float32(0.1), image)
+    out = ring_matched(filled, image, hole)
+    ring, (labels, n) = ring_mean_fill(image, hole), ndimage.label(hole)
+    assert n == 2 and np.array_equal(out[~hole], filled[~hole])
+    for k in (1, 2):
+        assert abs(out[labels == k].mean() - ring[labels == k].mean()) < 1e-5
+        assert np.allclose(out[labels == k] - filled[labels == k], out[labels == k][0] - 0.1)   # a shift
 
 
 def test_a_model_without_a_fill_network_fills_with_g(tmp_path, case):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .known_truth import mean_fill
+from .known_truth import ring_mean_fill
 from .metrics import through_plane_change
 
 P_LOW, P_HIGH = 0.5, 99.5     # the challenge's percentile scaling
@@ -218,16 +218,6 @@ def voided(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 # ---- baselines -------------------------------------------------------------------------------
-def ring_mean_fill(image: np.ndarray, mask: np.ndarray, ring: int = 5) -> np.ndarray:
-    """Each axial slice's part of the mask filled with the mean of the brain in a ring of `ring`
-    pixels around it (known_truth.mean_fill), X x Y x Z."""
-    out = np.array(image, np.float32, copy=True)
-    zs = np.nonzero(np.asarray(mask).any(axis=(0, 1)))[0]
-    axial = lambda v: np.ascontiguousarray(np.moveaxis(np.asarray(v)[:, :, zs], 2, 0))  # noqa: E731
-    out[:, :, zs] = np.moveaxis(mean_fill(axial(out), axial(mask).astype(bool), ring), 0, 2)
-    return out
-
-
 def mask_slab(mask: np.ndarray, margin: int = SLAB_MARGIN) -> slice:
     zs = np.nonzero(np.asarray(mask).any(axis=(0, 1)))[0]
     return slice(max(int(zs[0]) - margin, 0), min(int(zs[-1]) + 1 + margin, mask.shape[2]))

@@ -169,3 +169,13 @@ def mean_fill(image: np.ndarray, lesion: np.ndarray, ring: int = 5) -> np.ndarra
         around = grown & ~lesion[k] & (image[k] > 0)
         out[k][lesion[k]] = image[k][around].mean() if around.any() else image[k][image[k] > 0].mean()
     return out
+
+
+def ring_mean_fill(image: np.ndarray, mask: np.ndarray, ring: int = 5) -> np.ndarray:
+    """Each axial slice's part of the mask filled with the mean of the brain in a ring of `ring`
+    pixels around it (mean_fill), X x Y x Z."""
+    out = np.array(image, np.float32, copy=True)
+    zs = np.nonzero(np.asarray(mask).any(axis=(0, 1)))[0]
+    axial = lambda v: np.ascontiguousarray(np.moveaxis(np.asarray(v)[:, :, zs], 2, 0))  # noqa: E731
+    out[:, :, zs] = np.moveaxis(mean_fill(axial(out), axial(mask).astype(bool), ring), 0, 2)
+    return out
