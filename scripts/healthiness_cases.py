@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("model", nargs="?")
     ap.add_argument("data_dir", nargs="?")
     ap.add_argument("--out")
+    ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
     ap.add_argument("--summary", nargs="+", help="print the fold summary of these records and stop")
     args = ap.parse_args(argv)
     if args.summary:
@@ -71,11 +72,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     model = load_model(args.model)
     record = {"model": args.model, "cases": {}}
-    for case in (c for c in find_cases(args.data_dir, require=True) if c.labeled):
+    only = set(filter(None, args.cases.split(",")))
+    for case in (c for c in find_cases(args.data_dir, require=True) if c.labeled and (not only or c.case_id in only)):
         record["cases"][case.case_id] = judge(model, case)
         print(case.case_id, record["cases"][case.case_id], flush=True)
         Path(args.out).write_text(json.dumps(record, indent=1))
-    print(summary([args.out]))
+    if not only:
+        print(summary([args.out]))
     return 0
 
 
