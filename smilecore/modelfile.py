@@ -32,6 +32,7 @@ import torch
 
 from . import __version__
 from .files import temporary_beside, write_failed
+from .flair import DEFAULT_FLIPS, TEST_TIME_FLIPS
 from .networks import FLAIR_NET, build_networks
 from .volume import MEDIAN_LEVEL, NORMALISATIONS
 
@@ -113,8 +114,9 @@ def _check_flair_recipe(config: dict) -> None:
         raise ValueError(f"flair_segmentor modalities {recipe['modalities']}: expected t2 first, and flair")
     if recipe["normalisation"] not in NORMALISATIONS:
         raise ValueError(f"flair_segmentor normalisation {recipe['normalisation']!r} is not one of {NORMALISATIONS}")
-    if recipe.get("test_time_flips", "d2") not in ("none", "lr", "d2"):   # flair.TEST_TIME_FLIPS
-        raise ValueError(f"flair_segmentor test_time_flips {recipe['test_time_flips']!r} is not none, lr or d2")
+    if recipe.get("test_time_flips", DEFAULT_FLIPS) not in TEST_TIME_FLIPS:
+        raise ValueError(f"flair_segmentor test_time_flips {recipe['test_time_flips']!r} is not one of "
+                         f"{', '.join(TEST_TIME_FLIPS)}")
     if config["networks"][FLAIR_NET]["in_ch"] != flair_channels(recipe):
         raise ValueError(f"{FLAIR_NET} takes {config['networks'][FLAIR_NET]['in_ch']} channels, its recipe "
                          f"gives {flair_channels(recipe)}")
