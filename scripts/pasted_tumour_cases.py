@@ -26,7 +26,7 @@ One torch thread. The record is written after each case, and hosts already in it
 
     python scripts/pasted_tumour_cases.py DATA_DIR --out docs/fill-cv/pasted-notmask/cases.json
     python scripts/pasted_tumour_cases.py --summary docs/fill-cv/pasted-notmask/cases.json
-    python scripts/pasted_tumour_cases.py DATA_DIR --figure HOST --figure-out docs/images/x.png
+    python scripts/pasted_tumour_cases.py DATA_DIR --figure HOST[,HOST] --figure-out docs/images/x.png
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ SYNTHESES = ("fill_network", "g_fill")
 METHODS = SYNTHESES + ("ring_mean", "pasted")
 MEASURES = ("ssim", "psnr", "gradient_ratio", "intensity_ratio", "through_plane_ratio", "slice_step_ratio")
 EXTRAS = ("recall", "own_recall", "far_changed", "seconds")
+SPLIT = ("found_psnr", "missed_psnr", "found_ssim", "missed_ssim")   # S's found / missed part of the mask
 
 
 # ---- the paste -------------------------------------------------------------------------------
@@ -115,8 +116,8 @@ def pasted_host(host_id: str, cases: dict, cached: dict) -> dict:
             "mask_ml": float(mask.sum() * np.prod(cached[host_id].spacing) / 1000)}
 
 
-def synthesis_scores(model, host: dict) -> tuple[dict, np.ndarray]:
-    """The no-mask synthesis of the pasted input, scored; and its pseudo-normal."""
+def synthesis_scores(model, host: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The no-mask synthesis of the pasted input, scored; its pseudo-normal and S's lesion mask."""
     x, mask, tumour = host["pasted"], host["mask"], host["tumour"]
     t0 = time.time()
     result = synthesize(x, host["affine"], model, notify=lambda m: None)
@@ -129,15 +130,33 @@ def synthesis_scores(model, host: dict) -> tuple[dict, np.ndarray]:
     scores.update(recall=float((lesion & mask).sum() / mask.sum()),
                   own_recall=float((lesion & tumour).sum() / max(tumour.sum(), 1)),
                   far_changed=float(changed.sum() / far.sum()), seconds=round(seconds, 1))
-    return scores, result.pseudo_normal
+    return scores, result.pseudo_normal, lesion
+
+
+def split_scores(fill: np.ndarray, host: dict, lesion: np.ndarray) -> dict:
+    """PSNR and SSIM (the challenge's, on the whole mask's voided scaling) in the part of the
+    pasted mask that S found and in the part it missed: the fill's share against S's."""
+    given = protocol.voided(host["truth"], host["mask"])
+    out = {}
+    for part, where in (("found", host["mask"] & lesion), ("missed", host["mask"] & ~lesion)):
+        if where.any():
+            m = protocol.challenge_metrics(fill, host["truth"], given, where)
+            out.update({f"{part}_psnr": m["psnr"], f"{part}_ssim": m["ssim"]})
+    return out
 
 
 def judge(host_id: str, cases: dict, cached: dict, models: dict) -> dict:
     host = pasted_host(host_id, cases, cached)
     given = protocol.voided(host["truth"], host["mask"])
-    scores = {name: synthesis_scores(model, host)[0] for name, model in models.items()}
-    scores["ring_mean"] = protocol.score(protocol.ring_mean_fill(given, host["mask"]), host["truth"], given, host["mask"])
-    scores["pasted"] = protocol.score(host["pasted"], host["truth"], given, host["mask"])
+    scores, fills = {}, {}
+    for name, model in models.items():
+        scores[name], fills[name], lesion = synthesis_scores(model, host)
+    fills["ring_mean"] = protocol.ring_mean_fill(given, host["mask"])
+    fills["pasted"] = host["pasted"]
+    for name in ("ring_mean", "pasted"):
+        scores[name] = protocol.score(fills[name], host["truth"], given, host["mask"])
+    for name in fills:   # split by the last run's S (S is the same network in every run)
+        scores[name].update(split_scores(fills[name], host, lesion))
     return {"mask": host["placed"], "mask_ml": round(host["mask_ml"], 2), "scale_ratio": round(host["scale"], 4),
             "scores": scores}
 
@@ -153,7 +172,7 @@ def summary(path: str) -> str:
     lines = [f"{len(cases)} of {len(record['hosts'])} hosts, model {Path(record['model']).name}; mean +- SD over the 4 folds "
              "(each fold the mean of its 3 hosts)", ""]
     if sorted(cases) == record["hosts"]:   # the folds are those of all the hosts
-        keys = MEASURES + EXTRAS
+        keys = MEASURES + EXTRAS + tuple(k for k in SPLIT if all(k in v["scores"]["pasted"] for v in cases.values()))
         lines += ["| fill | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for method in METHODS:
             cells = []
@@ -164,13 +183,14 @@ def summary(path: str) -> str:
                 v = fold_means(cases, method, key)
                 cells.append(f"{np.mean(v):.3f} +- {np.std(v):.3f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", "| fold | hosts | " + " | ".join(f"{m} PSNR" for m in METHODS) + " | bar met |",
-                  "|---" * (len(METHODS) + 3) + "|"]
+        lines += ["", "| fold | hosts | " + " | ".join(f"{m} PSNR" for m in METHODS)
+                  + " | fill_network - ring_mean | bar met |", "|---" * (len(METHODS) + 4) + "|"]
         per = {m: fold_means(cases, m, "psnr") for m in METHODS}
         for k, fold in enumerate(folds(sorted(cases))):
             met = "yes" if per["fill_network"][k] >= per["ring_mean"][k] else "no"
             lines.append(f"| {k} | {', '.join(c.replace('Brats18_', '') for c in fold)} | "
-                         + " | ".join(f"{per[m][k]:.2f}" for m in METHODS) + f" | {met} |")
+                         + " | ".join(f"{per[m][k]:.2f}" for m in METHODS)
+                         + f" | {per['fill_network'][k] - per['ring_mean'][k]:+.3f} | {met} |")
     lines += ["", "per host (SSIM / PSNR; recall, far changed of the fill network's run):"]
     for c in sorted(cases):
         s = cases[c]["scores"]
@@ -182,35 +202,43 @@ def summary(path: str) -> str:
 
 
 # ---- the figure ------------------------------------------------------------------------------
-def figure(host_id: str, cases: dict, cached: dict, models: dict, out: Path) -> None:
-    """Axial and coronal views through the pasted mask's centre: pasted input | pseudo-normal
-    (fill network) | pseudo-normal (G's fill) | truth, the mask outlined on the input."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def host_views(host_id: str, cases: dict, cached: dict, models: dict) -> tuple[list, np.ndarray, float, tuple]:
+    """The figure's columns for one host (axial and coronal views each), the mask's outline in
+    both, the display's top (the truth's V99.5) and the mask's centre."""
     from fill_figure import MARGIN, views
     host = pasted_host(host_id, cases, cached)
     filled = {name: synthesis_scores(model, host)[1] for name, model in models.items()}
-    columns = [("pasted input", host["pasted"]), ("pseudo-normal, fill network", filled["fill_network"]),
-               ("pseudo-normal, G's fill", filled["g_fill"]), ("truth (host's T2)", host["truth"])]
     idx = np.nonzero(host["mask"])
     centre = tuple(int(round(float(np.mean(i)))) for i in idx)
     box = tuple((max(int(i.min()) - MARGIN, 0), min(int(i.max()) + 1 + MARGIN, n)) for i, n in zip(idx, host["mask"].shape))
+    volumes = (host["pasted"], filled["fill_network"], filled["g_fill"], host["truth"])
     hi = float(np.percentile(host["truth"][host["truth"] > 0], 99.5))
-    outline = views(host["mask"].astype(np.float32), centre, box)
-    fig, axes = plt.subplots(2, len(columns), figsize=(2.3 * len(columns), 4.8))
-    for c, (title, volume) in enumerate(columns):
-        for r, view in enumerate(views(volume, centre, box)):
-            axes[r, c].imshow(view, cmap="gray", vmin=0, vmax=hi, interpolation="nearest")
-            axes[r, c].contour(outline[r], levels=[0.5], colors="tab:orange", linewidths=0.5)
-            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+    return [views(v, centre, box) for v in volumes], views(host["mask"].astype(np.float32), centre, box), hi, centre
+
+
+def figure(host_ids: list[str], cases: dict, cached: dict, models: dict, out: Path) -> None:
+    """Axial and coronal views through each host's pasted mask's centre, the mask outlined."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    titles = ("pasted input", "pseudo-normal, fill network", "pseudo-normal, G's fill", "truth (host's T2)")
+    fig, axes = plt.subplots(2 * len(host_ids), len(titles), figsize=(2.3 * len(titles), 2.4 * 2 * len(host_ids)))
+    for h, host_id in enumerate(host_ids):
+        columns, outline, hi, centre = host_views(host_id, cases, cached, models)
+        for c, pair in enumerate(columns):
+            for v, view in enumerate(pair):
+                ax = axes[2 * h + v, c]
+                ax.imshow(view, cmap="gray", vmin=0, vmax=hi, interpolation="nearest")
+                ax.contour(outline[v], levels=[0.5], colors="tab:orange", linewidths=0.5)
+                ax.set_xticks([]), ax.set_yticks([])
+        axes[2 * h, 0].set_ylabel(f"{host_id.replace('Brats18_', '')}\naxial z={centre[2]}", fontsize=7)
+        axes[2 * h + 1, 0].set_ylabel(f"coronal y={centre[1]}", fontsize=7)
+    for c, title in enumerate(titles):
         axes[0, c].set_title(title, fontsize=8)
-    axes[0, 0].set_ylabel(f"{host_id.replace('Brats18_', '')}\naxial z={centre[2]}", fontsize=7)
-    axes[1, 0].set_ylabel(f"coronal y={centre[1]}", fontsize=7)
     fig.tight_layout(pad=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
-    print(f"{out}: {out.stat().st_size // 1024} KB; donor {host['placed']}")
+    print(f"{out}: {out.stat().st_size // 1024} KB")
 
 
 def main(argv=None) -> int:
@@ -221,7 +249,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="", help="only these hosts (comma-separated)")
     ap.add_argument("--cache-dir", default=None, help="cv_fill.py's cache of normalised cases")
     ap.add_argument("--summary", help="print the fold summary of this record and stop")
-    ap.add_argument("--figure", help="a host: draw its views to --figure-out instead of scoring")
+    ap.add_argument("--figure", help="hosts (comma-separated): draw their views to --figure-out instead of scoring")
     ap.add_argument("--figure-out", default="pasted-truth.png")
     args = ap.parse_args(argv)
     if args.summary:
@@ -238,7 +266,7 @@ def main(argv=None) -> int:
     cached = {i: cache_case(c, cache_dir) for i, c in cases.items()}
     order = sorted(cached)
     if args.figure:
-        figure(args.figure, cases, cached, models, Path(args.figure_out))
+        figure(args.figure.split(","), cases, cached, models, Path(args.figure_out))
         return 0
     out = Path(args.out)
     split = model.config.get("training", {}).get("split", {})
