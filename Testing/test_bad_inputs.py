@@ -15,7 +15,7 @@ import torch
 
 import smilecore.losses
 from conftest import SIZES, tiny_config
-from smilecore import synthesis
+from smilecore import synthesis, synthesis_placement
 from smilecore.cases import find_cases
 from smilecore.cli import main as cli_main
 from smilecore.dataset import cache_case
@@ -494,8 +494,8 @@ def test_out_of_memory_for_one_slice_on_a_gpu_falls_back_to_the_cpu(model, monke
     def move(m, device):
         moves.append(str(device))
         state["gpu"] = len(moves) > 1       # the first move is the fallback, the second the return
-    monkeypatch.setattr(synthesis, "_is_accelerator", lambda device: state["gpu"])
-    monkeypatch.setattr(synthesis, "_move", move)
+    monkeypatch.setattr(synthesis_placement, "_is_accelerator", lambda device: state["gpu"])
+    monkeypatch.setattr(synthesis_placement, "_move", move)
     forward = model.nets["S"].forward
 
     def on_gpu(x):
@@ -523,8 +523,8 @@ def test_when_moving_the_model_back_runs_out_of_memory_it_stays_whole_on_the_cpu
         if len(moves) == 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         state["gpu"] = False
-    monkeypatch.setattr(synthesis, "_is_accelerator", lambda device: state["gpu"])
-    monkeypatch.setattr(synthesis, "_move", move)
+    monkeypatch.setattr(synthesis_placement, "_is_accelerator", lambda device: state["gpu"])
+    monkeypatch.setattr(synthesis_placement, "_move", move)
     _oom_above(model.nets["G"], 0, monkeypatch)
     forward = model.nets["G"].forward
     monkeypatch.setattr(model.nets["G"], "forward", lambda x: forward(x) if state["gpu"] else

@@ -105,3 +105,43 @@ def test_threads_are_brought_down_to_the_usable_cpus_never_up(monkeypatch):
         assert P.fit_threads() == 1   # never raised
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_block_of_slices_gets_the_box_of_its_own_brain():
+    """synthesis_grid.block_boxes: runs of slices, each cropped to its own brain with the margin,
+    on the U-Net's grid and inside the whole brain's box; a small cross-section, a small box."""
+    from scipy import ndimage
+    from smilecore.synthesis_grid import CROP_MARGIN, block_boxes, brain_box
+    x, y, z = np.mgrid[:240, :240, :80]
+    brain = ((x - 120) / 70.0) ** 2 + ((y - 120) / 70.0) ** 2 + ((z - 40) / 38.0) ** 2 < 1   # an ellipsoid
+    zs = np.nonzero(brain.any(axis=(0, 1)))[0]
+    whole_x, whole_y, _ = brain_box(brain, 16)
+    blocks = block_boxes(brain, zs, 16, 8)
+    assert np.array_equal(np.concatenate([b[0] for b in blocks]), zs)
+    for z_block, bx, by in blocks:
+        assert whole_x.start <= bx.start and bx.stop <= whole_x.stop and whole_y.start <= by.start and by.stop <= whole_y.stop
+        assert bx.start % 16 == 0 and by.start % 16 == 0
+        inside = np.zeros(brain.shape[:2], bool)
+        inside[bx, by] = True
+        near = ndimage.binary_dilation(brain[:, :, z_block].any(axis=2), iterations=CROP_MARGIN)
+        assert not (near & ~inside).any()   # the brain and CROP_MARGIN px around it
+    area = lambda b: (b[1].stop - b[1].start) * (b[2].stop - b[2].start)  # noqa: E731
+    assert area(blocks[0]) < 0.75 * (whole_x.stop - whole_x.start) * (whole_y.stop - whole_y.start)
+
+
+def test_a_folded_network_computes_the_same_function():
+    """unet.folded: BatchNorm folded into the convolution before it, in a copy."""
+    from smilecore.unet import UNet, folded
+    torch.manual_seed(0)
+    net = UNet(1, 2, base=4, depth=2, norm="batch")
+    for m in net.modules():   # running statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    net.eval()
+    x = torch.rand(3, 1, 24, 20)
+    fast = folded(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())   # the original is kept
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x), atol=1e-5, rtol=1e-5)
+    assert folded(net.train()) is net   # training mode: the batch statistics, nothing to fold

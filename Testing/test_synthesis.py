@@ -209,3 +209,25 @@ def test_outputs_do_not_depend_on_how_many_slices_are_composed_at_once(cohort, m
         runs.append(synthesize(data, img.affine, model, mask=mask, notify=lambda m: None).arrays())
     for name, array in runs[0].items():
         assert np.array_equal(array, runs[1][name]), name
+
+
+def test_outputs_do_not_depend_on_the_batch_size(cohort, model, monkeypatch):
+    """Each block of BOX_BLOCK slices runs in its own brain box (synthesis_grid.block_boxes), not a
+    batch's: batches of 16, of 3 (straddling blocks) and of 1 give the same outputs. Here the lowest
+    block holds a smaller brain than the rest, so the blocks' boxes differ."""
+    from smilecore import synthesis_grid
+    monkeypatch.setattr(synthesis_grid, "BOX_BLOCK", 4)
+    image, _, _ = _case(cohort, 0)
+    img = nib.load(image)
+    data = np.pad(img.get_fdata().astype(np.float32), ((32, 32), (32, 32), (0, 0)))
+    data[:52, :, :4] = 0
+    data[:, :52, :4] = 0
+    grids = []
+    real_grid = synthesis_grid.network_grid
+    monkeypatch.setattr("smilecore.synthesis.network_grid", lambda *a, **k: grids.append(real_grid(*a, **k)) or grids[-1])
+    runs = [synthesize(data, img.affine, model, batch_size=b, notify=lambda m: None).arrays() for b in (16, 3, 1)]
+    boxes = {(b[1].start, b[1].stop, b[2].start, b[2].stop) for b in grids[0].blocks}
+    assert len(grids[0].blocks) > 2 and len(boxes) > 1
+    for run in runs[1:]:
+        for name, array in runs[0].items():
+            np.testing.assert_allclose(run[name], array, atol=1e-4 * float(np.abs(data).max()), err_msg=name)

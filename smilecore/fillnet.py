@@ -32,7 +32,7 @@ from torch import nn
 
 from .flair import mirror_sum, mirrored
 from .lesionfill import MIRROR_ALPHA, grow, mirror_fill, smooth_fill
-from .unet import UNet
+from .unet import UNet, box_around
 
 IN_CH = 5            # voided slice, hole, the other hemisphere, voided slice below, above
 STARTS = ("smooth", "mirror")
@@ -40,6 +40,7 @@ TUMOUR_MARGIN = 3    # pixels around a case's own tumour never voided in trainin
 SSIM_RING = 5        # pixels around the hole where the SSIM loss also counts
 MIN_HOLE = 50        # pixels: smaller holes are drawn again
 BLOB_SHARE = 0.3     # share of holes that are random blobs rather than tumour shapes
+CROP_MARGIN = 32     # pixels around the holes that fill_volume gives the network (the smooth start reaches 30)
 
 
 class FillNet(nn.Module):
@@ -237,7 +238,8 @@ def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: 
 def fill_volume(net: FillNet, image: np.ndarray, mask: np.ndarray, tumour: np.ndarray | None = None,
                 batch_size: int = 8) -> np.ndarray:
     """The voided volume `image` (X x Y x Z, 0 inside `mask`) with the mask filled by `net`,
-    slice by axial slice; outside the mask the image unchanged. `tumour`: lesions known elsewhere
+    slice by axial slice, each batch on its holes' box and CROP_MARGIN px around it; outside the
+    mask the image unchanged. `tumour`: lesions known elsewhere
     in the volume (X x Y x Z), kept out of the other hemisphere's channel."""
     axial = lambda a, t: np.ascontiguousarray(np.moveaxis(np.asarray(a, t), 2, 0))  # noqa: E731  Z x X x Y
     m = torch.from_numpy(axial(mask, bool)).float()[:, None]
@@ -250,6 +252,9 @@ def fill_volume(net: FillNet, image: np.ndarray, mask: np.ndarray, tumour: np.nd
     for start in range(0, len(zs), batch_size):
         z = zs[start:start + batch_size]
         below, above = [max(k - 1, 0) for k in z], [min(k + 1, last) for k in z]
-        x = net_input(v[z], m[z], other[z], v[below], v[above]).to(device)
-        out[z] = net(x).clamp(min=0).float().cpu()
+        box = (Ellipsis, *box_around(m[z], net.unet.multiple, CROP_MARGIN))   # the network works near the hole
+        x = net_input(v[z][box], m[z][box], other[z][box], v[below][box], v[above][box]).to(device)
+        filled = out[z]
+        filled[box] = net(x).clamp(min=0).float().cpu()
+        out[z] = filled
     return np.moveaxis(out[:, 0].numpy(), 0, 2)

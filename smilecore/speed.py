@@ -21,6 +21,7 @@ size model is not shipped.
 """
 from __future__ import annotations
 
+import copy
 import json
 import resource
 import tempfile
@@ -67,14 +68,26 @@ class Timed(nn.Module):
         self.context = context_of(net)   # synthesis gives a 2.5D G its neighbouring slices
         self.seconds, self.pixels = 0.0, 0
 
+    def __deepcopy__(self, memo):
+        """A copy of the network (synthesis folds a copy, unet.folded) whose calls count here."""
+        twin = Timed(copy.deepcopy(self.net, memo), self.device)
+        twin.forward = self.counted(twin.net)
+        return twin
+
     def forward(self, *args):
-        _sync(self.device)
-        t0 = time.perf_counter()
-        out = self.net(*args)
-        _sync(self.device)
-        self.seconds += time.perf_counter() - t0
-        self.pixels += args[0].shape[0] * args[0].shape[-2] * args[0].shape[-1]
-        return out
+        return self.counted(self.net)(*args)
+
+    def counted(self, net: nn.Module):
+        """`net`'s forward, its time and pixels added to this wrapper's."""
+        def call(*args):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = net(*args)
+            _sync(self.device)
+            self.seconds += time.perf_counter() - t0
+            self.pixels += args[0].shape[0] * args[0].shape[-2] * args[0].shape[-1]
+            return out
+        return call
 
 
 def random_model(size: str, modality: str = "t2", seed: int = 0) -> SmileModel:

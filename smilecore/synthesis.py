@@ -85,9 +85,12 @@ from .synthesis_fill import fill_with_network
 from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, resample_slices  # noqa: F401
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
                                check_lesion_mask, check_modality)
+from .synthesis_placement import Placement, is_out_of_memory
 from .synthesis_write import write_temporaries
+from .unet import box_around, folded
 from .volume import CanonicalVolume, load_mask, load_nifti  # noqa: F401 (CanonicalVolume: tests)
 
+R_MARGIN = 32   # px around the lesion's in-plane box that R sees; its change is used within FILL_GROW of it
 OUTPUT_NAMES = ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal", "difference")
 
 
@@ -99,34 +102,12 @@ class SynthesisWarning(UserWarning):
     """Something the user should know about a synthesis that still ran (see `notify`)."""
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError))
-
-
-def _is_accelerator(device: torch.device) -> bool:
-    return device.type != "cpu"
-
-
-# Weights are moved or re-laid outside inference mode: re-made inside it they would become
-# inference tensors, and the model could no longer be trained after a synthesis.
-def _move(model: SmileModel, device: torch.device):
-    with torch.inference_mode(False), torch.no_grad():
-        model.to(device)
-
-
+# Weights re-laid inside inference mode would become inference tensors, and the model could no
+# longer be trained after a synthesis.
 def _channels_last(model: SmileModel):
     with torch.inference_mode(False), torch.no_grad():
         for net in model.nets.values():
             net.to(memory_format=torch.channels_last)
-
-
-def _release(device: torch.device):
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -153,8 +134,9 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
     (the slices with their neighbours, N x C x X x Y; the user mask's slices, or None).
     `dtype`: the autocast dtype (torch.bfloat16), or None for fp32 (precision.py).
     R runs only on the slices that get a lesion (`paint`, one bool per slice; None: where M has
-    one): elsewhere its output is never used (synthesis_blend fades R's change out within
-    FILL_GROW px of the lesion in-plane), and R(G(I), M) is given as G(I) there.
+    one), each slice cropped to its lesion's box and R_MARGIN px around it (unet.box_around): elsewhere its
+    output is never used (synthesis_blend fades R's change out within FILL_GROW px of the lesion
+    in-plane), and R(G(I), M) is given as G(I) there.
     `seg`: S_flair's input (N x C x X x Y, grid.segmentor_slices), S being S_flair; None: S sees I."""
     G, S, R = nets
     I = torch.from_numpy(image[:, None].copy()).to(device)
@@ -181,11 +163,15 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
             G_I = (G(G_in, cover=M[:, None]) if isinstance(G, GatedGenerator) else G(G_in)).float()
         paint = M.flatten(1).any(1) if paint is None else torch.from_numpy(np.asarray(paint, bool)).to(device)
         Pab = G_I.clone()
-        if bool(paint.any()):
-            x, m = G_I[paint], M[paint][:, None].float()
+        for i in torch.nonzero(paint)[:, 0].tolist():   # one slice at a time: its box is its own, not the batch's
+            box = box_around(M[i:i + 1, None], R.unet.multiple, R_MARGIN)
+            if box is None:
+                continue
+            box = (slice(i, i + 1), slice(None), *box)
+            x, m = G_I[box], M[:, None].float()[box]
             if channels_last:
                 x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
-            Pab[paint] = R(x, m).float()
+            Pab[box] = R(x, m).float()
     return (G_I[:, 0].cpu().numpy(), Pab[:, 0].cpu().numpy(), p.cpu().numpy(), M.cpu().numpy())
 
 
@@ -209,106 +195,81 @@ class _Notes:
         warnings.warn(message, SynthesisWarning, stacklevel=level + 1 if frame is not None else 2)
 
 
-class _Placement:
-    """Where the networks run: their own device (`home`), or the CPU once one slice did not fit on
-    an accelerator; `after_out_of_memory` picks the retry, `return_home` moves them back."""
-
-    def __init__(self, model: SmileModel, tell, where: str):
-        self.model, self.tell, self.where = model, tell, where
-        self.device = self.home = next(model.nets["G"].parameters()).device
-        self.moved = False
-
-    def after_out_of_memory(self, batch: int, batch_size: int, failure: str, image: np.ndarray) -> int:
-        """The batch size to retry with: half of `batch`, down to one slice, then (an accelerator
-        only, once) `batch_size` on the CPU; a RuntimeError when even one slice fails on the CPU."""
-        _release(self.device)
-        if batch > 1:
-            batch = max(1, batch // 2)
-            self.tell(f"{self.where}: out of memory on {self.device} ({failure}); retrying with {batch} "
-                      f"slice{'s' if batch > 1 else ''} per batch")
-            return batch
-        if _is_accelerator(self.device) and not self.moved:
-            self.tell(f"{self.where}: out of memory on {self.device} even one slice at a time; continuing "
-                      "on the CPU (slower)")
-            self.device, self.moved = torch.device("cpu"), True
-            _move(self.model, self.device)
-            _release(self.home)
-            return max(1, int(batch_size))
-        raise RuntimeError(f"{self.where}: out of memory on {self.device} even for one slice of "
-                           f"{image.shape[1]} x {image.shape[2]} pixels ({failure})")
-
-    def return_home(self):
-        """Back to `home` after a CPU fallback; wholly on the CPU if that runs out of memory (a
-        partial move would leave the networks on two devices)."""
-        if not self.moved:
-            return
-        back = None
-        try:
-            _move(self.model, self.home)
-            back = True
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_out_of_memory(exc):
-                raise
-        if not back:
-            _move(self.model, torch.device("cpu"))
-            _release(self.home)
-            self.tell(f"the model stays on the CPU: moving it back to {self.home} ran out of memory")
+def _inference_nets(model: SmileModel, flair: bool, channels_last: bool) -> tuple:
+    """G, S (S_flair averaged over its test-time flips, with `flair`) and R as synthesis runs them:
+    copies with BatchNorm folded (unet.folded), made once per synthesis and device."""
+    if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
+        _channels_last(model)
+    S = flip_averaged(model.nets[FLAIR_NET], model.flair) if flair else model.nets["S"]
+    originals = (model.nets["G"], S, model.nets["R"])
+    nets = tuple(folded(net) for net in originals)
+    if channels_last:   # the copies; the model's own weights were re-laid outside inference mode
+        nets = tuple(n if n is o else n.to(memory_format=torch.channels_last) for n, o in zip(nets, originals))
+    return nets
 
 
-def _try_batch(model: SmileModel, image, m, threshold: float, device: torch.device, channels_last: bool,
+def _try_batch(nets_on, image, m, threshold: float, device: torch.device, channels_last: bool,
                lesion_fill: str, around, precision: str = "auto", paint=None, seg=None):
-    """`_run_batch` on one batch: (its outputs, None), or (None, the error's first sentences) when
-    it ran out of memory. The error is only summarised here, so that the retry runs outside the
-    except block (whose traceback would keep the failed batch's tensors alive)."""
+    """`_run_batch` on one batch with the networks `nets_on(device)`: (its outputs, None), or (None,
+    the error's first sentences) when it ran out of memory. The error is only summarised here, so
+    that the retry runs outside the except block (whose traceback would keep the failed batch's
+    tensors alive)."""
     try:
-        if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
-            _channels_last(model)
-        S = model.nets["S"] if seg is None else flip_averaged(model.nets[FLAIR_NET], model.flair)
-        nets = (model.nets["G"], S, model.nets["R"])
-        return _run_batch(nets, image, m, threshold, device, channels_last, lesion_fill, around,
+        return _run_batch(nets_on(device), image, m, threshold, device, channels_last, lesion_fill, around,
                           autocast_dtype(precision, device), paint, seg), None
     except (RuntimeError, MemoryError) as exc:
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         return None, ". ".join(" ".join(str(exc).split()).split(". ")[:2]).rstrip(".")[:160]
 
 
 def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size: int, channels_last: bool,
                   lesion_fill: str, progress, cancel, tell, where: str, precision: str = "auto") -> NetOutputs:
-    """G, S and R over the slices of `grid` that hold brain, cropped to its brain box, in batches
-    under inference mode; out of memory, a batch is retried smaller or on the CPU (`_Placement`).
-    Slices are independent (BatchNorm in eval mode), so the result is that of an uninterrupted run."""
-    place = _Placement(model, tell, where)
+    """G, S and R over the slices of `grid` that hold brain, each block of slices cropped to its
+    own brain box (grid.blocks), in batches within a block under inference mode; out of memory, a
+    batch is retried smaller or on the CPU (synthesis_placement.Placement). Slices are independent (BatchNorm in
+    eval mode) and a block's box does not depend on the batch, so the result is that of an
+    uninterrupted run."""
+    place = Placement(model, tell, where)
     # a G that sees neighbouring slices gets them among the slices with brain, as in training
     # (dataset.SliceSet: beyond the brain's last slice it sees that slice repeated)
     context = context_of(model.nets["G"])
     neighbours = grid.zs[neighbour_index(grid.zs, context)]
     outs = NetOutputs.empty(grid)
-    total, batch, start = len(grid.zs), max(1, int(batch_size)), 0
+    total, batch, done = len(grid.zs), max(1, int(batch_size)), 0
+    prepared = {}   # device: its networks (_inference_nets); made again after a move to the CPU
+
+    def nets_on(device):
+        if device not in prepared:
+            prepared.clear()
+            prepared[device] = _inference_nets(model, grid.seg is not None, channels_last)
+        return prepared[device]
     try:
         with torch.inference_mode():
-            while start < total:
-                if cancel is not None and cancel():
-                    raise SynthesisCancelled("synthesis cancelled")
-                z = grid.zs[start:start + batch]
-                image = grid.slices(grid.image, z)
-                m = None if grid.mask is None else grid.slices(grid.mask, z)
-                around = None
-                if context:   # N x C x X x Y: the slices with their neighbours
-                    rows = neighbours[start:start + len(z)]
-                    around = tuple(None if a is None else grid.slices_with_neighbours(a, rows)
-                                   for a in (grid.image, grid.mask))
-                paint = None if grid.lesion_z is None else grid.lesion_z[z]
-                seg = None if grid.seg is None else grid.segmentor_slices(z)
-                out, failure = _try_batch(model, image, m, threshold, place.device, channels_last, lesion_fill,
-                                          around, precision, paint, seg)
-                if out is None:
-                    batch = place.after_out_of_memory(batch, batch_size, failure, image)
-                    continue
-                outs.put(z, out)
-                start += len(z)
-                if progress is not None:
-                    progress(start, total)
+            for zs, bx, by in grid.blocks:
+                box, start = (bx, by), 0
+                while start < len(zs):
+                    if cancel is not None and cancel():
+                        raise SynthesisCancelled("synthesis cancelled")
+                    z = zs[start:start + batch]
+                    image = grid.slices(grid.image, z, box)
+                    m = None if grid.mask is None else grid.slices(grid.mask, z, box)
+                    around = None
+                    if context:   # N x C x X x Y: the slices with their neighbours
+                        rows = neighbours[done:done + len(z)]
+                        around = tuple(None if a is None else grid.slices_with_neighbours(a, rows, box)
+                                       for a in (grid.image, grid.mask))
+                    paint = None if grid.lesion_z is None else grid.lesion_z[z]
+                    seg = None if grid.seg is None else grid.segmentor_slices(z, box)
+                    out, failure = _try_batch(nets_on, image, m, threshold, place.device, channels_last, lesion_fill,
+                                              around, precision, paint, seg)
+                    if out is None:
+                        batch = place.after_out_of_memory(batch, batch_size, failure, image)
+                        continue
+                    outs.put(z, out, grid, box)
+                    start, done = start + len(z), done + len(z)
+                    if progress is not None:
+                        progress(done, total)
     finally:
         place.return_home()
     return outs

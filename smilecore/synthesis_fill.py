@@ -22,6 +22,9 @@ from .gated import COVER_RIM
 from .known_truth import ring_mean_fill
 from .networks import FILL_NET
 from .synthesis_grid import NetOutputs
+from .unet import folded
+
+RING_MATCH_WITHOUT_MASK = False   # ring_matched on S's lesion too (an experiment's switch: docs/pasted-truth.md)
 
 
 def open_rim(model) -> int:
@@ -45,8 +48,8 @@ def fill_with_network(model, outs: NetOutputs, user_mask: bool) -> bool:
     if not user_mask:
         r = open_rim(model)
         hole = hole | (ndimage.maximum_filter(hole, size=(2 * r + 1, 2 * r + 1, 1)) & (outs.G != outs.I))
-    filled = fill_volume(net, outs.I, hole)
-    if user_mask:
+    filled = fill_volume(folded(net), outs.I, hole)   # a copy, BatchNorm folded (unet.folded)
+    if user_mask or RING_MATCH_WITHOUT_MASK:
         filled = ring_matched(filled, outs.I, hole)
     outs.G[hole] = filled[hole]
     return True
