@@ -15,6 +15,7 @@ from smilecore.modelfile import load_model, model_config, save_model
 from smilecore.networks import FILL_NET, build_networks
 from smilecore.synthesis import synthesize
 from smilecore.inpainting_protocol import ring_mean_fill
+from smilecore import synthesis_fill
 from smilecore.synthesis_fill import open_rim, ring_matched
 from smilecore.synthetic import LPS, make_case
 
@@ -49,8 +50,11 @@ def _run(model, image, mask):
 
 @pytest.mark.parametrize("review, g_change", [(True, 0.05), (False, 0.0), (False, 0.05)],
                          ids=["mask given", "S's mask, G changes nothing", "S's mask, G changes everything"])
-def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, review, g_change):
+def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, review, g_change, monkeypatch):
+    """Where the network's constant lands. Without a mask it is seen with the ring-mean shift off
+    (the shift takes the constant out of every part of the fill, as in review mode)."""
     image, label = case
+    monkeypatch.setattr(synthesis_fill, "RING_MATCH_WITHOUT_MASK", False)
     runs = {o: _run(_model(tmp_path, o, g_change), image, label if review else None) for o in (0.0, 0.2)}
     lesion = runs[0.0].lesion_mask > 0
     assert lesion.sum() > 20 and np.array_equal(lesion, runs[0.2].lesion_mask > 0)
@@ -67,6 +71,18 @@ def test_the_fill_lands_inside_the_lesion_mask_and_nowhere_else(tmp_path, case, 
     else:
         assert inside.min() > 0 and inside.std() < 1e-3 * inside.mean()   # the constant, in the input's scale
     assert np.allclose(runs[0.2].difference, image - runs[0.2].pseudo_normal, atol=1e-3)
+
+
+def test_without_a_mask_the_fill_gets_the_rings_mean_too(tmp_path, case):
+    """The shipped setting (RING_MATCH_WITHOUT_MASK): a network that fills 0.2 brighter gives the
+    same pseudo-normal inside S's lesion as one that does not, as in review mode."""
+    image, _ = case
+    assert synthesis_fill.RING_MATCH_WITHOUT_MASK
+    runs = {o: _run(_model(tmp_path, o), image, None) for o in (0.0, 0.2)}
+    lesion = runs[0.0].lesion_mask > 0
+    assert lesion.sum() > 20
+    change = runs[0.2].pseudo_normal - runs[0.0].pseudo_normal
+    assert np.abs(change[lesion]).max() < 1e-3 * np.abs(image[lesion]).mean()
 
 
 def test_review_mode_gives_each_part_of_the_fill_the_rings_mean():

@@ -10,7 +10,7 @@ resampled; slices thicker than `THICK_SLICE_FACTOR` x the training spacing get a
 Crop: `brain_box`, aligned to the U-Net's down-sampling grid (see its docstring for why), over
 the whole brain (`bx`, `by`: what the outputs are kept on) and, for the networks, over each block
 of `BOX_BLOCK` consecutive brain slices (`blocks`): the top and bottom slices hold a small part of
-the brain, and a box of their own takes 20-35 % of the pixels off S's and G's work (the 12 BraTS
+the brain, and a box of their own takes 20-32 % of the pixels off S's and G's work (the 12 BraTS
 cases of ../shared/data). Boxes belong to blocks, not to batches, so that the result does not
 depend on the batch size or on an out-of-memory retry.
 
