@@ -168,7 +168,7 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
             if box is None:
                 continue
             box = (slice(i, i + 1), slice(None), *box)
-            x, m = G_I[box], M[:, None].float()[box]
+            x, m = G_I[box], M[:, None][box].float()
             if channels_last:
                 x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
             Pab[box] = R(x, m).float()
