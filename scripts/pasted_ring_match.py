@@ -1,7 +1,7 @@
 """Does the review mode's ring-mean shift (synthesis_fill.ring_matched) help without a mask too?
 The no-mask known truth of pasted_tumour_cases.py, for the shipped default without the shift and
-with it (synthesis_fill.RING_MATCH_WITHOUT_MASK, on since this run; docs/pasted-truth.md); mean +-
-SD over the 4 folds. The record's "as shipped" is the default before the switch was turned on.
+with it (synthesis_fill.RING_MATCH_WITHOUT_MASK, tried and left off; docs/pasted-truth.md); mean +-
+SD over the 4 folds. The record's "as shipped" is the default without the shift (as it ships).
 
     OMP_NUM_THREADS=1 python scripts/pasted_ring_match.py ../shared/data/brats --out RECORD.json
 """
@@ -44,12 +44,13 @@ def main(argv=None) -> int:
         if cid in record:
             continue
         host, record[cid] = pasted_host(cid, cases, cached), {}
+        shipped = synthesis_fill.RING_MATCH_WITHOUT_MASK
         for name, switch in VARIANTS.items():
             synthesis_fill.RING_MATCH_WITHOUT_MASK = switch
             try:
                 record[cid][name] = synthesis_scores(model, host)[0]
             finally:
-                synthesis_fill.RING_MATCH_WITHOUT_MASK = True
+                synthesis_fill.RING_MATCH_WITHOUT_MASK = shipped
         print(cid, {n: round(s["psnr"], 2) for n, s in record[cid].items()}, flush=True)
         out.write_text(json.dumps(record, indent=1))
     for name in VARIANTS:
