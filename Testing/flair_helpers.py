@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from smilecore.modelfile import flair_recipe, model_config, save_model
+from smilecore.modelfile import segmentor_recipe, model_config, save_model
 from smilecore.networks import FLAIR_NET, build_networks
 from smilecore.synthetic import LPS, make_case
 
@@ -48,7 +48,7 @@ def flair_model(path, channel: int = 1, generator: str = "unet"):
     sizes = {**SIZES, "G": {**SIZES["G"], "kind": generator}, FLAIR_NET: {"in_ch": 4, "base": 4, "depth": 2}}
     nets = build_networks(sizes)
     reading_segmentor(nets[FLAIR_NET], channel)
-    config = {**model_config(sizes, "t2"), "flair_segmentor": flair_recipe()}
+    config = {**model_config(sizes, "t2"), "flair_segmentor": segmentor_recipe()}
     return save_model(path, nets, config)
 
 

@@ -17,7 +17,7 @@ from flair_helpers import SHAPE, SIZES, coarse_flair, dice, flair_case, flair_mo
 from smilecore.cli import main as cli_main
 from smilecore.flair import NoFlairSegmentor, mirror_sum, mirrored
 from smilecore.modelfile import ModelFileError, load_model, model_config, save_model
-from smilecore.networks import FLAIR_NET, build_networks
+from smilecore.networks import FLAIR_NET, T2_NET, build_networks
 from smilecore.synthesis import synthesize, synthesize_file
 from smilecore.synthetic import LPS
 from smilecore.volume import VolumeError
@@ -177,9 +177,10 @@ def test_model_files_with_and_without_s_flair(tmp_path, model_path):
     assert set(load_model(model_path).nets) == {"G", "S", "R"}
 
 
-def test_add_flair_segmentor_trains_on_the_models_training_split_only(tmp_path, capsys):
-    """scripts/add_flair_segmentor.py on a small cohort (FLAIR files beside the T2s): two steps of
-    a tiny S_flair; the copy has it, G, S and R unchanged, and only the split's training cases."""
+@pytest.mark.parametrize("recipe, role, channels", [("mirror+flair", FLAIR_NET, 4), ("mirror", T2_NET, 2)])
+def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe, role, channels):
+    """scripts/add_segmentor.py on a small cohort (FLAIR files beside the T2s): two steps of a tiny
+    S_flair or S_t2; the copy has it, G, S and R unchanged, and only the split's training cases."""
     import importlib.util
     import shutil
     from pathlib import Path
@@ -193,15 +194,16 @@ def test_add_flair_segmentor_trains_on_the_models_training_split_only(tmp_path, 
     torch.manual_seed(0)
     source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2", training={"split": split}))
     spec = importlib.util.spec_from_file_location(
-        "add_flair_segmentor", Path(__file__).resolve().parents[1] / "scripts" / "add_flair_segmentor.py")
+        "add_segmentor", Path(__file__).resolve().parents[1] / "scripts" / "add_segmentor.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    out = tmp_path / "with-flair.pt"
-    assert script.main([str(source), str(cohort), "--out", str(out), "--steps", "2", "--batch-size", "2",
-                        "--crop", "32", "--base", "4", "--depth", "2"]) == 0
+    out = tmp_path / "with-segmentor.pt"
+    assert script.main([str(source), str(cohort), "--out", str(out), "--recipe", recipe, "--steps", "2",
+                        "--batch-size", "2", "--crop", "32", "--base", "4", "--depth", "2"]) == 0
     model, before = load_model(out), load_model(source)
-    assert model.flair["training"]["cases"] == ids[:2] and model.flair["training"]["steps"] == 2
-    assert model.nets[FLAIR_NET].unet.down[0][0].in_channels == 4
+    assert set(model.nets) == {"G", "S", "R", role}
+    assert model.recipe(role)["training"]["cases"] == ids[:2] and model.recipe(role)["training"]["steps"] == 2
+    assert model.nets[role].unet.down[0][0].in_channels == channels
     for name in "GSR":
         for key, value in before.nets[name].state_dict().items():
             assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)

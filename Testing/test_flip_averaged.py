@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from smilecore.flair import DEFAULT_FLIPS, TEST_TIME_FLIPS, FlipAveraged, flip_averaged
-from smilecore.modelfile import flair_recipe, load_model, model_config, save_model
+from smilecore.modelfile import segmentor_recipe, load_model, model_config, save_model
 from smilecore.networks import FLAIR_NET, build_networks
 from smilecore.synthesis import synthesize
 from smilecore.synthetic import LPS
@@ -56,7 +56,7 @@ def test_the_recipe_chooses_the_flips(net):
 def _model(path, flips: str):
     torch.manual_seed(2)    # random S_flair: its output depends on where things are
     sizes = {**SIZES, FLAIR_NET: {"in_ch": 4, "base": 4, "depth": 2}}
-    config = {**model_config(sizes, "t2"), "flair_segmentor": {**flair_recipe(), "test_time_flips": flips}}
+    config = {**model_config(sizes, "t2"), "flair_segmentor": {**segmentor_recipe(), "test_time_flips": flips}}
     return load_model(save_model(path, build_networks(sizes), config))
 
 

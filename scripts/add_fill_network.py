@@ -39,8 +39,8 @@ def _script(name: str):
 
 
 def training_cases(model, data_dir: str) -> list:
-    """add_flair_segmentor.py's: the labelled cases of the model's training split (a T2 and a label)."""
-    return _script("add_flair_segmentor").training_cases(model, data_dir, modalities=())
+    """add_segmentor.py's: the labelled cases of the model's training split (a T2 and a label)."""
+    return _script("add_segmentor").training_cases(model, data_dir, modalities=())
 
 
 def main(argv=None) -> int:

@@ -383,7 +383,7 @@ def worst_orientation(out: Path) -> list[str]:
 
 
 def training_options(ap: argparse.ArgumentParser, steps: int, crop: int) -> None:
-    """S's training settings (train_S reads them), shared with add_flair_segmentor.py."""
+    """S's training settings (train_S reads them), shared with add_segmentor.py."""
     ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", type=int, default=crop)

@@ -27,18 +27,18 @@ import torch
 from smilecore import synthesis_grid
 from smilecore.cases import find_cases
 from smilecore.metrics import dice
-from smilecore.modelfile import default_model_path, flair_channels, flair_recipe, load_model, save_model
-from smilecore.networks import FLAIR_NET, FlairSegmentor
+from smilecore.modelfile import default_model_path, recipe_channels, segmentor_recipe, load_model, save_model
+from smilecore.networks import FLAIR_NET, RecipeSegmentor
 from smilecore.synthesis import synthesize
 from smilecore.volume import load_label, load_nifti
 
 
 def model_with_fold(model_path: Path, weights: Path, record: dict, out: Path):
     model = load_model(model_path)
-    recipe = flair_recipe(training={"recipe": "mirror+flair", "fold": record["fold"], "cases": record["train"]})
+    recipe = segmentor_recipe(training={"recipe": "mirror+flair", "fold": record["fold"], "cases": record["train"]})
     s = record["settings"]
-    sizes = {"in_ch": flair_channels(recipe), "base": s["base"], "depth": s["depth"], "norm": "batch"}
-    net = FlairSegmentor(**sizes)
+    sizes = {"in_ch": recipe_channels(recipe), "base": s["base"], "depth": s["depth"], "norm": "batch"}
+    net = RecipeSegmentor(**sizes)
     net.unet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     config = json.loads(json.dumps(model.config))
     config["networks"][FLAIR_NET], config["flair_segmentor"] = sizes, recipe

@@ -331,7 +331,8 @@ def cmd_bench(args) -> int:
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
     from .modelsummary import model_summary
-    from .networks import FILL_NET
+    from .flair import DEFAULT_FLIPS
+    from .networks import FILL_NET, T2_NET
     path = args.model or default_model_path()
     model = load_model(path)
     if args.json:
@@ -343,6 +344,11 @@ def cmd_info(args) -> int:
                                         f"accepted (smile synthesize --flair): S_flair sees {', '.join(recipe['modalities'])}"
                                         f"{', both mirrored left-right' if recipe['mirror'] else ''}; "
                                         f"{recipe['normalisation']} scaling"))
+    t2 = model.recipe(T2_NET)
+    if t2 is not None:   # the segmentor without a FLAIR (synthesis.segmentor_input)
+        lines.insert(-1, f"T2 segmentor   {T2_NET}: the T2{' and its left-right mirror' if t2['mirror'] else ''}; "
+                         f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)} "
+                         "(replaces S's lesion mask)")
     fill = model.config["networks"].get(FILL_NET)
     lines.insert(-1, "Lesion fill    " + ("G's own (no fill network)" if fill is None else
                                         f"fill network ({fill['start']} start, U-Net base {fill['base']}, "

@@ -3,7 +3,7 @@
 Why: on T2 both the CSF and a tumour's oedema are bright, and S confuses them (ventricles called
 lesion); on FLAIR the CSF is dark and the oedema bright. A model file may carry S_flair
 (networks.FLAIR_NET), a segmentor that sees the T2 and the FLAIR, with its recipe in the
-configuration ("flair_segmentor", modelfile.flair_recipe). Cross-validated on the 12 shared BraTS
+configuration ("flair_segmentor", modelfile.segmentor_recipe). Cross-validated on the 12 shared BraTS
 cases (scripts/cv_segmentor.py, recipe mirror+flair), fold 0 gave a Dice of 0.837 against 0.764
 for T2 alone, and bright tissue called lesion 0.07 % against 2.2 %.
 
@@ -66,7 +66,7 @@ def require_flair(model) -> dict:
         return model.flair
     name = f"model file {model.path}" if model.path else "the model"
     raise NoFlairSegmentor(f"{name} has no FLAIR segmentor; synthesise from the T2 alone (leave out --flair), "
-                           "or add one to a copy of the model (scripts/add_flair_segmentor.py)")
+                           "or add one to a copy of the model (scripts/add_segmentor.py)")
 
 
 def check_flair_name(path, where: str) -> None:
@@ -135,8 +135,9 @@ def check_cover(cover: float, where: str, tell) -> None:
 
 
 def segmentor_volumes(vol, flair: np.ndarray, level: float, recipe: dict, where: str, t2_where: str) -> tuple:
-    """S_flair's input volumes before mirroring, canonical order: each of the recipe's modalities
-    (T2 first) scaled by the recipe's method over the T2's brain, zero outside it."""
+    """A recipe segmentor's input volumes before mirroring (S_flair's, or S_t2's with the T2 alone:
+    `flair` None), canonical order: each of the recipe's modalities (T2 first) scaled by the recipe's
+    method over the T2's brain, zero outside it."""
     raw = {"t2": (vol.raw, vol.norm.offset, t2_where), "flair": (flair, level, where)}
     out = []
     for modality in recipe["modalities"]:

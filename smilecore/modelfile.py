@@ -6,7 +6,7 @@ would run code) is refused by torch before it is built. Layout:
 
     {"format": "smile-model", "format_version": 1,
      "config": <JSON string: networks, modality, normalisation, orientation, training summary>,
-     "G": state_dict, "S": state_dict, "R": state_dict[, "S_flair": state_dict]}
+     "G": state_dict, "S": state_dict, "R": state_dict[, "S_flair": ..., "S_t2": ..., "Fill": ...]}
 
 Weights may be stored in float16 to keep shipped files small; they are loaded as float32.
 
@@ -18,6 +18,10 @@ for users who have a FLAIR beside the T2. Its recipe is the configuration's "fla
 where they disagree is refused as inconsistent. Files without it load as before and accept no
 FLAIR. The format version stays 1: an older smilecore builds G, S and R only and ignores the
 extra weights, so it still reads such a file (without the FLAIR path).
+
+T2 recipe segmentor (issue 23, item 2): a model may carry "S_t2" (networks.T2_NET), a segmentor of
+the same kind on the T2 alone, with its recipe as "t2_segmentor" ({"modalities": ["t2"], ...}, the
+same checks). Synthesis without a FLAIR uses it in place of S; G, R and training keep S.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import torch
 from . import __version__
 from .files import temporary_beside, write_failed
 from .flair import DEFAULT_FLIPS, TEST_TIME_FLIPS
-from .networks import FLAIR_NET, build_networks
+from .networks import FLAIR_NET, RECIPE_SEGMENTORS, T2_NET, build_networks
 from .volume import MEDIAN_LEVEL, NORMALISATIONS
 
 FORMAT = "smile-model"
@@ -59,10 +63,19 @@ class SmileModel:
         """How volumes are scaled for this model (volume.NORMALISATIONS; files before it: the paper's)."""
         return self.config.get("normalisation", {}).get("method", "clip-percentile")
 
+    def recipe(self, role: str) -> dict | None:
+        """The recipe of the segmentor `role` (RECIPE_SEGMENTORS) in the configuration, None without it."""
+        return self.config.get(RECIPE_KEYS[role]) if role in self.nets else None
+
     @property
     def flair(self) -> dict | None:
         """The FLAIR segmentor's recipe ("flair_segmentor" in the configuration), None without one."""
-        return self.config.get("flair_segmentor") if FLAIR_NET in self.nets else None
+        return self.recipe(FLAIR_NET)
+
+    @property
+    def segmentor_without_flair(self) -> str:
+        """The segmentor synthesis runs when no FLAIR is given: S_t2 where the model has it, else S."""
+        return T2_NET if T2_NET in self.nets else "S"
 
     def to(self, device) -> "SmileModel":
         for net in self.nets.values():
@@ -92,34 +105,43 @@ def model_config(sizes: dict, modality: str, training: dict | None = None,
     }
 
 
-def flair_recipe(modalities=("t2", "flair"), mirror: bool = True, normalisation: str = "median",
-                 training: dict | None = None) -> dict:
-    """The configuration's "flair_segmentor" entry: what S_flair's input channels are (flair.py)."""
+def segmentor_recipe(modalities=("t2", "flair"), mirror: bool = True, normalisation: str = "median",
+                     training: dict | None = None) -> dict:
+    """A recipe segmentor's entry in the configuration ("flair_segmentor", or "t2_segmentor" with
+    modalities ("t2",)): what its input channels are (flair.py)."""
     return {"modalities": list(modalities), "mirror": bool(mirror), "normalisation": normalisation,
             **({"median_level": MEDIAN_LEVEL} if normalisation == "median" else {}),
             "mirror_centre": "centre of the brain's left-right extent (T2 brain mask)",
             "training": training or {}}
 
 
-def flair_channels(recipe: dict) -> int:
+def recipe_channels(recipe: dict) -> int:
     return len(recipe["modalities"]) * (2 if recipe["mirror"] else 1)
 
 
-def _check_flair_recipe(config: dict) -> None:
-    """A model with S_flair has a recipe that S_flair's input channels match (KeyError, ValueError)."""
-    if FLAIR_NET not in config["networks"]:
-        return
-    recipe = config["flair_segmentor"]
-    if list(recipe["modalities"][:1]) != ["t2"] or "flair" not in recipe["modalities"]:
-        raise ValueError(f"flair_segmentor modalities {recipe['modalities']}: expected t2 first, and flair")
-    if recipe["normalisation"] not in NORMALISATIONS:
-        raise ValueError(f"flair_segmentor normalisation {recipe['normalisation']!r} is not one of {NORMALISATIONS}")
-    if recipe.get("test_time_flips", DEFAULT_FLIPS) not in TEST_TIME_FLIPS:
-        raise ValueError(f"flair_segmentor test_time_flips {recipe['test_time_flips']!r} is not one of "
-                         f"{', '.join(TEST_TIME_FLIPS)}")
-    if config["networks"][FLAIR_NET]["in_ch"] != flair_channels(recipe):
-        raise ValueError(f"{FLAIR_NET} takes {config['networks'][FLAIR_NET]['in_ch']} channels, its recipe "
-                         f"gives {flair_channels(recipe)}")
+RECIPE_KEYS = {FLAIR_NET: "flair_segmentor", T2_NET: "t2_segmentor"}   # role -> its recipe's key
+
+
+def _check_recipes(config: dict) -> None:
+    """Each recipe segmentor of a model has a recipe that its input channels match (KeyError, ValueError):
+    S_flair sees the T2 first and the FLAIR, S_t2 the T2 alone."""
+    for role in RECIPE_SEGMENTORS:
+        if role not in config["networks"]:
+            continue
+        key = RECIPE_KEYS[role]
+        recipe = config[key]
+        modalities = list(recipe["modalities"])
+        if modalities[:1] != ["t2"] or ("flair" in modalities) != (role == FLAIR_NET):
+            raise ValueError(f"{key} modalities {modalities}: expected t2 first"
+                             + (", and flair" if role == FLAIR_NET else ", and no flair"))
+        if recipe["normalisation"] not in NORMALISATIONS:
+            raise ValueError(f"{key} normalisation {recipe['normalisation']!r} is not one of {NORMALISATIONS}")
+        if recipe.get("test_time_flips", DEFAULT_FLIPS) not in TEST_TIME_FLIPS:
+            raise ValueError(f"{key} test_time_flips {recipe['test_time_flips']!r} is not one of "
+                             f"{', '.join(TEST_TIME_FLIPS)}")
+        if config["networks"][role]["in_ch"] != recipe_channels(recipe):
+            raise ValueError(f"{role} takes {config['networks'][role]['in_ch']} channels, its recipe "
+                             f"gives {recipe_channels(recipe)}")
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
@@ -181,7 +203,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SmileMod
                              f"smilecore ({__version__}) reads (up to {FORMAT_VERSION}); update SMILE")
     try:
         config = json.loads(blob["config"])
-        _check_flair_recipe(config)
+        _check_recipes(config)
         nets = build_networks(config["networks"])
         for name, net in nets.items():
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob[name].items()})

@@ -35,9 +35,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .gated import COVER_RIM, GatedGenerator, context_of, neighbour_index
-from .modelfile import SmileModel, default_model_path, flair_channels, load_model, model_config
+from .modelfile import SmileModel, default_model_path, recipe_channels, load_model, model_config
 from . import fillnet
-from .networks import FILL_NET, FLAIR_NET, build_networks
+from .networks import FILL_NET, RECIPE_SEGMENTORS, build_networks
 from .precision import autocast_dtype, describe
 from .synthesis import synthesize
 from .train import resolve_device
@@ -100,15 +100,15 @@ def random_model(size: str, modality: str = "t2", seed: int = 0) -> SmileModel:
 
 
 def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
-    """Forward FLOPs of each network (G, S, R, and S_flair and the fill network if the model has them)
+    """Forward FLOPs of each network (G, S, R, and S_flair, S_t2 and the fill network if the model has them)
     for one slice of `shape`."""
     out = {}
     with torch.inference_mode():
         for name, net in model.nets.items():
             device = next(net.parameters()).device
-            # a 2.5D G sees its neighbours; S_flair its recipe's channels (T2, FLAIR, their mirrors)
-            channels = (flair_channels(model.flair) if name == FLAIR_NET else fillnet.IN_CH if name == FILL_NET
-                        else 2 * context_of(net) + 1)
+            # a 2.5D G sees its neighbours; S_flair and S_t2 their recipe's channels (T2, FLAIR, mirrors)
+            channels = (recipe_channels(model.recipe(name)) if name in RECIPE_SEGMENTORS
+                        else fillnet.IN_CH if name == FILL_NET else 2 * context_of(net) + 1)
             x = torch.zeros(1, channels, *shape, device=device)
             counter = FlopCounterMode(display=False)
             with counter:

@@ -40,6 +40,8 @@ back on the input's grid and in its scale (synthesis_blend.py). `synthesize_file
 
 FLAIR (flair.py): given a FLAIR and a model with S_flair, S_flair (T2, FLAIR, both mirrored)
 finds the lesion instead of S, for everything that follows; G and R still see the T2 alone.
+Without a FLAIR, a model with S_t2 (the T2 and its mirror, on its own recipe) has S_t2 find the
+lesion instead of S, in the same way (`segmentor_input`).
 
 Brain and masks (volume.py): the brain is found above the background's noise (or given by the
 caller); what lies outside it is left unchanged. A lesion mask covering more than
@@ -74,11 +76,11 @@ import numpy as np
 import torch
 
 from .files import folder_lock, remove_stale_temps, signals_deferred, write_failed
-from .flair import check_flair_name, flip_averaged, prepared_flair, require_flair
+from .flair import check_flair_name, flip_averaged, prepared_flair, require_flair, segmentor_volumes
 from .gated import GatedGenerator, context_of, neighbour_index
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
-from .networks import FLAIR_NET
+from .networks import FLAIR_NET, T2_NET
 from .precision import autocast_dtype, in_bf16
 from .synthesis_blend import compose_outputs
 from .synthesis_fill import fill_with_network
@@ -119,7 +121,7 @@ class SynthesisResult:
     difference: np.ndarray
     mask_source: str  # "segmentor" or "user"
     notes: list[str] = field(default_factory=list)  # what the user was told (notify)
-    segmentor: str = "S"  # the segmentor that ran: "S" (T2), or "S_flair" (T2 and FLAIR)
+    segmentor: str = "S"  # the segmentor that ran: "S" or "S_t2" (T2), or "S_flair" (T2 and FLAIR)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {n: getattr(self, n) for n in OUTPUT_NAMES}
@@ -137,7 +139,8 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
     one), each slice cropped to its lesion's box and R_MARGIN px around it (unet.box_around): elsewhere its
     output is never used (synthesis_blend fades R's change out within FILL_GROW px of the lesion
     in-plane), and R(G(I), M) is given as G(I) there.
-    `seg`: S_flair's input (N x C x X x Y, grid.segmentor_slices), S being S_flair; None: S sees I."""
+    `seg`: the recipe segmentor's input (N x C x X x Y, grid.segmentor_slices), S being S_flair or
+    S_t2; None: S sees I."""
     G, S, R = nets
     I = torch.from_numpy(image[:, None].copy()).to(device)
     S_in = I if seg is None else torch.from_numpy(seg).to(device)
@@ -195,12 +198,12 @@ class _Notes:
         warnings.warn(message, SynthesisWarning, stacklevel=level + 1 if frame is not None else 2)
 
 
-def _inference_nets(model: SmileModel, flair: bool, channels_last: bool) -> tuple:
-    """G, S (S_flair averaged over its test-time flips, with `flair`) and R as synthesis runs them:
-    copies with BatchNorm folded (unet.folded), made once per synthesis and device."""
+def _inference_nets(model: SmileModel, segmentor: str, channels_last: bool) -> tuple:
+    """G, S (the `segmentor`: S, or S_flair or S_t2 averaged over its recipe's test-time flips) and R
+    as synthesis runs them: copies with BatchNorm folded (unet.folded), made once per synthesis and device."""
     if channels_last:   # faster convolutions on CUDA and on CPUs (oneDNN) alike
         _channels_last(model)
-    S = flip_averaged(model.nets[FLAIR_NET], model.flair) if flair else model.nets["S"]
+    S = model.nets["S"] if segmentor == "S" else flip_averaged(model.nets[segmentor], model.recipe(segmentor))
     originals = (model.nets["G"], S, model.nets["R"])
     nets = tuple(folded(net) for net in originals)
     if channels_last:   # the copies; the model's own weights were re-laid outside inference mode
@@ -242,7 +245,7 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
     def nets_on(device):
         if device not in prepared:
             prepared.clear()
-            prepared[device] = _inference_nets(model, grid.seg is not None, channels_last)
+            prepared[device] = _inference_nets(model, grid.segmentor, channels_last)
         return prepared[device]
     try:
         with torch.inference_mode():
@@ -296,6 +299,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     on CUDA and on CPUs with native bf16, fp32 elsewhere).
     `flair`: (array, affine) of a FLAIR of the same head, any grid (flair.py); S_flair then finds the
     lesion (refused before any work when the model has none). `flair_where` names it in messages.
+    Without it, a model's S_t2 finds the lesion where the model has one (`segmentor_input`).
     """
     if flair is not None:
         require_flair(model)
@@ -309,9 +313,9 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     vol = canonical_volume(data, affine, model, where, brain, tell, lesion_mask=mask)  # a voided image: mask is brain
     user_mask = canonical_lesion_mask(mask, data, vol, where, tell)
     # the networks' grid: the model's in-plane spacing, cropped to the brain
-    seg = None if flair is None else prepared_flair(model, flair, affine, vol, flair_where, where, tell)
-    grid = network_grid(vol, user_mask, model, where, tell, seg)
-    if seg is not None:
+    segmentor, seg = segmentor_input(model, vol, flair, affine, flair_where, where, tell)
+    grid = network_grid(vol, user_mask, model, where, tell, seg, segmentor)
+    if segmentor == FLAIR_NET:
         # named, since nothing here can tell another patient's FLAIR (BraTS-like cases share one space)
         tell(f"{where}: the lesion mask is {FLAIR_NET}'s, the segmentor that sees the T2 and the FLAIR "
              f"({flair_where}: it must be the same patient's)")
@@ -324,7 +328,19 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     outputs = compose_outputs(vol, grid, outs, threshold, user_mask)
     return SynthesisResult(**{name: vol.to_input_order(outputs[name], copy=False) for name in OUTPUT_NAMES},
                            mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes,
-                           segmentor="S" if flair is None else FLAIR_NET)
+                           segmentor=segmentor)
+
+
+def segmentor_input(model: SmileModel, vol: CanonicalVolume, flair, affine, flair_where: str, where: str,
+                    tell) -> tuple[str, tuple | None]:
+    """(the segmentor that finds the lesion, its input volumes or None): S_flair on the T2 and the
+    caller's FLAIR; without one, the model's S_t2 on the T2 in its recipe's scaling where the model
+    has it; else S on the image itself (None)."""
+    if flair is not None:
+        return FLAIR_NET, prepared_flair(model, flair, affine, vol, flair_where, where, tell)
+    if model.segmentor_without_flair == T2_NET:
+        return T2_NET, segmentor_volumes(vol, None, None, model.recipe(T2_NET), None, where)
+    return "S", None
 
 
 def check_output_folder(out_dir: str | Path) -> Path:

@@ -14,9 +14,10 @@ the brain, and a box of their own takes 20-32 % of the pixels off S's and G's wo
 cases of ../shared/data). Boxes belong to blocks, not to batches, so that the result does not
 depend on the batch size or on an out-of-memory retry.
 
-FLAIR (flair.py): S_flair's input volumes (T2 and FLAIR in its recipe's scaling) are resampled
-and cropped with the image, and mirrored left-right per batch (`NetGrid.segmentor_slices`) about
-the centre of the brain's extent on the networks' grid.
+FLAIR and recipe segmentors (flair.py): S_flair's input volumes (T2 and FLAIR in its recipe's
+scaling; S_t2's: the T2 in its recipe's) are resampled and cropped with the image, and mirrored
+left-right per batch (`NetGrid.segmentor_slices`) about the centre of the brain's extent on the
+networks' grid.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ import torch
 from .flair import mirror_sum, mirrored
 from .gated import context_of
 from .modelfile import SmileModel
-from .networks import FLAIR_NET
 from .unet import aligned_span
 from .volume import CanonicalVolume
 
@@ -104,18 +104,14 @@ class NetGrid:
     by: slice
     zs: np.ndarray
     lesion_z: np.ndarray | None = None  # per axial slice: the caller's mask has a voxel there (else None)
-    seg: tuple | None = None     # S_flair's input volumes (flair.segmentor_volumes), or None: S runs on `image`
+    seg: tuple | None = None     # the recipe segmentor's input volumes (flair.segmentor_volumes), or None: S on `image`
     mirror: int | None = None    # with `seg`: mirror left-right about this index sum (flair.mirror_sum)
+    segmentor: str = "S"         # the segmentor that runs: S on `image`, or S_flair / S_t2 on `seg`
     blocks: list = None          # [(z indices, bx, by)]: block_boxes; None: all slices in (bx, by)
 
     def __post_init__(self):
         if self.blocks is None:
             self.blocks = [(self.zs, self.bx, self.by)]
-
-    @property
-    def segmentor(self) -> str:
-        """The segmentor that runs: S on the image, or S_flair on `seg`."""
-        return "S" if self.seg is None else FLAIR_NET
 
     @property
     def shape(self) -> tuple:
@@ -133,7 +129,7 @@ class NetGrid:
         return np.moveaxis(array[bx, by][:, :, rows], (2, 3), (0, 1))
 
     def segmentor_slices(self, z, box: tuple | None = None) -> np.ndarray:
-        """S_flair's input for the slices `z`, N x C x X' x Y': its volumes, then (with `mirror`)
+        """The recipe segmentor's input for the slices `z`, N x C x X' x Y': its volumes, then (with `mirror`)
         each mirrored, mirrored on the whole left-right extent before the crop to `box`."""
         bx, by = box or (self.bx, self.by)
         whole = np.stack([np.moveaxis(v[:, by][:, :, z], 2, 0) for v in self.seg], 1)
@@ -173,11 +169,12 @@ class NetOutputs:
 
 
 def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: SmileModel, where: str,
-                 tell, seg: tuple | None = None) -> NetGrid:
+                 tell, seg: tuple | None = None, segmentor: str = "S") -> NetGrid:
     """The networks' grid for `vol`: resampled in-plane to the model's spacing where the input's
     differs by more than SPACING_TOLERANCE (the networks only know that scale), and the brain
     box on the networks' down-sampling grid. `tell` gets a note on thick slices and on resampling.
-    `seg`: S_flair's input volumes (canonical order), resampled with the image."""
+    `seg`: the input volumes (canonical order) of the recipe segmentor `segmentor` (S_flair, S_t2),
+    resampled with the image; None: S runs on the image."""
     trained = model_spacing(model)
     factor = np.array(vol.spacing[:2]) / np.array(trained[:2])
     resampled = bool(np.any(np.abs(factor - 1) > SPACING_TOLERANCE))
@@ -196,9 +193,9 @@ def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: Smil
         seg = None if seg is None else tuple(resample_slices(v, size) for v in seg)
     else:
         image, brain, mask = vol.image, vol.brain, user_mask
-    multiple = max(model.nets[n].unet.multiple for n in ("G", "R", "S" if seg is None else FLAIR_NET))
+    multiple = max(model.nets[n].unet.multiple for n in ("G", "R", segmentor))
     bx, by, zs = brain_box(brain, multiple)
     lesion_z = None if user_mask is None else user_mask.any(axis=(0, 1))   # on the input's grid: what R must paint
-    mirror = mirror_sum(brain) if seg is not None and model.flair["mirror"] else None
-    return NetGrid(image, brain, mask, resampled, bx, by, zs, lesion_z, seg, mirror,
+    mirror = mirror_sum(brain) if seg is not None and model.recipe(segmentor)["mirror"] else None
+    return NetGrid(image, brain, mask, resampled, bx, by, zs, lesion_z, seg, mirror, segmentor,
                    block_boxes(brain, zs, multiple, BOX_BLOCK))

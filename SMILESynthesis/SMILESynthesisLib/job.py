@@ -47,7 +47,7 @@ class SynthesisJob:
         self.error: str | None = None
         self.used: Outputs | None = None
         self.lesion_ml: float | None = None  # the lesion mask's volume, once finished
-        self.segmentor: str | None = None  # the segmentor that ran ("S", or "S_flair" with a FLAIR), once finished
+        self.segmentor: str | None = None  # the segmentor that ran ("S" or "S_t2", or "S_flair" with a FLAIR), once finished
 
     def start(self):
         """Read the inputs from the nodes (refusing bad ones before anything starts), write them for

@@ -106,7 +106,7 @@ class SynthesisLogic:
         self.scene = scene
         self._models = {}
         self.notes: list[str] = []  # messages of the last run (see `run`)
-        self.segmentor: str | None = None  # the segmentor of the last run: "S", or "S_flair" with a FLAIR
+        self.segmentor: str | None = None  # the segmentor of the last run: "S" or "S_t2", or "S_flair" with a FLAIR
 
     def load_model(self, path: str | Path | None = None, device: str = "auto"):
         """Model files are cached per (path, modification time, device)."""

@@ -11,7 +11,7 @@ as .npy files into the same folder.
 It reports on stdout, one event a line, each `EVENT_PREFIX` + JSON:
 ``{"event": "progress", "done": k, "total": n}`` after each slice, ``{"event": "note", "message": ...}``
 for each engine note (oblique input, skull, thick slices, out-of-memory fallback), then
-``{"event": "done", "notes": [...], "segmentor": "S" or "S_flair"}`` once every output file is written, or
+``{"event": "done", "notes": [...], "segmentor": "S", "S_t2" or "S_flair"}`` once every output file is written, or
 ``{"event": "error", "type": ..., "message": ...}``. Anything else on stdout is log output.
 """
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""S_t2: a recipe segmentor on the T2 alone (the T2 and its left-right mirror), which synthesis
+without a FLAIR uses in place of S where a model has it (issue 23, item 2; smilecore/networks.py).
+
+As in test_flair_input.py, the segmentor's weights pass one chosen input channel straight to the
+lesion logit (flair_helpers.reading_segmentor: lesion where the channel is above 0.7), so the mask
+says which channel it saw. The T2 gets a bright blob (1.0 after the median scaling, the rest of the
+brain at most 0.6), so a mask on the blob, or on its mirror, is S_t2's and not S's.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from flair_helpers import SIZES, flair_case, reading_segmentor
+from smilecore.cli import main as cli_main
+from smilecore.flair import mirror_sum, mirrored
+from smilecore.modelfile import ModelFileError, load_model, model_config, save_model, segmentor_recipe
+from smilecore.networks import FLAIR_NET, T2_NET, build_networks
+from smilecore.synthesis import synthesize
+from smilecore.synthetic import LPS
+
+
+def t2_model(path, channel: int = 0, flair_channel: int | None = None, in_ch: int = 2, modalities=("t2",)):
+    """A model file whose S_t2 reads input `channel` (0: the T2; 1: the T2 mirrored), and with
+    `flair_channel` an S_flair that reads that channel of its own input."""
+    torch.manual_seed(0)
+    sizes = {**SIZES, T2_NET: {"in_ch": in_ch, "base": 4, "depth": 2}}
+    config = {**model_config(sizes, "t2"), "t2_segmentor": segmentor_recipe(modalities)}
+    if flair_channel is not None:
+        sizes[FLAIR_NET] = {"in_ch": 4, "base": 4, "depth": 2}
+        config["flair_segmentor"] = segmentor_recipe()
+    nets = build_networks(sizes)
+    reading_segmentor(nets[T2_NET], channel)
+    if flair_channel is not None:
+        reading_segmentor(nets[FLAIR_NET], flair_channel)
+    return save_model(path, nets, config)
+
+
+@pytest.fixture(scope="module")
+def case():
+    """(T2 with a bright blob, FLAIR, brain, blob)."""
+    t2, flair, brain, blob = flair_case()
+    t2 = t2.copy()
+    t2[blob] = 2000.0   # the brain's median is about 730: the blob scales to 1 (clipped), the rest below 0.6
+    return t2, flair, brain, blob
+
+
+def test_without_a_flair_s_t2_finds_the_lesion_on_the_t2(case, tmp_path):
+    t2, _, brain, blob = case
+    result = synthesize(t2, LPS, load_model(t2_model(tmp_path / "m.pt")), brain=brain, notify=lambda m: None)
+    assert result.segmentor == T2_NET
+    assert np.array_equal(result.lesion_mask > 0, blob)
+
+
+def test_s_t2s_second_channel_is_the_t2_mirrored_about_the_brains_centre(case, tmp_path):
+    t2, _, brain, blob = case
+    result = synthesize(t2, LPS, load_model(t2_model(tmp_path / "m.pt", channel=1)), brain=brain,
+                        notify=lambda m: None)
+    expected = np.moveaxis(mirrored(np.moveaxis(blob, 2, 0), mirror_sum(brain)), 0, 2) & brain
+    assert expected.sum() > 100 and not (expected & blob).any()
+    assert np.array_equal(result.lesion_mask > 0, expected)
+
+
+def test_a_flair_given_makes_s_flair_the_segmentor_even_with_s_t2(case, tmp_path):
+    t2, flair, brain, blob = case
+    model = load_model(t2_model(tmp_path / "m.pt", channel=1, flair_channel=0))   # S_flair reads the T2
+    with_flair = synthesize(t2, LPS, model, flair=(flair, LPS), brain=brain, notify=lambda m: None)
+    assert with_flair.segmentor == FLAIR_NET and np.array_equal(with_flair.lesion_mask > 0, blob)
+    without = synthesize(t2, LPS, model, brain=brain, notify=lambda m: None)
+    assert without.segmentor == T2_NET and not (without.lesion_mask > 0)[blob].any()
+
+
+def test_a_header_that_lies_about_left_and_right_gives_the_same_lesion(case, tmp_path):
+    """S_t2 is averaged over the four test-time flips (its recipe's default): a network that is not
+    symmetric still gives the same mask on the volume flipped left-right (voxels only)."""
+    t2, _, brain, blob = case
+    path = t2_model(tmp_path / "m.pt")
+    model = load_model(path)
+    with torch.no_grad():   # break the network's symmetry: a ramp along X added to the lesion logit
+        model.nets[T2_NET].unet.down[0][0].weight[0, 0, 0, 1] = 0.3
+    plain = synthesize(t2, LPS, model, brain=brain, notify=lambda m: None).lesion_mask
+    flipped = synthesize(t2[::-1].copy(), LPS, model, brain=brain[::-1].copy(), notify=lambda m: None).lesion_mask
+    assert plain.any() and np.array_equal(flipped[::-1], plain)
+
+
+@pytest.mark.parametrize("in_ch, modalities, problem", [
+    (3, ("t2",), "S_t2 takes 3 channels, its recipe gives 2"),
+    (4, ("t2", "flair"), "t2_segmentor modalities ['t2', 'flair']: expected t2 first, and no flair"),
+])
+def test_a_model_whose_s_t2_does_not_match_its_recipe_is_refused(tmp_path, in_ch, modalities, problem):
+    path = t2_model(tmp_path / "m.pt", in_ch=in_ch, modalities=modalities)
+    with pytest.raises(ModelFileError, match=f"^model file {re.escape(str(path))}: damaged or inconsistent .*{re.escape(problem)}"):
+        load_model(path)
+
+
+def test_smile_info_names_the_t2_segmentor(tmp_path, capsys):
+    assert cli_main(["info", str(t2_model(tmp_path / "m.pt"))]) == 0
+    assert "T2 segmentor   S_t2: the T2 and its left-right mirror; median scaling" in capsys.readouterr().out
