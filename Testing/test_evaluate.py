@@ -57,6 +57,9 @@ def test_cli_evaluate_reports_every_metric(trained_run, cohort, tmp_path):
     assert 0 < report["identity"] <= 1 and report["abnormal_slices"] > 0
     assert report["healthiness"] == report["healthiness"]     # not NaN: Spred found lesions in I
     assert 0 <= report["dice_S"] <= 1 and set(report["dice_S_per_case"]) == set(report["test_cases"])
+    syn = report["synthesis"]                                        # what `smile synthesize` gives on each test file
+    assert set(syn["per_case"]) == set(report["test_cases"]) and 0 <= syn["dice"] <= 1
+    assert all(e["segmentor"] == "S" and 0 <= e["far_changed"] <= 1 for e in syn["per_case"].values())
     kt = report["known_truth"]
     assert set(kt) == {"model", "model_mask_given", "model_mask_given_no_fill", "model_S_mask_fill",
                        "untouched", "mean_fill", "smooth_fill", "best_constant"}

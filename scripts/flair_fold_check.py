@@ -27,22 +27,26 @@ import torch
 from smilecore import synthesis_grid
 from smilecore.cases import find_cases
 from smilecore.metrics import dice
-from smilecore.modelfile import default_model_path, recipe_channels, segmentor_recipe, load_model, save_model
+from smilecore.modelfile import (RECIPE_KEYS, default_model_path, load_model, recipe_channels, save_model,
+                                 segmentor_recipe)
 from smilecore.networks import FLAIR_NET, RecipeSegmentor
 from smilecore.synthesis import synthesize
 from smilecore.volume import load_label, load_nifti
 
 
-def model_with_fold(model_path: Path, weights: Path, record: dict, out: Path):
+def model_with_fold(model_path: Path, weights: Path, record: dict, out: Path, role: str = FLAIR_NET):
+    """A copy of the model at `model_path` with a fold's segmentor (cv_segmentor's weights and record)
+    as its `role`: S_flair (recipe mirror+flair) or S_t2 (recipe mirror), written to `out` and loaded."""
     model = load_model(model_path)
-    recipe = segmentor_recipe(training={"recipe": "mirror+flair", "fold": record["fold"], "cases": record["train"]})
+    recipe = segmentor_recipe(("t2", "flair") if role == FLAIR_NET else ("t2",),
+                              training={"recipe": record["recipe"], "fold": record["fold"], "cases": record["train"]})
     s = record["settings"]
     sizes = {"in_ch": recipe_channels(recipe), "base": s["base"], "depth": s["depth"], "norm": "batch"}
     net = RecipeSegmentor(**sizes)
     net.unet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     config = json.loads(json.dumps(model.config))
-    config["networks"][FLAIR_NET], config["flair_segmentor"] = sizes, recipe
-    save_model(out, {**model.nets, FLAIR_NET: net.eval()}, config)
+    config["networks"][role], config[RECIPE_KEYS[role]] = sizes, recipe
+    save_model(out, {**model.nets, role: net.eval()}, config)
     return load_model(out)
 
 

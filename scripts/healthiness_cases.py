@@ -1,13 +1,20 @@
 """How much tumour a model's pseudo-normal leaves, and how much far brain it changes, on every
 labelled case of a folder (docs/fill-cv.md, fourth stage; demo_healthiness.py does one demo).
 
-Per case: synthesis from the T2 (no mask), then the model's own S on the pseudo-normal.
-h = 1 - (expert tumour voxels S marks again) / (expert tumour voxels); far changed = brain voxels
-more than 4 voxels from the expert tumour whose value changed by more than 1 % of the brain's
-V99.5, over all such voxels. Mean +- SD over the 4 folds of cv_segmentor.py (each fold the mean of
-its 3 cases). The model's S may have seen the cases in training: it judges every model alike.
+Per case: synthesis from the T2 (no mask), then a judge's lesion mask on the pseudo-normal.
+h = 1 - (expert tumour voxels the judge marks again) / (expert tumour voxels); far changed = brain
+voxels more than 4 voxels from the expert tumour whose value changed by more than 1 % of the
+brain's V99.5, over all such voxels; dice = the synthesis's own lesion mask against the expert's
+(whole tumour, every slice). Mean +- SD over the 4 folds of cv_segmentor.py (each fold the mean of
+its 3 cases).
 
-    python scripts/healthiness_cases.py MODEL DATA_DIR --out RECORD.json
+The judge: by default the model itself (its segmentor, as synthesis runs it), which may have seen
+the cases in training, so it judges every model alike. With `--judges CV_DIR`, for each case the
+T2 segmentor that cv_segmentor.py trained on the other folds (CV_DIR/mirror/fold<k>.pt, recipe
+mirror), run as the model's S_t2 through the same synthesis (issue 23: "a segmentor trained on the
+other folds"); the judge has never seen the case (the model that made the pseudo-normal may have).
+
+    python scripts/healthiness_cases.py MODEL DATA_DIR --out RECORD.json [--judges CV_DIR]
     python scripts/healthiness_cases.py --summary RECORD.json [RECORD2.json ...]
 """
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,24 +33,39 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cv_segmentor import folds  # noqa: E402  (the same folds)
+from flair_fold_check import model_with_fold  # noqa: E402
 
 from smilecore.cases import find_cases  # noqa: E402
+from smilecore.metrics import dice  # noqa: E402
 from smilecore.modelfile import load_model  # noqa: E402
+from smilecore.networks import T2_NET  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
 
 
-def judge(model, case) -> dict:
+def judge(model, case, judge_model=None) -> dict:
+    """The figures of one case; `judge_model` marks the lesion left in the pseudo-normal (default: `model`)."""
     image = nib.load(case.image("t2"))
     t2 = np.asarray(image.dataobj, np.float32)
     tumour = np.asarray(nib.load(case.seg).dataobj) > 0
     t0 = time.time()
     result = synthesize(t2, image.affine, model, notify=lambda m: None)
-    again = synthesize(result.pseudo_normal, image.affine, model, notify=lambda m: None).lesion_mask > 0
+    again = synthesize(result.pseudo_normal, image.affine, judge_model or model, notify=lambda m: None).lesion_mask > 0
     brain = t2 > 0
     far = brain & (ndimage.distance_transform_edt(~tumour) > 4)
     changed = (np.abs(result.pseudo_normal - t2) > 0.01 * np.percentile(t2[brain], 99.5)) & far
     return {"h": 1 - float((again & tumour).sum() / tumour.sum()), "far_changed": float(changed.sum() / far.sum()),
+            "dice": dice(result.lesion_mask > 0, tumour), "segmentor": result.segmentor,
             "seconds": round(time.time() - t0)}
+
+
+def fold_judges(cv_dir: str, model_path: str, tmp: Path) -> dict:
+    """case id -> the model with, as its S_t2, the mirror-recipe S of the fold that held the case out."""
+    judges = {}
+    for weights in sorted((Path(cv_dir) / "mirror").glob("fold*.pt")):
+        record = json.loads(weights.with_suffix(".json").read_text())
+        judge_model = model_with_fold(Path(model_path), weights, record, tmp / weights.name, role=T2_NET)
+        judges.update({case_id: judge_model for case_id in record["test"]})
+    return judges
 
 
 def summary(paths) -> str:
@@ -50,10 +73,13 @@ def summary(paths) -> str:
     for path in paths:
         record = json.loads(Path(path).read_text())
         cases = record["cases"]
-        for key in ("h", "far_changed"):
+        for key in ("h", "far_changed", "dice"):
+            if not all(key in v for v in cases.values()):
+                continue
             per_fold = [np.mean([cases[c][key] for c in fold]) for fold in folds(sorted(cases))]
-            worst = (min if key == "h" else max)(cases[c][key] for c in cases)
-            lines.append(f"{Path(record['model']).name} {key}: {np.mean(per_fold):.3f} +- {np.std(per_fold):.3f} "
+            worst = (max if key == "far_changed" else min)(cases[c][key] for c in cases)
+            judged = " (judged per fold)" if record.get("judges") and key == "h" else ""
+            lines.append(f"{Path(record['model']).name} {key}{judged}: {np.mean(per_fold):.3f} +- {np.std(per_fold):.3f} "
                          f"over folds, worst case {worst:.3f}")
     return "\n".join(lines)
 
@@ -65,18 +91,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out")
     ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
     ap.add_argument("--summary", nargs="+", help="print the fold summary of these records and stop")
+    ap.add_argument("--judges", default=None, help="cv_segmentor.py's folder: judge h by each case's fold S (mirror)")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.summary))
         return 0
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    record = {"model": args.model, "cases": {}}
+    record = {"model": args.model, "judges": args.judges, "cases": {}}
     only = set(filter(None, args.cases.split(",")))
-    for case in (c for c in find_cases(args.data_dir, require=True) if c.labeled and (not only or c.case_id in only)):
-        record["cases"][case.case_id] = judge(model, case)
-        print(case.case_id, record["cases"][case.case_id], flush=True)
-        Path(args.out).write_text(json.dumps(record, indent=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        judges = fold_judges(args.judges, args.model, Path(tmp)) if args.judges else {}
+        for case in (c for c in find_cases(args.data_dir, require=True) if c.labeled and (not only or c.case_id in only)):
+            if args.judges and case.case_id not in judges:
+                raise SystemExit(f"{args.judges}: no fold holds {case.case_id} out")
+            record["cases"][case.case_id] = judge(model, case, judges.get(case.case_id))
+            print(case.case_id, record["cases"][case.case_id], flush=True)
+            Path(args.out).write_text(json.dumps(record, indent=1))
     if not only:
         print(summary([args.out]))
     return 0

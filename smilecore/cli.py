@@ -177,7 +177,7 @@ def cmd_demo(args) -> int:
 def cmd_evaluate(args) -> int:
     from .cases import find_cases
     from .dataset import cache_case
-    from .evaluate import SpredSettings, default_cache_dir, evaluate, train_spred, transplant_set
+    from .evaluate import SpredSettings, default_cache_dir, evaluate, through_synthesis, train_spred, transplant_set
     from .gated import context_of
     from .modelfile import load_model
     from .files import write_text_atomic
@@ -210,6 +210,8 @@ def cmd_evaluate(args) -> int:
                                  pairing=args.transplants_from,
                                  context=context_of(model.nets["G"])) if args.transplants else None
     report = evaluate(model, test, spred, transplants)
+    report["synthesis"] = through_synthesis(model, [cases[c] for c in test_ids], modality,
+                                            progress=_progress("Synthesis of the test cases", "case"))
     report.update(model=str(args.model), test_cases=list(test_ids), spred_train_cases=[c.case_id for c in train],
                   transplants_from=args.transplants_from)
     if args.figure and transplants is not None:
@@ -249,16 +251,22 @@ def _evaluation_table(report: dict) -> str:
     """The report's headline numbers in at most 29 lines (the JSON has them all)."""
     f = lambda x: "  n/a" if x is None or x != x else f"{x:5.3f}"  # noqa: E731  (NaN: no lesion seen)
     pct = lambda x: "n/a" if x is None or x != x else f"{100 * x:.1f} %"  # noqa: E731
-    lines = [f"{'case':24s} {'iD':>6s} {'h':>6s} {'Dice S':>7s}"]
-    shown = 15  # leaves room for the known-truth, normal-anatomy and healthy-brain lines within 30
+    syn = report.get("synthesis", {"per_case": {}})
+    lines = [f"{'case':24s} {'iD':>6s} {'h':>6s} {'Dice S':>7s} {'Dice synthesis':>14s}"]
+    shown = 14  # leaves room for the synthesis, known-truth, normal-anatomy and healthy-brain lines within 30
     for case in report["test_cases"][:shown]:
         ih = report.get("per_case", {}).get(case, {})
         lines.append(f"{case[:24]:24s} {f(ih.get('identity')):>6s} {f(ih.get('healthiness')):>6s} "
-                     f"{f(report['dice_S_per_case'].get(case)):>7s}")
+                     f"{f(report['dice_S_per_case'].get(case)):>7s} {f(syn['per_case'].get(case, {}).get('dice')):>14s}")
     if len(report["test_cases"]) > shown:
         lines.append(f"... {len(report['test_cases']) - shown} more cases in the JSON report")
     lines.append(f"{'pooled':24s} {f(report['identity']):>6s} {f(report['healthiness']):>6s} "
-                 f"{f(report['dice_S']):>7s}   ({report['abnormal_slices']} abnormal slices)")
+                 f"{f(report['dice_S']):>7s} {f(syn.get('dice')):>14s}   ({report['abnormal_slices']} abnormal slices)")
+    if syn["per_case"]:   # what a user gets: smile synthesize on each test case's file
+        segmentors = sorted({e["segmentor"] for e in syn["per_case"].values()})
+        lines.append(f"synthesis ({', '.join(segmentors)} found the lesion) changes brain more than {syn['far_grow']} px "
+                     f"from it by > 1 % in {pct(max(e['far_changed'] for e in syn['per_case'].values()))} of voxels "
+                     "(worst case)")
     oc = report.get("outside_lesion_changed")
     if oc:
         lines.append(f"G changes {pct(oc['pooled'])} of brain voxels more than {oc['limit']} away from the lesion "

@@ -31,6 +31,12 @@ Which slices count:
   the share of the healthy-ised brain (tumour voxels alone replaced, mirrored about the brain's
   mid-sagittal plane, `mirror_axis`) S marks.
 
+Through synthesis (`through_synthesis`): the figures above run G and S on cached slices; what a
+user gets is `synthesize` on the volume, with the segmentor it chooses (S, or the model's S_t2), the
+fill network, test-time flips and crops. Per test case, from its T2 file (no mask): the lesion
+mask's whole-tumour Dice against the expert's, every slice; and the share of brain more than
+OUTSIDE_GROW voxels from the expert lesion changed by more than 1 % of the brain's V99.5.
+
 A G that sees neighbouring slices (2.5D, gated.py) gets them everywhere: from the case's kept
 slices, from the whole mirrored healthy volume, from the transplanted slab (its end slices see
 themselves repeated), and in the known-truth set the donor's neighbouring lesion slices pasted
@@ -320,6 +326,31 @@ def evaluate(model: SmileModel, test_cases: list[CachedCase], spred: Segmentor, 
     report["healthy_brain"] = healthy_brain(G, S, test_cases, float(model.config.get("lesion_threshold", 0.5)), batch,
                                             normalisation=model.normalisation)
     return report
+
+
+def through_synthesis(model: SmileModel, cases: list, modality: str, progress=None) -> dict:
+    """`synthesize` on each case's image file (cases.Case, labelled), no mask: per case the segmentor
+    that ran, the Dice of its lesion mask (every slice) and the share of far brain changed; pooled Dice
+    over all voxels."""
+    from scipy import ndimage
+
+    from .synthesis import synthesize
+    from .volume import load_label, load_nifti
+    per_case, inter, total = {}, 0.0, 0.0
+    for i, case in enumerate(cases):
+        data, affine, _ = load_nifti(case.image(modality))
+        truth = load_label(case.seg, data.shape, affine)
+        result = synthesize(data, affine, model, notify=lambda message: None)
+        pred = result.lesion_mask > 0
+        brain = data > 0
+        far = brain & (ndimage.distance_transform_edt(~truth) > OUTSIDE_GROW)
+        changed = (np.abs(result.pseudo_normal - data) > 0.01 * np.percentile(data[brain], 99.5)) & far
+        per_case[case.case_id] = {"segmentor": result.segmentor, "dice": metrics.dice(pred, truth),
+                                  "far_changed": float(changed.sum() / max(far.sum(), 1))}
+        inter, total = inter + float((pred & truth).sum()), total + float(pred.sum() + truth.sum())
+        if progress:
+            progress(i + 1, len(cases))
+    return {"per_case": per_case, "dice": 2 * inter / total if total else 1.0, "far_grow": OUTSIDE_GROW}
 
 
 def _known_truth(G, S, transplants: TransplantSet, batch: int) -> dict:
