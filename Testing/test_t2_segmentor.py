@@ -99,3 +99,40 @@ def test_a_model_whose_s_t2_does_not_match_its_recipe_is_refused(tmp_path, in_ch
 def test_smile_info_names_the_t2_segmentor(tmp_path, capsys):
     assert cli_main(["info", str(t2_model(tmp_path / "m.pt"))]) == 0
     assert "T2 segmentor   S_t2: the T2 and its left-right mirror; median scaling" in capsys.readouterr().out
+
+
+def test_healthiness_is_judged_by_the_fold_segmentor_that_held_each_case_out(tmp_path):
+    """scripts/healthiness_cases.py --judges: each case's judge is the model with, as its S_t2, the S that
+    cv_segmentor.py trained on the folds without that case (its weights and record)."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    from smilecore.unet import UNet
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))   # healthiness_cases imports its sibling scripts
+    try:
+        spec = importlib.util.spec_from_file_location("healthiness_cases", scripts / "healthiness_cases.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(str(scripts))
+    folder = tmp_path / "cv" / "mirror"
+    folder.mkdir(parents=True)
+    weights = {}
+    for k, test in enumerate((["a", "b"], ["c"])):
+        torch.manual_seed(k)
+        weights[k] = UNet(2, 2, base=4, depth=2, norm="batch").state_dict()
+        torch.save(weights[k], folder / f"fold{k}.pt")
+        (folder / f"fold{k}.json").write_text(json.dumps({
+            "recipe": "mirror", "fold": k, "test": test, "train": ["x"],
+            "settings": {"base": 4, "depth": 2}}))
+    source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2"))
+    judges = script.fold_judges(str(tmp_path / "cv"), str(source), tmp_path)
+    assert set(judges) == {"a", "b", "c"} and judges["a"] is judges["b"]
+    for case, k in (("a", 0), ("c", 1)):
+        model = judges[case]
+        assert model.segmentor_without_flair == T2_NET and model.recipe(T2_NET)["training"]["fold"] == k
+        got = model.nets[T2_NET].unet.state_dict()
+        assert all(torch.equal(got[key], value) for key, value in weights[k].items())

@@ -37,7 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .gated import COVER_RIM, GatedGenerator, context_of, neighbour_index
 from .modelfile import SmileModel, default_model_path, recipe_channels, load_model, model_config
 from . import fillnet
-from .networks import FILL_NET, RECIPE_SEGMENTORS, build_networks
+from .flair import flip_averaged, mirror_sum, mirrored, segmentor_volumes
+from .networks import FILL_NET, RECIPE_SEGMENTORS, T2_NET, build_networks
 from .precision import autocast_dtype, describe
 from .synthesis import synthesize
 from .train import resolve_device
@@ -120,8 +121,13 @@ def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
 # ---- synthesis ------------------------------------------------------------------------------
 def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
     """Slice by slice, batch 1, fp32, every slice at full size, the file decoded for every slice.
-    Returns G, S's lesion probability and R in canonical order (normalised intensities)."""
+    Returns G, the lesion probability and R in canonical order (normalised intensities). The lesion
+    probability is S's, or where the model has one S_t2's as synthesis runs it (synthesis.segmentor_input:
+    its recipe's scaling, the mirror about the brain's centre, its test-time flips)."""
     G, S, R = (model.nets[n] for n in "GSR")
+    recipe = model.recipe(T2_NET)
+    if recipe is not None:
+        S = flip_averaged(model.nets[T2_NET], recipe)
     device = next(G.parameters()).device
     threshold = float(model.config.get("lesion_threshold", 0.5))
     out = None
@@ -136,7 +142,14 @@ def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
             # a G that sees k neighbouring slices gets them as synthesis does: among the slices with brain
             k, zs = context_of(G), np.nonzero(vol.brain.any(axis=(0, 1)))[0]
             rows = zs[neighbour_index(zs, k)[np.searchsorted(zs, z)]] if z in zs else [z] * (2 * k + 1)
-            p = torch.softmax(S(I), dim=1)[:, 1]
+            if recipe is not None:   # S_t2's channels, each mirrored about the brain's centre after them
+                seg = segmentor_volumes(vol, None, None, recipe, None, str(path))
+                whole = np.stack([v[:, :, z] for v in seg])[None]
+                if recipe["mirror"]:
+                    whole = np.concatenate([whole, mirrored(whole, mirror_sum(vol.brain))], 1)
+                p = torch.softmax(S(torch.from_numpy(np.ascontiguousarray(whole)).to(device)), dim=1)[:, 1]
+            else:
+                p = torch.softmax(S(I), dim=1)[:, 1]
             X = torch.from_numpy(np.moveaxis(vol.image[:, :, rows], 2, 0).copy())[None].to(device)
             # a gated G is held open over S's mask, as synthesis holds it
             G_I = G(X, cover=(p > threshold)[:, None]) if isinstance(G, GatedGenerator) else G(X)
@@ -173,7 +186,7 @@ def _timed_synthesis(data, affine, model: SmileModel, batch_size: int, channels_
     per_pixel = {n: f / (data.shape[0] * data.shape[1]) for n, f in forward_flops(model, data.shape[:2]).items()}
     flops = sum(per_pixel[n] * t.pixels for n, t in timed.items())
     nets_s = sum(t.seconds for t in timed.values())
-    return {"seconds": total, "cpu_s": cpu, "G_s": timed["G"].seconds, "S_s": timed["S"].seconds,
+    return {"seconds": total, "cpu_s": cpu, "G_s": timed["G"].seconds, "S_s": timed[model.segmentor_without_flair].seconds,
             "R_s": timed["R"].seconds, "other_s": total - nets_s, "flops": flops,
             "flop_per_s": flops / max(nets_s, 1e-9), "peak_rss_mb": peak_rss_mb(),
             "arithmetic": describe(precision, device)}, result
