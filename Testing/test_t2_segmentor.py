@@ -23,12 +23,13 @@ from smilecore.synthesis import synthesize
 from smilecore.synthetic import LPS
 
 
-def t2_model(path, channel: int = 0, flair_channel: int | None = None, in_ch: int = 2, modalities=("t2",)):
+def t2_model(path, channel: int = 0, flair_channel: int | None = None, in_ch: int = 2, modalities=("t2",),
+             **recipe):
     """A model file whose S_t2 reads input `channel` (0: the T2; 1: the T2 mirrored), and with
-    `flair_channel` an S_flair that reads that channel of its own input."""
+    `flair_channel` an S_flair that reads that channel of its own input; `recipe`: more of S_t2's recipe."""
     torch.manual_seed(0)
     sizes = {**SIZES, T2_NET: {"in_ch": in_ch, "base": 4, "depth": 2}}
-    config = {**model_config(sizes, "t2"), "t2_segmentor": segmentor_recipe(modalities)}
+    config = {**model_config(sizes, "t2"), "t2_segmentor": {**segmentor_recipe(modalities), **recipe}}
     if flair_channel is not None:
         sizes[FLAIR_NET] = {"in_ch": 4, "base": 4, "depth": 2}
         config["flair_segmentor"] = segmentor_recipe()
@@ -86,12 +87,42 @@ def test_a_header_that_lies_about_left_and_right_gives_the_same_lesion(case, tmp
     assert plain.any() and np.array_equal(flipped[::-1], plain)
 
 
+def small_blob(shape) -> np.ndarray:
+    """A sphere of 33 voxels in the brain of flair_case, away from its blob (257 voxels)."""
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return (x - 30) ** 2 + (y - 16) ** 2 + (z - 12) ** 2 <= 4
+
+
+@pytest.mark.parametrize("spacing", [1.0, 0.8])   # 0.8 mm: the networks see slices resampled to 1 mm
+def test_components_under_the_recipes_share_of_the_largest_leave_the_lesion_mask(case, tmp_path, spacing):
+    """With "min_component_share" 0.5 the small blob (an eighth of the large one) is not lesion: not in the
+    mask, so not removed, though its probability stays; the large one is. The same with batches of 1."""
+    t2, _, brain, blob = case
+    small = small_blob(t2.shape)
+    assert brain[small].all() and not (small & blob).any()
+    t2 = t2.copy()
+    t2[small] = 2000.0
+    affine = LPS @ np.diag([spacing, spacing, 1.0, 1.0])
+    model = load_model(t2_model(tmp_path / "m.pt", min_component_share=0.5))
+    runs = [synthesize(t2, affine, model, brain=brain, notify=lambda m: None, batch_size=b) for b in (16, 1)]
+    for result in runs:
+        mask = result.lesion_mask > 0
+        assert not mask[small].any() and mask[blob].mean() > (0.999 if spacing == 1 else 0.8)   # resampled: edges
+        assert (result.lesion_probability[small] > 0.5).mean() > 0.5   # S_t2 saw it; the mask left it out
+    assert np.array_equal(runs[0].lesion_mask, runs[1].lesion_mask)
+    assert np.array_equal(runs[0].pseudo_normal, runs[1].pseudo_normal)
+    plain = synthesize(t2, affine, load_model(t2_model(tmp_path / "plain.pt")), brain=brain, notify=lambda m: None)
+    assert (plain.lesion_mask > 0)[small].mean() > 0.5                # without the share: both are lesion
+
+
 @pytest.mark.parametrize("in_ch, modalities, problem", [
     (3, ("t2",), "S_t2 takes 3 channels, its recipe gives 2"),
     (4, ("t2", "flair"), "t2_segmentor modalities ['t2', 'flair']: expected t2 first, and no flair"),
+    (2, ("t2",), "t2_segmentor min_component_share 1.5 is not a number in [0, 1)"),
 ])
 def test_a_model_whose_s_t2_does_not_match_its_recipe_is_refused(tmp_path, in_ch, modalities, problem):
-    path = t2_model(tmp_path / "m.pt", in_ch=in_ch, modalities=modalities)
+    recipe = {"min_component_share": 1.5} if "share" in problem else {}
+    path = t2_model(tmp_path / "m.pt", in_ch=in_ch, modalities=modalities, **recipe)
     with pytest.raises(ModelFileError, match=f"^model file {re.escape(str(path))}: damaged or inconsistent .*{re.escape(problem)}"):
         load_model(path)
 

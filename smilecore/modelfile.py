@@ -21,7 +21,9 @@ extra weights, so it still reads such a file (without the FLAIR path).
 
 T2 recipe segmentor (issue 23, item 2): a model may carry "S_t2" (networks.T2_NET), a segmentor of
 the same kind on the T2 alone, with its recipe as "t2_segmentor" ({"modalities": ["t2"], ...}, the
-same checks). Synthesis without a FLAIR uses it in place of S; G, R and training keep S.
+same checks). Synthesis without a FLAIR uses it in place of S; G, R and training keep S. Either
+recipe may say "min_component_share": synthesis then drops the 3D components of the lesion mask
+smaller than that share of the largest (synthesis.main_components).
 """
 from __future__ import annotations
 
@@ -139,6 +141,9 @@ def _check_recipes(config: dict) -> None:
         if recipe.get("test_time_flips", DEFAULT_FLIPS) not in TEST_TIME_FLIPS:
             raise ValueError(f"{key} test_time_flips {recipe['test_time_flips']!r} is not one of "
                              f"{', '.join(TEST_TIME_FLIPS)}")
+        share = recipe.get("min_component_share")
+        if share is not None and not (isinstance(share, (int, float)) and 0 <= share < 1):
+            raise ValueError(f"{key} min_component_share {share!r} is not a number in [0, 1)")
         if config["networks"][role]["in_ch"] != recipe_channels(recipe):
             raise ValueError(f"{role} takes {config['networks'][role]['in_ch']} channels, its recipe "
                              f"gives {recipe_channels(recipe)}")

@@ -129,7 +129,7 @@ class SynthesisResult:
 
 def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: torch.device,
                channels_last: bool = False, lesion_fill: str = "smooth", context=None, dtype=None, paint=None,
-               seg=None):
+               seg=None, given=None, segment_only: bool = False):
     """G, S and R on a stack of slices (N, X, Y) in [0, 1]; numpy (G(I), R(G(I), M), p, M).
     With a user mask and `lesion_fill` "smooth", G gets the slice with the mask filled
     (lesionfill.fill_lesion) instead of I. `context`: for a G that sees neighbouring slices,
@@ -140,7 +140,8 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
     output is never used (synthesis_blend fades R's change out within FILL_GROW px of the lesion
     in-plane), and R(G(I), M) is given as G(I) there.
     `seg`: the recipe segmentor's input (N x C x X x Y, grid.segmentor_slices), S being S_flair or
-    S_t2; None: S sees I."""
+    S_t2; None: S sees I. `segment_only`: S alone, (None, None, p, None). `given`: (p, M) of an earlier
+    segment-only pass, M cleaned over the whole volume (`main_components`): S does not run again."""
     G, S, R = nets
     I = torch.from_numpy(image[:, None].copy()).to(device)
     S_in = I if seg is None else torch.from_numpy(seg).to(device)
@@ -156,9 +157,16 @@ def _run_batch(nets, image: np.ndarray, user_mask, threshold: float, device: tor
         G_in = G_in.contiguous(memory_format=torch.channels_last)
     bf16 = dtype or torch.bfloat16
     with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None):
-        p = torch.softmax(S(S_in).float(), dim=1)[:, 1]
+        if given is None:
+            p = torch.softmax(S(S_in).float(), dim=1)[:, 1]
+        else:
+            p = torch.from_numpy(given[0]).to(device)
+        if segment_only:
+            return None, None, p.cpu().numpy(), None
         if user_mask is not None:
             M = torch.from_numpy(user_mask.copy()).to(device)
+        elif given is not None:
+            M = torch.from_numpy(given[1]).to(device)
         else:
             M = p > threshold
         with torch.autocast(device.type, dtype=bf16, enabled=dtype is not None and in_bf16(G)):  # gated: fp32
@@ -212,14 +220,15 @@ def _inference_nets(model: SmileModel, segmentor: str, channels_last: bool) -> t
 
 
 def _try_batch(nets_on, image, m, threshold: float, device: torch.device, channels_last: bool,
-               lesion_fill: str, around, precision: str = "auto", paint=None, seg=None):
+               lesion_fill: str, around, precision: str = "auto", paint=None, seg=None, given=None,
+               segment_only: bool = False):
     """`_run_batch` on one batch with the networks `nets_on(device)`: (its outputs, None), or (None,
     the error's first sentences) when it ran out of memory. The error is only summarised here, so
     that the retry runs outside the except block (whose traceback would keep the failed batch's
     tensors alive)."""
     try:
         return _run_batch(nets_on(device), image, m, threshold, device, channels_last, lesion_fill, around,
-                          autocast_dtype(precision, device), paint, seg), None
+                          autocast_dtype(precision, device), paint, seg, given, segment_only), None
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -227,19 +236,22 @@ def _try_batch(nets_on, image, m, threshold: float, device: torch.device, channe
 
 
 def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size: int, channels_last: bool,
-                  lesion_fill: str, progress, cancel, tell, where: str, precision: str = "auto") -> NetOutputs:
+                  lesion_fill: str, progress, cancel, tell, where: str, precision: str = "auto",
+                  share: float | None = None) -> NetOutputs:
     """G, S and R over the slices of `grid` that hold brain, each block of slices cropped to its
     own brain box (grid.blocks), in batches within a block under inference mode; out of memory, a
     batch is retried smaller or on the CPU (synthesis_placement.Placement). Slices are independent (BatchNorm in
     eval mode) and a block's box does not depend on the batch, so the result is that of an
-    uninterrupted run."""
+    uninterrupted run. With `share` (the segmentor's recipe's "min_component_share") and no user
+    mask, S runs over every slice first, its mask loses the 3D components smaller than `share` of
+    the largest (`main_components`), and G and R then run with that mask (two passes)."""
     place = Placement(model, tell, where)
     # a G that sees neighbouring slices gets them among the slices with brain, as in training
     # (dataset.SliceSet: beyond the brain's last slice it sees that slice repeated)
     context = context_of(model.nets["G"])
     neighbours = grid.zs[neighbour_index(grid.zs, context)]
-    outs = NetOutputs.empty(grid)
-    total, batch, done = len(grid.zs), max(1, int(batch_size)), 0
+    two_passes = share is not None and grid.mask is None
+    total, batch, done = len(grid.zs) * (2 if two_passes else 1), max(1, int(batch_size)), 0
     prepared = {}   # device: its networks (_inference_nets); made again after a move to the CPU
 
     def nets_on(device):
@@ -247,7 +259,10 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
             prepared.clear()
             prepared[device] = _inference_nets(model, grid.segmentor, channels_last)
         return prepared[device]
-    try:
+
+    def run_pass(outs: NetOutputs, given: NetOutputs | None = None, segment_only: bool = False) -> NetOutputs:
+        nonlocal batch, done
+        first = done
         with torch.inference_mode():
             for zs, bx, by in grid.blocks:
                 box, start = (bx, by), 0
@@ -259,13 +274,15 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
                     m = None if grid.mask is None else grid.slices(grid.mask, z, box)
                     around = None
                     if context:   # N x C x X x Y: the slices with their neighbours
-                        rows = neighbours[done:done + len(z)]
+                        rows = neighbours[done - first:done - first + len(z)]
                         around = tuple(None if a is None else grid.slices_with_neighbours(a, rows, box)
                                        for a in (grid.image, grid.mask))
                     paint = None if grid.lesion_z is None else grid.lesion_z[z]
                     seg = None if grid.seg is None else grid.segmentor_slices(z, box)
+                    taken = None if given is None else (given.take(given.prob, z, grid, box),
+                                                        given.take(given.lesion, z, grid, box))
                     out, failure = _try_batch(nets_on, image, m, threshold, place.device, channels_last, lesion_fill,
-                                              around, precision, paint, seg)
+                                              around, precision, paint, seg, taken, segment_only)
                     if out is None:
                         batch = place.after_out_of_memory(batch, batch_size, failure, image)
                         continue
@@ -273,9 +290,28 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
                     start, done = start + len(z), done + len(z)
                     if progress is not None:
                         progress(done, total)
+        return outs
+    try:
+        if not two_passes:
+            return run_pass(NetOutputs.empty(grid))
+        segmented = run_pass(NetOutputs.empty(grid), segment_only=True)
+        segmented.lesion = main_components(segmented.prob > threshold, share)
+        return run_pass(NetOutputs.empty(grid), given=segmented)
     finally:
         place.return_home()
-    return outs
+
+
+def main_components(mask: np.ndarray, share: float) -> np.ndarray:
+    """`mask` without its 3D components (26-connected) smaller than `share` of the largest one's
+    volume. Cross-validated for the T2-only segmentor (docs/segmentor-cv.md, fifth run): isolated
+    small components are mostly bright CSF, not tumour. A satellite lesion under that share of
+    the main one is dropped too: it stays in the pseudo-normal (the lesion probability keeps it)."""
+    from scipy import ndimage
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n < 2:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return np.isin(labels, 1 + np.flatnonzero(sizes >= share * sizes.max()))
 
 
 def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np.ndarray | None = None,
@@ -320,8 +356,9 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
         tell(f"{where}: the lesion mask is {FLAIR_NET}'s, the segmentor that sees the T2 and the FLAIR "
              f"({flair_where}: it must be the same patient's)")
     threshold = float(model.config.get("lesion_threshold", 0.5))
+    share = None if segmentor == "S" else model.recipe(segmentor).get("min_component_share")
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
-                         where, precision)
+                         where, precision, share)
     fill_with_network(model, outs, user_mask is not None)   # a fill network fills instead of G (synthesis_fill.py)
     vol.image = grid.image = grid.seg = seg = None   # the networks are done: their inputs are freed
     # back on the input's grid and in its scale, then in its voxel order (views: no copies)

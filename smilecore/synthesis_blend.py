@@ -47,7 +47,9 @@ def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, thresho
     """`outs` on the input's grid for the axial slices `z` (within the crop's range): as they are,
     or resampled back in-plane when `grid` was resampled (G's and R's change resampled, not their
     images, so the input's detail stays; the lesion mask is the resampled probability above
-    `threshold`)."""
+    `threshold` where the resampled mask of the networks' grid is not zero: the same as the
+    probability alone, bilinear and area weights being positive, unless components were removed
+    from that mask, synthesis.main_components)."""
     bx, by = grid.bx, grid.by
     k = slice(z.start - outs.z0, z.stop - outs.z0)
     I, G, R = outs.I[:, :, k], outs.G[:, :, k], outs.R[:, :, k]
@@ -60,9 +62,10 @@ def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, thresho
         out[bx, by] = crop
         return out
     prob = resample_slices(whole(outs.prob[:, :, k]), full)
+    kept = resample_slices(whole(outs.lesion[:, :, k]), full) > 0
     return OnInput(resample_slices(whole(G), full), resample_slices(whole(R), full),
                    resample_slices(whole(G - I), full), resample_slices(whole(R - I), full), prob,
-                   prob > threshold, (slice(0, full[0]), slice(0, full[1]), z))
+                   (prob > threshold) & kept, (slice(0, full[0]), slice(0, full[1]), z))
 
 
 def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, threshold: float,

@@ -161,11 +161,20 @@ class NetOutputs:
     def put(self, z, batch: tuple, grid: NetGrid, box: tuple | None = None) -> None:
         """One batch's (G(I), R, p, M), each N x X' x Y' on `box` (bx, by of `grid`; default its
         whole box), into the slices `z` of the crop."""
-        bx, by = box or (grid.bx, grid.by)
-        inner = (slice(bx.start - grid.bx.start, bx.stop - grid.bx.start),
-                 slice(by.start - grid.by.start, by.stop - grid.by.start))
+        inner = self._inner(grid, box)
         for array, values in zip((self.G, self.R, self.prob, self.lesion), batch):
-            array[inner[0], inner[1], np.asarray(z) - self.z0] = np.moveaxis(values, 0, 2)
+            if values is not None:   # None: not computed in this pass (synthesis's segment-only pass)
+                array[inner[0], inner[1], np.asarray(z) - self.z0] = np.moveaxis(values, 0, 2)
+
+    def take(self, array: np.ndarray, z, grid: NetGrid, box: tuple | None = None) -> np.ndarray:
+        """The slices `z` of one of the arrays on `box`, N x X' x Y' (what `put` put there)."""
+        inner = self._inner(grid, box)
+        return np.ascontiguousarray(np.moveaxis(array[inner[0], inner[1], np.asarray(z) - self.z0], 2, 0))
+
+    def _inner(self, grid: NetGrid, box: tuple | None) -> tuple[slice, slice]:
+        bx, by = box or (grid.bx, grid.by)
+        return (slice(bx.start - grid.bx.start, bx.stop - grid.bx.start),
+                slice(by.start - grid.by.start, by.stop - grid.by.start))
 
 
 def network_grid(vol: CanonicalVolume, user_mask: np.ndarray | None, model: SmileModel, where: str,
