@@ -302,12 +302,12 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
 
 
 def main_components(mask: np.ndarray, share: float) -> np.ndarray:
-    """`mask` without its 3D components (26-connected) smaller than `share` of the largest one's
-    volume. Cross-validated for the T2-only segmentor (docs/segmentor-cv.md, fifth run): isolated
+    """`mask` without its 3D components (face-connected, as cross-validation measured them)
+    smaller than `share` of the largest one's volume. Cross-validated for the T2-only segmentor (docs/segmentor-cv.md, fifth run): isolated
     small components are mostly bright CSF, not tumour. A satellite lesion under that share of
     the main one is dropped too: it stays in the pseudo-normal (the lesion probability keeps it)."""
     from scipy import ndimage
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    labels, n = ndimage.label(mask)
     if n < 2:
         return mask
     sizes = np.bincount(labels.ravel())[1:]
