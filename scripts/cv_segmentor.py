@@ -293,7 +293,12 @@ def judge_case(S, case: list, recipe: dict) -> dict:
         rot_d2 = probability_d2(S, stack[..., ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5
         checks.update(dice_d2=dice(d2, truth), csf_fp_d2=float(d2[bright].mean()),
                       healthy_fp_d2=float(h_d2[counted].mean()), dice_lr_d2=dice(lr_d2, truth),
-                      dice_rot180_d2=dice(rot_d2, truth), dice_cc_d2=dice(main_components(d2), truth))
+                      dice_rot180_d2=dice(rot_d2, truth), dice_cc_d2=dice(main_components(d2), truth),
+                      # the flips and small components dropped: what synthesis does with min_component_share
+                      csf_fp_cc_d2=float(main_components(d2)[bright].mean()),
+                      healthy_fp_cc_d2=float(main_components(h_d2)[counted].mean()),
+                      dice_lr_cc_d2=dice(main_components(lr_d2), truth),
+                      dice_rot180_cc_d2=dice(main_components(rot_d2), truth))
     if ROTATION_CHECK:
         rot = lesion_probability(S, stack[..., ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5
         checks["dice_rot180"] = dice(rot, truth)
@@ -335,7 +340,8 @@ def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, l
 
 
 MEASURES = ("dice", "dice_tta", "dice_cc", "csf_fp", "csf_fp_cc", "csf_fp_tta", "healthy_fp", "dice_lr", "dice_rot180",
-            "dice_d2", "dice_cc_d2", "csf_fp_d2", "healthy_fp_d2", "dice_lr_d2", "dice_rot180_d2")
+            "dice_d2", "dice_cc_d2", "csf_fp_d2", "healthy_fp_d2", "dice_lr_d2", "dice_rot180_d2",
+            "csf_fp_cc_d2", "healthy_fp_cc_d2", "dice_lr_cc_d2", "dice_rot180_cc_d2")
 
 
 def summary(out: Path) -> str:
@@ -371,7 +377,8 @@ def worst_orientation(out: Path) -> list[str]:
         results = [json.loads(p.read_text()) for p in sorted((out / recipe).glob("fold*.json"))]
         cells = []
         for plain, moved in (("dice", "dice_lr"), ("dice", "dice_rot180"), ("dice_d2", "dice_lr_d2"),
-                             ("dice_d2", "dice_rot180_d2")):
+                             ("dice_d2", "dice_rot180_d2"), ("dice_cc_d2", "dice_lr_cc_d2"),
+                             ("dice_cc_d2", "dice_rot180_cc_d2")):
             have = [c for r in results for c in r["cases"] if plain in c and moved in c
                     and (moved != "dice_rot180" or r["settings"].get("rotation_check"))]
             if have:
@@ -379,6 +386,11 @@ def worst_orientation(out: Path) -> list[str]:
                 cells.append(f"{moved} {worst[moved] - worst[plain]:+.3f} ({worst['case']})")
         if cells:
             lines.append(f"{recipe}: worst change per case: " + ", ".join(cells))
+        shares = [f"{m} {100 * max(c[m] for c in have):.2f} %" for m in
+                  ("csf_fp", "healthy_fp", "csf_fp_d2", "healthy_fp_d2", "csf_fp_cc_d2", "healthy_fp_cc_d2")
+                  if (have := [c for r in results for c in r["cases"] if m in c])]
+        if shares:   # issue 23's bars: bright tissue <= 1 %, healthy-ised brain <= 0.5 % in every case
+            lines.append(f"{recipe}: worst case: " + ", ".join(shares))
     return lines
 
 
