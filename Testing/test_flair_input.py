@@ -177,8 +177,9 @@ def test_model_files_with_and_without_s_flair(tmp_path, model_path):
     assert set(load_model(model_path).nets) == {"G", "S", "R"}
 
 
-@pytest.mark.parametrize("recipe, role, channels", [("mirror+flair", FLAIR_NET, 4), ("mirror", T2_NET, 2)])
-def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe, role, channels):
+@pytest.mark.parametrize("recipe, role, channels, extra", [("mirror+flair", FLAIR_NET, 4, []),
+                                                         ("mirror", T2_NET, 2, ["--min-component-share", "0.1"])])
+def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe, role, channels, extra):
     """scripts/add_segmentor.py on a small cohort (FLAIR files beside the T2s): two steps of a tiny
     S_flair or S_t2; the copy has it, G, S and R unchanged, and only the split's training cases."""
     import importlib.util
@@ -199,11 +200,12 @@ def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe
     spec.loader.exec_module(script)
     out = tmp_path / "with-segmentor.pt"
     assert script.main([str(source), str(cohort), "--out", str(out), "--recipe", recipe, "--steps", "2",
-                        "--batch-size", "2", "--crop", "32", "--base", "4", "--depth", "2"]) == 0
+                        "--batch-size", "2", "--crop", "32", "--base", "4", "--depth", "2", *extra]) == 0
     model, before = load_model(out), load_model(source)
     assert set(model.nets) == {"G", "S", "R", role}
     assert model.recipe(role)["training"]["cases"] == ids[:2] and model.recipe(role)["training"]["steps"] == 2
     assert model.nets[role].unet.down[0][0].in_channels == channels
+    assert model.recipe(role).get("min_component_share") == (0.1 if extra else None)
     for name in "GSR":
         for key, value in before.nets[name].state_dict().items():
             assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)

@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     cv = cv_segmentor()
     ap.add_argument("--recipe", choices=sorted(ROLES), default="mirror+flair",
                     help="mirror+flair: S_flair (T2 and FLAIR); mirror: S_t2 (the T2 alone)")
+    ap.add_argument("--min-component-share", type=float, default=None,
+                    help="synthesis drops the lesion mask's 3D components under this share of the largest "
+                         "(the recipe's min_component_share; cross-validated for S_t2: 0.1)")
     cv.training_options(ap, steps=1000, crop=96)   # the settings the cross-validation measured
     args = ap.parse_args(argv)
     role = ROLES[args.recipe]
@@ -97,6 +100,8 @@ def main(argv=None) -> int:
         "crop": args.crop, "lr": args.lr, "seed": args.seed, "seconds": seconds,
         "model": file_record(args.model), "data_dir": folder_name(args.data_dir),
         "provenance": provenance("scripts/add_segmentor.py", sys.argv[1:] if argv is None else argv)})
+    if args.min_component_share is not None:
+        entry["min_component_share"] = args.min_component_share
     sizes = {"in_ch": recipe_channels(entry), "base": args.base, "depth": args.depth, "norm": "batch"}
     net = RecipeSegmentor(**sizes)
     net.unet.load_state_dict(S.state_dict())   # cv_segmentor trains the bare U-Net
