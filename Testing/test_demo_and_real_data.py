@@ -14,13 +14,22 @@ from smilecore.modelfile import default_model_path, load_model
 
 
 def test_default_model_file_is_small_and_described():
+    """Five U-Nets of width 16 (G, S, R, S_flair, S_t2) and the fill network, all in float16: under
+    24 MB. The bundled sample is its held-out test case, for every network that saw labels."""
+    import torch
+
+    from smilecore.networks import RECIPE_SEGMENTORS
     path = default_model_path()
-    assert path.stat().st_size < 20e6
+    assert path.stat().st_size < 24e6
     model = load_model(path)
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float16 for name in model.nets for v in stored[name].values() if v.is_floating_point())
     assert model.modality == "t2"
     split = model.config["training"]["split"]
     assert "Brats18_TCIA02_370_1" in split["test"]
     assert "Brats18_TCIA02_370_1" not in split["train"] + split["val"]
+    for role in RECIPE_SEGMENTORS:
+        assert set(model.recipe(role)["training"]["cases"]) <= set(split["train"]), role
 
 
 def test_real_brats_case_is_cached_with_its_abnormal_slices(tmp_path):

@@ -355,8 +355,9 @@ def cmd_info(args) -> int:
     t2 = model.recipe(T2_NET)
     if t2 is not None:   # the segmentor without a FLAIR (synthesis.segmentor_input)
         lines.insert(-1, f"T2 segmentor   {T2_NET}: the T2{' and its left-right mirror' if t2['mirror'] else ''}; "
-                         f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)} "
-                         "(replaces S's lesion mask)")
+                         f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)}"
+                         + (f"; parts under {t2['min_component_share']} of the largest dropped"
+                            if t2.get("min_component_share") else "") + " (replaces S's lesion mask)")
     fill = model.config["networks"].get(FILL_NET)
     lines.insert(-1, "Lesion fill    " + ("G's own (no fill network)" if fill is None else
                                         f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
