@@ -321,12 +321,14 @@ def test_cli_evaluate_prints_a_short_table_and_caches_in_the_user_cache(trained_
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert len(lines) <= 30 and lines[0].split() == ["case", "iD", "h", "Dice", "S"]
+    assert len(lines) <= 30 and lines[0].split() == ["case", "iD", "h", "Dice", "S", "Dice", "synthesis"]
     for case in report["test_cases"]:
         (row,) = [line for line in lines if line.startswith(case)]
-        assert f"{report['dice_S_per_case'][case]:5.3f}" in row
+        assert row.split()[-2:] == [f"{report['dice_S_per_case'][case]:5.3f}",
+                                    f"{report['synthesis']['per_case'][case]['dice']:5.3f}"]
     (pooled,) = [line for line in lines if line.startswith("pooled")]
     assert f"{report['identity']:5.3f}" in pooled and f"{report['dice_S']:5.3f}" in pooled
+    assert f"{report['synthesis']['dice']:5.3f}" in pooled
     assert any(line.split()[:2] == ["mean_fill", f"{report['known_truth']['mean_fill']['psnr']:.2f}"] for line in lines)
     (anatomy,) = [line for line in lines if line.startswith("normal anatomy S calls lesion")]
     na = report["normal_anatomy_called_lesion"]

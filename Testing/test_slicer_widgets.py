@@ -381,7 +381,9 @@ def test_batch_over_three_loaded_volumes_and_cancel_mid_batch(slicer, tmp_path, 
     ui.batchButton.click()  # again: the same three cases, not the outputs of the first batch
     batch = widget._batch
     assert batch.count == 3
-    assert _wait(lambda: batch.index == 1 and batch.job is not None and batch.job.done >= 1, timeout=300)
+    # during the second case: its worker started (a 3-slice case can end between two polls once it has
+    # begun its slices, so waiting for a slice done as well missed it on a fast machine)
+    assert _wait(lambda: batch.index == 1 and batch.job is not None and batch.job.state == "running", timeout=300)
     tree = _tree(batch.job.process.proc.pid)
     ui.batchButton.click()  # Cancel
     assert _alive(tree, grace=1.0) == []

@@ -339,30 +339,9 @@ def cmd_bench(args) -> int:
 def cmd_info(args) -> int:
     from .modelfile import default_model_path, load_model
     from .modelsummary import model_summary
-    from .flair import DEFAULT_FLIPS
-    from .networks import FILL_NET, T2_NET
     path = args.model or default_model_path()
     model = load_model(path)
-    if args.json:
-        print(json.dumps(model.config, indent=1))
-        return 0
-    lines = model_summary(Path(path).name, model.config).split("\n")
-    recipe = model.flair
-    lines.insert(-1, "FLAIR input    " + ("not accepted (no FLAIR segmentor)" if recipe is None else
-                                        f"accepted (smile synthesize --flair): S_flair sees {', '.join(recipe['modalities'])}"
-                                        f"{', both mirrored left-right' if recipe['mirror'] else ''}; "
-                                        f"{recipe['normalisation']} scaling"))
-    t2 = model.recipe(T2_NET)
-    if t2 is not None:   # the segmentor without a FLAIR (synthesis.segmentor_input)
-        lines.insert(-1, f"T2 segmentor   {T2_NET}: the T2{' and its left-right mirror' if t2['mirror'] else ''}; "
-                         f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)}"
-                         + (f"; parts under {t2['min_component_share']} of the largest dropped"
-                            if t2.get("min_component_share") else "") + " (replaces S's lesion mask)")
-    fill = model.config["networks"].get(FILL_NET)
-    lines.insert(-1, "Lesion fill    " + ("G's own (no fill network)" if fill is None else
-                                        f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
-                                        f"depth {fill['depth']}; synthesis_fill.py)"))
-    print("\n".join(lines))
+    print(json.dumps(model.config, indent=1) if args.json else model_summary(Path(path).name, model.config))
     return 0
 
 

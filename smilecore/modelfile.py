@@ -23,7 +23,7 @@ T2 recipe segmentor (issue 23, item 2): a model may carry "S_t2" (networks.T2_NE
 the same kind on the T2 alone, with its recipe as "t2_segmentor" ({"modalities": ["t2"], ...}, the
 same checks). Synthesis without a FLAIR uses it in place of S; G, R and training keep S. Either
 recipe may say "min_component_share": synthesis then drops the 3D components of the lesion mask
-smaller than that share of the largest (synthesis.main_components).
+smaller than that share of the largest (synthesis_segmentor.main_components).
 """
 from __future__ import annotations
 

@@ -39,5 +39,29 @@ def model_summary(name: str, config: dict) -> str:
         val = tr.get("last_val", {})
         if "dice_S" in val:
             lines.append(f"last val Dice  {val['dice_S']:.3f} (lesion mask of S)")
+    lines += networks_used(config)
     lines.append("the whole configuration: smile info --json")
     return "\n".join(lines)
+
+
+def networks_used(config: dict) -> list[str]:
+    """What synthesis does with the optional networks: the FLAIR segmentor, the T2 segmentor S_t2
+    (which replaces S's lesion mask without a FLAIR) and the fill network."""
+    from .flair import DEFAULT_FLIPS
+    nets = config.get("networks", {})   # roles by name (networks.FLAIR_NET, ...): networks.py imports torch
+    flair = config.get("flair_segmentor") if "S_flair" in nets else None
+    t2 = config.get("t2_segmentor") if "S_t2" in nets else None
+    fill = nets.get("Fill")
+    lines = ["FLAIR input    " + ("not accepted (no FLAIR segmentor)" if flair is None else
+                                  f"accepted (smile synthesize --flair): S_flair sees {', '.join(flair['modalities'])}"
+                                  f"{', both mirrored left-right' if flair['mirror'] else ''}; "
+                                  f"{flair['normalisation']} scaling")]
+    if t2 is not None:   # the segmentor without a FLAIR (synthesis_segmentor.segmentor_input)
+        lines.append(f"T2 segmentor   S_t2: the T2{' and its left-right mirror' if t2['mirror'] else ''}; "
+                     f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)}"
+                     + (f"; parts under {t2['min_component_share']} of the largest dropped"
+                        if t2.get("min_component_share") else "") + " (replaces S's lesion mask)")
+    lines.append("Lesion fill    " + ("G's own (no fill network)" if fill is None else
+                                      f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
+                                      f"depth {fill['depth']}; synthesis_fill.py)"))
+    return lines

@@ -122,7 +122,7 @@ def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
 def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
     """Slice by slice, batch 1, fp32, every slice at full size, the file decoded for every slice.
     Returns G, the lesion probability and R in canonical order (normalised intensities). The lesion
-    probability is S's, or where the model has one S_t2's as synthesis runs it (synthesis.segmentor_input:
+    probability is S's, or where the model has one S_t2's as synthesis runs it (synthesis_segmentor.segmentor_input:
     its recipe's scaling, the mirror about the brain's centre, its test-time flips)."""
     G, S, R = (model.nets[n] for n in "GSR")
     recipe = model.recipe(T2_NET)

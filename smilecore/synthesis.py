@@ -41,7 +41,7 @@ back on the input's grid and in its scale (synthesis_blend.py). `synthesize_file
 FLAIR (flair.py): given a FLAIR and a model with S_flair, S_flair (T2, FLAIR, both mirrored)
 finds the lesion instead of S, for everything that follows; G and R still see the T2 alone.
 Without a FLAIR, a model with S_t2 (the T2 and its mirror, on its own recipe) has S_t2 find the
-lesion instead of S, in the same way (`segmentor_input`).
+lesion instead of S, in the same way (synthesis_segmentor.py).
 
 Brain and masks (volume.py): the brain is found above the background's noise (or given by the
 caller); what lies outside it is left unchanged. A lesion mask covering more than
@@ -76,11 +76,11 @@ import numpy as np
 import torch
 
 from .files import folder_lock, remove_stale_temps, signals_deferred, write_failed
-from .flair import check_flair_name, flip_averaged, prepared_flair, require_flair, segmentor_volumes
+from .flair import check_flair_name, flip_averaged, require_flair
 from .gated import GatedGenerator, context_of, neighbour_index
 from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
-from .networks import FLAIR_NET, T2_NET
+from .networks import FLAIR_NET
 from .precision import autocast_dtype, in_bf16
 from .synthesis_blend import compose_outputs
 from .synthesis_fill import fill_with_network
@@ -88,6 +88,7 @@ from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, re
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
                                check_lesion_mask, check_modality)
 from .synthesis_placement import Placement, is_out_of_memory
+from .synthesis_segmentor import main_components, segmentor_input
 from .synthesis_write import write_temporaries
 from .unet import box_around, folded
 from .volume import CanonicalVolume, load_mask, load_nifti  # noqa: F401 (CanonicalVolume: tests)
@@ -251,7 +252,7 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
     context = context_of(model.nets["G"])
     neighbours = grid.zs[neighbour_index(grid.zs, context)]
     two_passes = share is not None and grid.mask is None
-    total, batch, done = len(grid.zs) * (2 if two_passes else 1), max(1, int(batch_size)), 0
+    passes, batch, done = 2 if two_passes else 1, max(1, int(batch_size)), 0
     prepared = {}   # device: its networks (_inference_nets); made again after a move to the CPU
 
     def nets_on(device):
@@ -288,8 +289,8 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
                         continue
                     outs.put(z, out, grid, box)
                     start, done = start + len(z), done + len(z)
-                    if progress is not None:
-                        progress(done, total)
+                    if progress is not None:   # in slices: with two passes, each pass's slice counts half
+                        progress(done // passes, len(grid.zs))
         return outs
     try:
         if not two_passes:
@@ -299,19 +300,6 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
         return run_pass(NetOutputs.empty(grid), given=segmented)
     finally:
         place.return_home()
-
-
-def main_components(mask: np.ndarray, share: float) -> np.ndarray:
-    """`mask` without its 3D components (face-connected, as cross-validation measured them)
-    smaller than `share` of the largest one's volume. Cross-validated for the T2-only segmentor (docs/segmentor-cv.md, fifth run): isolated
-    small components are mostly bright CSF, not tumour. A satellite lesion under that share of
-    the main one is dropped too: it stays in the pseudo-normal (the lesion probability keeps it)."""
-    from scipy import ndimage
-    labels, n = ndimage.label(mask)
-    if n < 2:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return np.isin(labels, 1 + np.flatnonzero(sizes >= share * sizes.max()))
 
 
 def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np.ndarray | None = None,
@@ -366,18 +354,6 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     return SynthesisResult(**{name: vol.to_input_order(outputs[name], copy=False) for name in OUTPUT_NAMES},
                            mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes,
                            segmentor=segmentor)
-
-
-def segmentor_input(model: SmileModel, vol: CanonicalVolume, flair, affine, flair_where: str, where: str,
-                    tell) -> tuple[str, tuple | None]:
-    """(the segmentor that finds the lesion, its input volumes or None): S_flair on the T2 and the
-    caller's FLAIR; without one, the model's S_t2 on the T2 in its recipe's scaling where the model
-    has it; else S on the image itself (None)."""
-    if flair is not None:
-        return FLAIR_NET, prepared_flair(model, flair, affine, vol, flair_where, where, tell)
-    if model.segmentor_without_flair == T2_NET:
-        return T2_NET, segmentor_volumes(vol, None, None, model.recipe(T2_NET), None, where)
-    return "S", None
 
 
 def check_output_folder(out_dir: str | Path) -> Path:

@@ -49,7 +49,7 @@ def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, thresho
     images, so the input's detail stays; the lesion mask is the resampled probability above
     `threshold` where the resampled mask of the networks' grid is not zero: the same as the
     probability alone, bilinear and area weights being positive, unless components were removed
-    from that mask, synthesis.main_components)."""
+    from that mask, synthesis_segmentor.main_components)."""
     bx, by = grid.bx, grid.by
     k = slice(z.start - outs.z0, z.stop - outs.z0)
     I, G, R = outs.I[:, :, k], outs.G[:, :, k], outs.R[:, :, k]
