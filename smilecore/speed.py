@@ -41,6 +41,7 @@ from .flair import flip_averaged, mirror_sum, mirrored, segmentor_volumes
 from .networks import FILL_NET, RECIPE_SEGMENTORS, T2_NET, build_networks
 from .precision import autocast_dtype, describe
 from .synthesis import synthesize
+from .synthesis_segmentor import main_components
 from .train import resolve_device
 from .volume import CanonicalVolume, load_label, load_nifti
 
@@ -121,44 +122,60 @@ def forward_flops(model: SmileModel, shape: tuple[int, int]) -> dict[str, int]:
 # ---- synthesis ------------------------------------------------------------------------------
 def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
     """Slice by slice, batch 1, fp32, every slice at full size, the file decoded for every slice.
-    Returns G, the lesion probability and R in canonical order (normalised intensities). The lesion
-    probability is S's, or where the model has one S_t2's as synthesis runs it (synthesis_segmentor.segmentor_input:
-    its recipe's scaling, the mirror about the brain's centre, its test-time flips)."""
-    G, S, R = (model.nets[n] for n in "GSR")
+    Returns G, the lesion probability, its mask and R in canonical order (normalised intensities). The lesion
+    probability is S's, or where the model has one S_t2's as synthesis runs it (its recipe's scaling,
+    the mirror about the brain's centre, its test-time flips); with its recipe's min_component_share,
+    over every slice first and its mask's small components dropped before G and R
+    (synthesis_segmentor)."""
     recipe = model.recipe(T2_NET)
-    if recipe is not None:
-        S = flip_averaged(model.nets[T2_NET], recipe)
-    device = next(G.parameters()).device
+    S = model.nets["S"] if recipe is None else flip_averaged(model.nets[T2_NET], recipe)
+    share = None if recipe is None else recipe.get("min_component_share")
     threshold = float(model.config.get("lesion_threshold", 0.5))
-    out = None
+    device = next(S.parameters()).device
     with torch.no_grad():
-        z = 0
-        while out is None or z < out["G"].shape[2]:
-            data, affine, _ = load_nifti(path)
-            vol = CanonicalVolume.from_array(data, affine, where=str(path))
-            if out is None:
-                out = {k: np.zeros(vol.image.shape, np.float32) for k in ("G", "p", "R")}
-            I = torch.from_numpy(vol.image[:, :, z].copy())[None, None].to(device)
-            # a G that sees k neighbouring slices gets them as synthesis does: among the slices with brain
-            k, zs = context_of(G), np.nonzero(vol.brain.any(axis=(0, 1)))[0]
-            rows = zs[neighbour_index(zs, k)[np.searchsorted(zs, z)]] if z in zs else [z] * (2 * k + 1)
-            if recipe is not None:   # S_t2's channels, each mirrored about the brain's centre after them
-                seg = segmentor_volumes(vol, None, None, recipe, None, str(path))
-                whole = np.stack([v[:, :, z] for v in seg])[None]
-                if recipe["mirror"]:
-                    whole = np.concatenate([whole, mirrored(whole, mirror_sum(vol.brain))], 1)
-                p = torch.softmax(S(torch.from_numpy(np.ascontiguousarray(whole)).to(device)), dim=1)[:, 1]
-            else:
-                p = torch.softmax(S(I), dim=1)[:, 1]
-            X = torch.from_numpy(np.moveaxis(vol.image[:, :, rows], 2, 0).copy())[None].to(device)
-            # a gated G is held open over S's mask, as synthesis holds it
-            G_I = G(X, cover=(p > threshold)[:, None]) if isinstance(G, GatedGenerator) else G(X)
-            Pab = R(G_I, (p > threshold)[:, None].float())
-            out["G"][:, :, z] = G_I[0, 0].cpu().numpy()
-            out["p"][:, :, z] = p[0].cpu().numpy()
-            out["R"][:, :, z] = Pab[0, 0].cpu().numpy()
-            z += 1
-    return out
+        p = _naive_slices(path, lambda vol, z: _naive_lesion(S, vol, z, recipe, str(path), device))
+        mask = p > threshold if share is None else main_components(p > threshold, share)
+        out = _naive_slices(path, lambda vol, z: _naive_G_R(model, vol, z, mask[:, :, z], device))
+    return {"G": out[0], "p": p, "R": out[1], "mask": mask}
+
+
+def _naive_slices(path: Path, step) -> np.ndarray:
+    """`step(vol, z)` for every axial slice z, the file decoded again for each; stacked on the last axis
+    (one output, or a tuple of them)."""
+    outs, z, n = [], 0, None
+    while n is None or z < n:
+        data, affine, _ = load_nifti(path)
+        vol = CanonicalVolume.from_array(data, affine, where=str(path))
+        n = vol.image.shape[2]
+        outs.append(step(vol, z))
+        z += 1
+    if isinstance(outs[0], tuple):
+        return tuple(np.stack(o, axis=2) for o in zip(*outs))
+    return np.stack(outs, axis=2)
+
+
+def _naive_lesion(S, vol: CanonicalVolume, z: int, recipe: dict | None, where: str, device) -> np.ndarray:
+    """The segmentor's lesion probability on slice z, at full size."""
+    if recipe is None:
+        x = vol.image[:, :, z][None, None]
+    else:   # S_t2's channels, each mirrored about the brain's centre after them
+        x = np.stack([v[:, :, z] for v in segmentor_volumes(vol, None, None, recipe, None, where)])[None]
+        if recipe["mirror"]:
+            x = np.concatenate([x, mirrored(x, mirror_sum(vol.brain))], 1)
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    return torch.softmax(S(x), dim=1)[0, 1].cpu().numpy()
+
+
+def _naive_G_R(model: SmileModel, vol: CanonicalVolume, z: int, mask: np.ndarray, device) -> tuple:
+    """G and R on slice z at full size, G held open over `mask` (X x Y) as synthesis holds it."""
+    G, R = model.nets["G"], model.nets["R"]
+    # a G that sees k neighbouring slices gets them as synthesis does: among the slices with brain
+    k, zs = context_of(G), np.nonzero(vol.brain.any(axis=(0, 1)))[0]
+    rows = zs[neighbour_index(zs, k)[np.searchsorted(zs, z)]] if z in zs else [z] * (2 * k + 1)
+    X = torch.from_numpy(np.moveaxis(vol.image[:, :, rows], 2, 0).copy())[None].to(device)
+    M = torch.from_numpy(np.asarray(mask, bool))[None, None].to(device)
+    G_I = G(X, cover=M) if isinstance(G, GatedGenerator) else G(X)
+    return G_I[0, 0].cpu().numpy(), R(G_I, M.float())[0, 0].cpu().numpy()
 
 
 def _timed_synthesis(data, affine, model: SmileModel, batch_size: int, channels_last: bool, precision: str):
@@ -245,7 +262,7 @@ def compare_with_naive(result, ref: dict, vol: CanonicalVolume, model: SmileMode
     to_canon = vol.to_canonical_order
     g_fast = (to_canon(result.pseudo_normal) - vol.raw) / vol.norm.scale + vol.image
     p_fast = to_canon(result.lesion_probability)
-    m_fast, m_ref = to_canon(result.lesion_mask) > 0, (ref["p"] > model.config.get("lesion_threshold", 0.5)) & brain
+    m_fast, m_ref = to_canon(result.lesion_mask) > 0, ref["mask"] & brain
     inter, total = float((m_fast & m_ref).sum()), float(m_fast.sum() + m_ref.sum())
     return {"pseudo_normal_max_abs": float(np.abs(g_fast - ref["G"])[brain].max()),
             "pseudo_normal_mean_abs": float(np.abs(g_fast - ref["G"])[brain].mean()),
