@@ -337,6 +337,8 @@ def through_synthesis(model: SmileModel, cases: list, modality: str, progress=No
     from .synthesis import synthesize
     from .volume import load_label, load_nifti
     per_case, inter, total = {}, 0.0, 0.0
+    if progress:   # the bar from the start: one case is a synthesis of many seconds
+        progress(0, len(cases))
     for i, case in enumerate(cases):
         data, affine, _ = load_nifti(case.image(modality))
         truth = load_label(case.seg, data.shape, affine)
