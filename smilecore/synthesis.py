@@ -274,12 +274,12 @@ def _run_networks(model: SmileModel, grid: NetGrid, threshold: float, batch_size
                     image = grid.slices(grid.image, z, box)
                     m = None if grid.mask is None else grid.slices(grid.mask, z, box)
                     around = None
-                    if context:   # N x C x X x Y: the slices with their neighbours
+                    if context and not segment_only:   # N x C x X x Y: the slices with their neighbours
                         rows = neighbours[done - first:done - first + len(z)]
                         around = tuple(None if a is None else grid.slices_with_neighbours(a, rows, box)
                                        for a in (grid.image, grid.mask))
                     paint = None if grid.lesion_z is None else grid.lesion_z[z]
-                    seg = None if grid.seg is None else grid.segmentor_slices(z, box)
+                    seg = None if grid.seg is None or given is not None else grid.segmentor_slices(z, box)
                     taken = None if given is None else (given.take(given.prob, z, grid, box),
                                                         given.take(given.lesion, z, grid, box))
                     out, failure = _try_batch(nets_on, image, m, threshold, place.device, channels_last, lesion_fill,
@@ -323,7 +323,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     on CUDA and on CPUs with native bf16, fp32 elsewhere).
     `flair`: (array, affine) of a FLAIR of the same head, any grid (flair.py); S_flair then finds the
     lesion (refused before any work when the model has none). `flair_where` names it in messages.
-    Without it, a model's S_t2 finds the lesion where the model has one (`segmentor_input`).
+    Without it, a model's S_t2 finds the lesion where the model has one (synthesis_segmentor.py).
     """
     if flair is not None:
         require_flair(model)
