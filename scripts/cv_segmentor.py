@@ -66,6 +66,7 @@ BRIGHT_PERCENTILE = 95
 CSF_MARGIN = 5
 ROTATION_CHECK = False  # the 180-degree check costs a pass per case: on for the final recipe
 D2_CHECK = False        # the four-fold test-time flip: 16 more passes per case
+SAVE_PROBS = None       # a folder: the four-flip probabilities kept per case (scripts/cv_postprocess.py sweeps them)
 
 
 def folds(case_ids: list[str]) -> list[list[str]]:
@@ -286,9 +287,10 @@ def judge_case(S, case: list, recipe: dict) -> dict:
     lr = lr > 0.5
     checks = {}
     if D2_CHECK:   # the four-fold test-time flip, and what a flip or a rotation does to it
-        d2 = probability_d2(S, stack, recipe) > 0.5
+        p_d2, p_healthy_d2 = probability_d2(S, stack, recipe), probability_d2(S, hi[tumour_slices], recipe)
+        d2 = p_d2 > 0.5
         h_d2 = d2.copy()
-        h_d2[tumour_slices] = probability_d2(S, hi[tumour_slices], recipe) > 0.5
+        h_d2[tumour_slices] = p_healthy_d2 > 0.5
         lr_d2 = probability_d2(S, stack[..., ::-1, :], recipe)[:, ::-1, :] > 0.5
         rot_d2 = probability_d2(S, stack[..., ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5
         checks.update(dice_d2=dice(d2, truth), csf_fp_d2=float(d2[bright].mean()),
@@ -299,6 +301,11 @@ def judge_case(S, case: list, recipe: dict) -> dict:
                       healthy_fp_cc_d2=float(main_components(h_d2)[counted].mean()),
                       dice_lr_cc_d2=dice(main_components(lr_d2), truth),
                       dice_rot180_cc_d2=dice(main_components(rot_d2), truth))
+        if SAVE_PROBS:   # post-processing (threshold, components) is then measured without S
+            Path(SAVE_PROBS).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(Path(SAVE_PROBS) / f"{case[0].case_id}.npz", truth=truth, bright=bright,
+                                counted=counted, tumour_slices=tumour_slices,
+                                p=p_d2.astype(np.float16), p_healthy=p_healthy_d2.astype(np.float16))
     if ROTATION_CHECK:
         rot = lesion_probability(S, stack[..., ::-1, ::-1], recipe)[:, ::-1, ::-1] > 0.5
         checks["dice_rot180"] = dice(rot, truth)
@@ -419,6 +426,8 @@ def main(argv=None) -> int:
                     help="also the four-fold test-time flip (left-right, front-back, both), and it under a flip or rotation")
     ap.add_argument("--saved", default=None,
                     help="judge the S kept by an earlier run in this folder (SAVED/<recipe>/fold<k>.pt) instead of training")
+    ap.add_argument("--save-probs", default=None,
+                    help="with --d2-check: keep each test case's four-flip probabilities in this folder (not committed)")
     ap.add_argument("--summary", action="store_true", help="print the table of what exists and stop")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -426,8 +435,8 @@ def main(argv=None) -> int:
         print(summary(out))
         return 0
     torch.set_num_threads(args.threads)
-    global ROTATION_CHECK, D2_CHECK
-    ROTATION_CHECK, D2_CHECK = args.rotation_check, args.d2_check
+    global ROTATION_CHECK, D2_CHECK, SAVE_PROBS
+    ROTATION_CHECK, D2_CHECK, SAVE_PROBS = args.rotation_check, args.d2_check, args.save_probs
     args.cache_dir = Path(args.cache_dir or out / "cache")
     cases = {c.case_id: c for c in find_cases(args.data_dir, require=True) if c.labeled}
     fold_ids = folds(list(cases))
