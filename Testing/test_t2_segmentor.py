@@ -132,24 +132,31 @@ def test_smile_info_names_the_t2_segmentor(tmp_path, capsys):
     assert "T2 segmentor   S_t2: the T2 and its left-right mirror; median scaling" in capsys.readouterr().out
 
 
-def test_healthiness_is_judged_by_the_fold_segmentor_that_held_each_case_out(tmp_path):
-    """scripts/healthiness_cases.py --judges: each case's judge is the model with, as its S_t2, the S that
-    cv_segmentor.py trained on the folds without that case (its weights and record)."""
+def script_module(name: str):
+    """A script of scripts/ imported as a module (it imports its sibling scripts)."""
     import importlib.util
-    import json
     import sys
     from pathlib import Path
-
-    from smilecore.unet import UNet
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))   # healthiness_cases imports its sibling scripts
+    sys.path.insert(0, str(scripts))
     try:
-        spec = importlib.util.spec_from_file_location("healthiness_cases", scripts / "healthiness_cases.py")
-        script = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(script)
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(scripts))
-    folder = tmp_path / "cv" / "mirror"
+    return module
+
+
+@pytest.mark.parametrize("recipe", ["mirror", "mirror+neg"])
+def test_healthiness_is_judged_by_the_fold_segmentor_that_held_each_case_out(tmp_path, recipe):
+    """scripts/healthiness_cases.py --judges: each case's judge is the model with, as its S_t2, the S that
+    cv_segmentor.py trained on the folds without that case (its weights and record)."""
+    import json
+
+    from smilecore.unet import UNet
+    script = script_module("healthiness_cases")
+    folder = tmp_path / "cv" / recipe
     folder.mkdir(parents=True)
     weights = {}
     for k, test in enumerate((["a", "b"], ["c"])):
@@ -157,13 +164,26 @@ def test_healthiness_is_judged_by_the_fold_segmentor_that_held_each_case_out(tmp
         weights[k] = UNet(2, 2, base=4, depth=2, norm="batch").state_dict()
         torch.save(weights[k], folder / f"fold{k}.pt")
         (folder / f"fold{k}.json").write_text(json.dumps({
-            "recipe": "mirror", "fold": k, "test": test, "train": ["x"],
+            "recipe": recipe, "fold": k, "test": test, "train": ["x"],
             "settings": {"base": 4, "depth": 2}}))
     source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2"))
-    judges = script.fold_judges(str(tmp_path / "cv"), str(source), tmp_path)
+    judges = script.fold_judges(str(tmp_path / "cv"), str(source), tmp_path, recipe=recipe)
     assert set(judges) == {"a", "b", "c"} and judges["a"] is judges["b"]
     for case, k in (("a", 0), ("c", 1)):
         model = judges[case]
         assert model.segmentor_without_flair == T2_NET and model.recipe(T2_NET)["training"]["fold"] == k
         got = model.nets[T2_NET].unet.state_dict()
         assert all(torch.equal(got[key], value) for key, value in weights[k].items())
+
+
+def test_post_processing_drops_components_under_the_share_or_the_floor():
+    """scripts/cv_postprocess.py: a component is dropped under share x the largest, or under the
+    floor's volume (a judged voxel stands for 2 mm^3: every other 1 mm slice)."""
+    script = script_module("cv_postprocess")
+    mask = np.zeros((10, 40, 40), bool)
+    mask[1:9, 2:22, 2:22] = True     # 3200 voxels: 6.4 mL
+    mask[2:4, 30:35, 30:35] = True   # 50 voxels: 0.1 mL, 1.6 % of the largest
+    assert script.kept(mask, 0.0, 0.0).sum() == 3250
+    assert script.kept(mask, 0.01, 0.0).sum() == 3250 and script.kept(mask, 0.02, 0.0).sum() == 3200
+    assert script.kept(mask, 0.0, 0.1).sum() == 3250 and script.kept(mask, 0.0, 0.11).sum() == 3200
+    assert not script.kept(mask, 0.0, 7.0).any()   # a floor drops the largest too: nothing left to remove

@@ -58,10 +58,11 @@ def judge(model, case, judge_model=None) -> dict:
             "seconds": round(time.time() - t0)}
 
 
-def fold_judges(cv_dir: str, model_path: str, tmp: Path) -> dict:
-    """case id -> the model with, as its S_t2, the mirror-recipe S of the fold that held the case out."""
+def fold_judges(cv_dir: str, model_path: str, tmp: Path, recipe: str = "mirror") -> dict:
+    """case id -> the model with, as its S_t2, the `recipe` S (a T2 recipe: mirror or mirror+neg) of the
+    fold that held the case out."""
     judges = {}
-    for weights in sorted((Path(cv_dir) / "mirror").glob("fold*.pt")):
+    for weights in sorted((Path(cv_dir) / recipe).glob("fold*.pt")):
         record = json.loads(weights.with_suffix(".json").read_text())
         judge_model = model_with_fold(Path(model_path), weights, record, tmp / weights.name, role=T2_NET)
         judges.update({case_id: judge_model for case_id in record["test"]})
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out")
     ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
     ap.add_argument("--summary", nargs="+", help="print the fold summary of these records and stop")
-    ap.add_argument("--judges", default=None, help="cv_segmentor.py's folder: judge h by each case's fold S (mirror)")
+    ap.add_argument("--judges", default=None, help="cv_segmentor.py's folder: judge h by each case's fold S")
+    ap.add_argument("--judge-recipe", default="mirror", help="the fold S's recipe (mirror or mirror+neg)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.summary:
@@ -99,10 +101,10 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    record = {"model": args.model, "judges": args.judges, "cases": {}}
+    record = {"model": args.model, "judges": args.judges, "judge_recipe": args.judge_recipe, "cases": {}}
     only = set(filter(None, args.cases.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
-        judges = fold_judges(args.judges, args.model, Path(tmp)) if args.judges else {}
+        judges = fold_judges(args.judges, args.model, Path(tmp), args.judge_recipe) if args.judges else {}
         for case in (c for c in find_cases(args.data_dir, require=True) if c.labeled and (not only or c.case_id in only)):
             if args.judges and case.case_id not in judges:
                 raise SystemExit(f"{args.judges}: no fold holds {case.case_id} out")
