@@ -18,6 +18,7 @@ from flair_helpers import SIZES, flair_case, reading_segmentor
 from smilecore.cli import main as cli_main
 from smilecore.flair import mirror_sum, mirrored
 from smilecore.modelfile import ModelFileError, load_model, model_config, save_model, segmentor_recipe
+from smilecore.modelsummary import networks_used
 from smilecore.networks import FLAIR_NET, T2_NET, build_networks
 from smilecore.synthesis import synthesize
 from smilecore.synthetic import LPS
@@ -115,13 +116,29 @@ def test_components_under_the_recipes_share_of_the_largest_leave_the_lesion_mask
     assert (plain.lesion_mask > 0)[small].mean() > 0.5                # without the share: both are lesion
 
 
+def test_the_recipes_lesion_threshold_decides_the_mask(case, tmp_path):
+    """"lesion_threshold" in S_t2's recipe replaces the model's 0.5 for S_t2's mask (what G and R get):
+    S_t2 gives the blob p 0.998 and the brain around it under 0.08."""
+    t2, _, brain, blob = case
+    masks = {}
+    for threshold in (0.06, 0.999):
+        model = load_model(t2_model(tmp_path / f"m{threshold}.pt", lesion_threshold=threshold))
+        result = synthesize(t2, LPS, model, brain=brain, notify=lambda m: None)
+        masks[threshold] = result.lesion_mask > 0
+        assert np.array_equal(masks[threshold], result.lesion_probability > threshold)
+    assert masks[0.06][blob].all() and masks[0.06].sum() > blob.sum()   # the blob and brain around it
+    assert not masks[0.999].any()
+    assert "lesion above p 0.999" in " ".join(networks_used(model.config))
+
+
 @pytest.mark.parametrize("in_ch, modalities, problem", [
     (3, ("t2",), "S_t2 takes 3 channels, its recipe gives 2"),
     (4, ("t2", "flair"), "t2_segmentor modalities ['t2', 'flair']: expected t2 first, and no flair"),
     (2, ("t2",), "t2_segmentor min_component_share 1.5 is not a number in [0, 1)"),
+    (2, ("t2",), "t2_segmentor lesion_threshold 1 is not a number in (0, 1)"),
 ])
 def test_a_model_whose_s_t2_does_not_match_its_recipe_is_refused(tmp_path, in_ch, modalities, problem):
-    recipe = {"min_component_share": 1.5} if "share" in problem else {}
+    recipe = {"min_component_share": 1.5} if "share" in problem else {"lesion_threshold": 1} if "threshold" in problem else {}
     path = t2_model(tmp_path / "m.pt", in_ch=in_ch, modalities=modalities, **recipe)
     with pytest.raises(ModelFileError, match=f"^model file {re.escape(str(path))}: damaged or inconsistent .*{re.escape(problem)}"):
         load_model(path)

@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--min-component-share", type=float, default=None,
                     help="synthesis drops the lesion mask's 3D components under this share of the largest "
                          "(the recipe's min_component_share; cross-validated for S_t2: 0.1)")
+    ap.add_argument("--lesion-threshold", type=float, default=None,
+                    help="the probability above which the segmentor's voxels are lesion (the recipe's "
+                         "lesion_threshold; else the model's, 0.5)")
     cv.training_options(ap, steps=1000, crop=96)   # the settings the cross-validation measured
     args = ap.parse_args(argv)
     role = ROLES[args.recipe]
@@ -102,6 +105,8 @@ def main(argv=None) -> int:
         "provenance": provenance("scripts/add_segmentor.py", sys.argv[1:] if argv is None else argv)})
     if args.min_component_share is not None:
         entry["min_component_share"] = args.min_component_share
+    if args.lesion_threshold is not None:
+        entry["lesion_threshold"] = args.lesion_threshold
     sizes = {"in_ch": recipe_channels(entry), "base": args.base, "depth": args.depth, "norm": "batch"}
     net = RecipeSegmentor(**sizes)
     net.unet.load_state_dict(S.state_dict())   # cv_segmentor trains the bare U-Net

@@ -23,7 +23,8 @@ T2 recipe segmentor (issue 23, item 2): a model may carry "S_t2" (networks.T2_NE
 the same kind on the T2 alone, with its recipe as "t2_segmentor" ({"modalities": ["t2"], ...}, the
 same checks). Synthesis without a FLAIR uses it in place of S; G, R and training keep S. Either
 recipe may say "min_component_share": synthesis then drops the 3D components of the lesion mask
-smaller than that share of the largest (synthesis_segmentor.main_components).
+smaller than that share of the largest (synthesis_segmentor.main_components), and "lesion_threshold",
+its own probability threshold (else the model's "lesion_threshold", 0.5).
 """
 from __future__ import annotations
 
@@ -144,6 +145,9 @@ def _check_recipes(config: dict) -> None:
         share = recipe.get("min_component_share")
         if share is not None and not (isinstance(share, (int, float)) and 0 <= share < 1):
             raise ValueError(f"{key} min_component_share {share!r} is not a number in [0, 1)")
+        threshold = recipe.get("lesion_threshold")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+            raise ValueError(f"{key} lesion_threshold {threshold!r} is not a number in (0, 1)")
         if config["networks"][role]["in_ch"] != recipe_channels(recipe):
             raise ValueError(f"{role} takes {config['networks'][role]['in_ch']} channels, its recipe "
                              f"gives {recipe_channels(recipe)}")

@@ -59,6 +59,7 @@ def networks_used(config: dict) -> list[str]:
     if t2 is not None:   # the segmentor without a FLAIR (synthesis_segmentor.segmentor_input)
         lines.append(f"T2 segmentor   S_t2: the T2{' and its left-right mirror' if t2['mirror'] else ''}; "
                      f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)}"
+                     + (f"; lesion above p {t2['lesion_threshold']}" if "lesion_threshold" in t2 else "")
                      + (f"; parts under {t2['min_component_share']} of the largest dropped"
                         if t2.get("min_component_share") else "") + " (replaces S's lesion mask)")
     lines.append("Lesion fill    " + ("G's own (no fill network)" if fill is None else

@@ -41,7 +41,7 @@ from .flair import flip_averaged, mirror_sum, mirrored, segmentor_volumes
 from .networks import FILL_NET, RECIPE_SEGMENTORS, T2_NET, build_networks
 from .precision import autocast_dtype, describe
 from .synthesis import synthesize
-from .synthesis_segmentor import main_components
+from .synthesis_segmentor import main_components, mask_rule
 from .train import resolve_device
 from .volume import CanonicalVolume, load_label, load_nifti
 
@@ -124,13 +124,12 @@ def naive_synthesis(path: Path, model: SmileModel) -> dict[str, np.ndarray]:
     """Slice by slice, batch 1, fp32, every slice at full size, the file decoded for every slice.
     Returns G, the lesion probability, its mask and R in canonical order (normalised intensities). The lesion
     probability is S's, or where the model has one S_t2's as synthesis runs it (its recipe's scaling,
-    the mirror about the brain's centre, its test-time flips); with its recipe's min_component_share,
+    the mirror about the brain's centre, its test-time flips); with its recipe's min_component_share (and threshold),
     over every slice first and its mask's small components dropped before G and R
     (synthesis_segmentor)."""
     recipe = model.recipe(T2_NET)
     S = model.nets["S"] if recipe is None else flip_averaged(model.nets[T2_NET], recipe)
-    share = None if recipe is None else recipe.get("min_component_share")
-    threshold = float(model.config.get("lesion_threshold", 0.5))
+    threshold, share = mask_rule(model, "S" if recipe is None else T2_NET)
     device = next(S.parameters()).device
     with torch.no_grad():
         p = _naive_slices(path, lambda vol, z: _naive_lesion(S, vol, z, recipe, str(path), device))

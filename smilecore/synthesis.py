@@ -88,7 +88,7 @@ from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, re
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
                                check_lesion_mask, check_modality)
 from .synthesis_placement import Placement, is_out_of_memory
-from .synthesis_segmentor import main_components, segmentor_input
+from .synthesis_segmentor import main_components, mask_rule, segmentor_input
 from .synthesis_write import write_temporaries
 from .unet import box_around, folded
 from .volume import CanonicalVolume, load_mask, load_nifti  # noqa: F401 (CanonicalVolume: tests)
@@ -343,8 +343,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
         # named, since nothing here can tell another patient's FLAIR (BraTS-like cases share one space)
         tell(f"{where}: the lesion mask is {FLAIR_NET}'s, the segmentor that sees the T2 and the FLAIR "
              f"({flair_where}: it must be the same patient's)")
-    threshold = float(model.config.get("lesion_threshold", 0.5))
-    share = None if segmentor == "S" else model.recipe(segmentor).get("min_component_share")
+    threshold, share = mask_rule(model, segmentor)
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
                          where, precision, share)
     fill_with_network(model, outs, user_mask is not None)   # a fill network fills instead of G (synthesis_fill.py)

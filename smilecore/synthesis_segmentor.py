@@ -4,7 +4,8 @@
   its left-right mirror in its recipe's scaling, networks.T2_NET); else S on the networks' image.
 - A recipe may name "min_component_share": the segmentor then runs over every slice first, and
   its mask keeps only the 3D components at least that share of the largest (`main_components`)
-  before G and R run (synthesis._run_networks, two passes).
+  before G and R run (synthesis._run_networks, two passes). It may name "lesion_threshold" too,
+  the probability above which its voxels are lesion (else the model's, 0.5): `mask_rule`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def segmentor_input(model: SmileModel, vol: CanonicalVolume, flair, affine, flai
     if model.segmentor_without_flair == T2_NET:
         return T2_NET, segmentor_volumes(vol, None, None, model.recipe(T2_NET), None, where)
     return "S", None
+
+
+def mask_rule(model: SmileModel, segmentor: str) -> tuple[float, float | None]:
+    """(threshold, min_component_share) of the lesion mask that `segmentor` makes: its recipe's where
+    it names them, else the model's threshold and no component removal (S has no recipe)."""
+    threshold = float(model.config.get("lesion_threshold", 0.5))
+    recipe = model.recipe(segmentor) if segmentor != "S" else None
+    if recipe is None:
+        return threshold, None
+    return float(recipe.get("lesion_threshold", threshold)), recipe.get("min_component_share")
 
 
 def main_components(mask: np.ndarray, share: float) -> np.ndarray:
