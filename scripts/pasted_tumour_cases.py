@@ -251,11 +251,12 @@ def main(argv=None) -> int:
     ap.add_argument("--summary", help="print the fold summary of this record and stop")
     ap.add_argument("--figure", help="hosts (comma-separated): draw their views to --figure-out instead of scoring")
     ap.add_argument("--figure-out", default="pasted-truth.png")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.summary))
         return 0
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     model_path = str(args.model or default_model_path())
     model = load_model(model_path)
     if FILL_NET not in model.nets:
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     split = model.config.get("training", {}).get("split", {})
     record = json.loads(out.read_text()) if out.is_file() else {
-        "model": model_path, "threads": 1, "scale": "host V99.5 / donor V99.5 over the brain",
+        "model": model_path, "threads": args.threads, "scale": "host V99.5 / donor V99.5 over the brain",
         "hosts": order, "held_out": {c: part for part in ("val", "test") for c in split.get(part, [])}, "cases": {}}
     only = set(filter(None, args.cases.split(",")))
     for cid in order:
