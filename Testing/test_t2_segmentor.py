@@ -204,3 +204,17 @@ def test_post_processing_drops_components_under_the_share_or_the_floor():
     assert script.kept(mask, 0.01, 0.0).sum() == 3250 and script.kept(mask, 0.02, 0.0).sum() == 3200
     assert script.kept(mask, 0.0, 0.1).sum() == 3250 and script.kept(mask, 0.0, 0.11).sum() == 3200
     assert not script.kept(mask, 0.0, 7.0).any()   # a floor drops the largest too: nothing left to remove
+
+
+def test_a_bilateral_case_copies_the_tumour_to_its_mirror_place_and_labels_both():
+    """scripts/cv_segmentor.py's `bilateral`: the tumour's intensities also at its left-right mirror place
+    (axis X), where that is not tumour itself; both places are lesion in the mask."""
+    cv = script_module("cv_segmentor")
+    image = np.arange(1, 13, dtype=np.float32).reshape(1, 4, 3)
+    mask = np.zeros((1, 4, 3), np.uint8)
+    mask[0, 0, 1] = mask[0, 3, 2] = 1            # x=3, y=2 mirrors onto x=0, y=2
+    out, both = cv.bilateral(image, mask)
+    assert out[0, 3, 1] == image[0, 0, 1] and out[0, 0, 2] == image[0, 3, 2]
+    unchanged = ~(both[0] > 0) | (mask[0] > 0)
+    assert np.array_equal(out[0][unchanged], image[0][unchanged])
+    assert both[0].sum() == 4 and both[0, 3, 1] and both[0, 0, 2]

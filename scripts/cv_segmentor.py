@@ -21,6 +21,8 @@ Recipes (each a row; a recipe is a set of options):
   median+aug  + flips, rotation, scaling, gamma, bias field, noise, resolution
   mirror      median+aug with the left-right mirrored slice as a second input channel
   mirror+neg  mirror, and healthy-ised slices (tumour replaced by the mirrored side) as negatives
+  mirror+bilateral  mirror, and slices with the tumour copied to its mirror place too (both labelled):
+              a lesion with a lesion opposite must not look symmetric to S (docs/pasted-truth.md)
   flair       median+aug with T2 and FLAIR as two input channels (S's optional FLAIR input)
   mirror+flair  flair with both mirrored as two more channels
   default     today's shipped default's S (no training here: it saw most of these cases in its
@@ -55,6 +57,8 @@ RECIPES = {
     "median+aug": {"normalisation": "median", "augment": True, "mirror": False, "negatives": False},
     "mirror": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False},
     "mirror+neg": {"normalisation": "median", "augment": True, "mirror": True, "negatives": True},
+    "mirror+bilateral": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False,
+                         "bilateral": True},
     "flair": {"normalisation": "median", "augment": True, "mirror": False, "negatives": False, "flair": True},
     "mirror+flair": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False, "flair": True},
     "default": {"normalisation": "clip-percentile", "augment": False, "mirror": False, "negatives": False,
@@ -90,6 +94,15 @@ def healthy_ised(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     tumour = (mask > 0)[:, None] if image.ndim == 4 else mask > 0
     out = np.where(tumour, mirror_img, image)
     return out, (mask > 0) & (mirror_mask > 0)
+
+
+def bilateral(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image with the tumour also copied to its mirror place, both places' mask): two lesions, each the
+    other's mirror image. image: (N, X, Y) or (N, C, X, Y); mask: (N, X, Y)."""
+    mirror_img, mirror_mask = np.flip(image, axis=-2), mask[:, ::-1, :] > 0
+    copied = mirror_mask & ~(mask > 0)
+    out = np.where(copied[:, None] if image.ndim == 4 else copied, mirror_img, image)
+    return out, ((mask > 0) | mirror_mask).astype(mask.dtype)
 
 
 def stacked(cached_by_modality: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,8 +149,9 @@ def augment(x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator) -> tuple
 class Slices:
     """Every kept slice of the training cases, full size, with labels (and healthy-ised copies)."""
 
-    def __init__(self, cases: list, negatives: bool):
-        """cases: per training case, its CachedCase per input modality (T2 first)."""
+    def __init__(self, cases: list, negatives: bool, both_sides: bool = False):
+        """cases: per training case, its CachedCase per input modality (T2 first). `both_sides`: a quarter
+        of the tumour slices drawn with the tumour copied to its mirror place too (`bilateral`)."""
         stacks = [stacked(c) for c in cases]
         self.images = [im for im, _, _ in stacks]          # (N, C, X, Y)
         self.masks = [m for _, m, _ in stacks]
@@ -146,6 +160,7 @@ class Slices:
         self.healthy = None
         if negatives:  # tumour replaced by the mirrored side; label: none, except tumour on both sides
             self.healthy = [healthy_ised(im, m) for im, m in zip(self.images, self.masks)]
+        self.both = [bilateral(im, m) for im, m in zip(self.images, self.masks)] if both_sides else None
 
     def batch(self, size: int, crop: int, rng: np.random.Generator, mirror: bool):
         xs, ms = [], []
@@ -156,6 +171,8 @@ class Slices:
             if self.healthy is not None and m.any() and rng.random() < 0.25:
                 img = self.healthy[ci][0][si]
                 m = self.healthy[ci][1][si].astype(np.int64)
+            elif self.both is not None and m.any() and rng.random() < 0.25:
+                img, m = self.both[ci][0][si], self.both[ci][1][si]
             full = torch.from_numpy(np.ascontiguousarray(img))[None]      # (1, C, X, Y)
             if mirror:
                 full = torch.cat([full, mirrored(full)], 1)
@@ -195,7 +212,7 @@ def train_S(cached, recipe: dict, args, log) -> UNet:
     channels = len(modalities(recipe)) * (2 if recipe["mirror"] else 1)
     S = UNet(channels, 2, base=args.base, depth=args.depth, norm="batch")
     opt = torch.optim.Adam(S.parameters(), lr=args.lr)
-    data = Slices(cached, recipe["negatives"])
+    data = Slices(cached, recipe["negatives"], recipe.get("bilateral", False))
     t0, losses = time.time(), []
     for step in range(1, args.steps + 1):
         lr = 0.5 * args.lr * (1 + math.cos(math.pi * (step - 1) / args.steps))  # cosine decay
@@ -301,6 +318,14 @@ def judge_case(S, case: list, recipe: dict) -> dict:
                       healthy_fp_cc_d2=float(main_components(h_d2)[counted].mean()),
                       dice_lr_cc_d2=dice(main_components(lr_d2), truth),
                       dice_rot180_cc_d2=dice(main_components(rot_d2), truth))
+        # a lesion with a lesion opposite: the tumour copied to its mirror place (where it is not itself)
+        bi_image, bi_mask = bilateral(stack, truth.astype(np.uint8))
+        copied = (bi_mask > 0) & ~truth
+        bi = d2.copy()
+        bi[tumour_slices] = probability_d2(S, bi_image[tumour_slices], recipe) > 0.5
+        for name, found in (("", bi), ("_cc", main_components(bi))):
+            checks[f"bilateral_copy_recall{name}_d2"] = float(found[copied].mean())
+            checks[f"bilateral_own_recall{name}_d2"] = float(found[truth].mean())
         if SAVE_PROBS:   # post-processing (threshold, components) is then measured without S
             Path(SAVE_PROBS).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(Path(SAVE_PROBS) / f"{case[0].case_id}.npz", truth=truth, bright=bright,
@@ -348,7 +373,9 @@ def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, l
 
 MEASURES = ("dice", "dice_tta", "dice_cc", "csf_fp", "csf_fp_cc", "csf_fp_tta", "healthy_fp", "dice_lr", "dice_rot180",
             "dice_d2", "dice_cc_d2", "csf_fp_d2", "healthy_fp_d2", "dice_lr_d2", "dice_rot180_d2",
-            "csf_fp_cc_d2", "healthy_fp_cc_d2", "dice_lr_cc_d2", "dice_rot180_cc_d2")
+            "csf_fp_cc_d2", "healthy_fp_cc_d2", "dice_lr_cc_d2", "dice_rot180_cc_d2",
+            "bilateral_copy_recall_d2", "bilateral_own_recall_d2", "bilateral_copy_recall_cc_d2",
+            "bilateral_own_recall_cc_d2")
 
 
 def summary(out: Path) -> str:

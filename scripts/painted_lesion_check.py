@@ -37,10 +37,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cv_segmentor import folds  # noqa: E402
 from healthiness_cases import fold_judges  # noqa: E402
-from pasted_tumour_cases import pasted_host  # noqa: E402
+from pasted_tumour_cases import labelled_cases, pasted_host, run_hosts  # noqa: E402
 
-from smilecore.cases import find_cases  # noqa: E402
-from smilecore.dataset import cache_case  # noqa: E402
 from smilecore.modelfile import default_model_path, load_model  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
 
@@ -109,25 +107,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model_path = str(args.model or default_model_path())
     model = load_model(model_path)
-    cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "smile-fill-cv-cache")
-    cases = {c.case_id: c for c in find_cases(args.data_dir, require=True) if c.labeled}
-    cached = {i: cache_case(c, cache_dir) for i, c in cases.items()}
+    cases, cached = labelled_cases(args.data_dir, args.cache_dir)
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.is_file() else {
         "model": model_path, "judges": str(args.judges), "recipe": args.recipe, "cases": {}}
-    only = set(filter(None, args.cases.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         judges = fold_judges(args.judges, model_path, Path(tmp), recipe=args.recipe)
-        for cid in sorted(cases):
-            if cid in record["cases"] or (only and cid not in only):
-                continue
-            record["cases"][cid] = check_host(cid, cases, cached, model, judges[cid])
-            r = record["cases"][cid]
-            print(f"{cid} ({r['seconds']} s): found real {r['real']['found']:.2f}, painted {r['painted']['found']:.2f}; "
-                  f"mean {r['real']['mean']:.2f} / {r['painted']['mean']:.2f}, sd {r['real']['sd']:.2f} / "
-                  f"{r['painted']['sd']:.2f}", flush=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(record, indent=1))
+        run_hosts(record, out, sorted(cases), args.cases, lambda cid: check_host(cid, cases, cached, model, judges[cid]),
+                  lambda r: f"found real {r['real']['found']:.2f}, painted {r['painted']['found']:.2f}; mean "
+                            f"{r['real']['mean']:.2f} / {r['painted']['mean']:.2f}, sd {r['real']['sd']:.2f} / "
+                            f"{r['painted']['sd']:.2f}")
     print(summary(str(out)))
     return 0
 

@@ -83,6 +83,13 @@ def without_fill_network(model: SmileModel) -> SmileModel:
     return SmileModel({k: v for k, v in model.nets.items() if k != FILL_NET}, model.config, model.path)
 
 
+def labelled_cases(data_dir: str, cache_dir: str | None = None) -> tuple[dict, dict]:
+    """The labelled cases of `data_dir` by id, and their cache entries (cv_fill's cache by default)."""
+    cache = Path(cache_dir or Path(tempfile.gettempdir()) / "smile-fill-cv-cache")
+    cases = {c.case_id: c for c in find_cases(data_dir, require=True) if c.labeled}
+    return cases, {i: cache_case(c, cache) for i, c in cases.items()}
+
+
 # ---- one host --------------------------------------------------------------------------------
 def canonical_t2(case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T2, whole-tumour label) in the canonical LPS voxel order the cache uses, and an LPS affine."""
@@ -159,6 +166,20 @@ def judge(host_id: str, cases: dict, cached: dict, models: dict) -> dict:
         scores[name].update(split_scores(fills[name], host, lesion))
     return {"mask": host["placed"], "mask_ml": round(host["mask_ml"], 2), "scale_ratio": round(host["scale"], 4),
             "scores": scores}
+
+
+def run_hosts(record: dict, out: Path, hosts: list[str], only: str, judge_host, line) -> None:
+    """judge_host(host id) for each host not yet in `record` (or in `only`, comma-separated, if given),
+    each result written to `out` at once (an interrupted run continues) and told as line(result)."""
+    wanted = set(filter(None, only.split(",")))
+    for cid in hosts:
+        if cid in record["cases"] or (wanted and cid not in wanted):
+            continue
+        t0 = time.time()
+        record["cases"][cid] = judge_host(cid)
+        print(f"{cid} ({time.time() - t0:.0f} s): {line(record['cases'][cid])}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1))
 
 
 # ---- the summary -----------------------------------------------------------------------------
@@ -262,9 +283,7 @@ def main(argv=None) -> int:
     if FILL_NET not in model.nets:
         raise SystemExit(f"{model_path}: the model has no fill network to take out")
     models = {"fill_network": model, "g_fill": without_fill_network(model)}
-    cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "smile-fill-cv-cache")   # cv_fill's
-    cases = {c.case_id: c for c in find_cases(args.data_dir, require=True) if c.labeled}
-    cached = {i: cache_case(c, cache_dir) for i, c in cases.items()}
+    cases, cached = labelled_cases(args.data_dir, args.cache_dir)
     order = sorted(cached)
     if args.figure:
         figure(args.figure.split(","), cases, cached, models, Path(args.figure_out))
@@ -274,17 +293,9 @@ def main(argv=None) -> int:
     record = json.loads(out.read_text()) if out.is_file() else {
         "model": model_path, "threads": args.threads, "scale": "host V99.5 / donor V99.5 over the brain",
         "hosts": order, "held_out": {c: part for part in ("val", "test") for c in split.get(part, [])}, "cases": {}}
-    only = set(filter(None, args.cases.split(",")))
-    for cid in order:
-        if cid in record["cases"] or (only and cid not in only):
-            continue
-        t0 = time.time()
-        record["cases"][cid] = judge(cid, cases, cached, models)
-        s = record["cases"][cid]["scores"]
-        print(f"{cid} ({time.time() - t0:.0f} s): " + ", ".join(f"{m} PSNR {s[m]['psnr']:.2f}" for m in METHODS)
-              + f", recall {s['fill_network']['recall']:.3f}", flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1))
+    run_hosts(record, out, order, args.cases, lambda cid: judge(cid, cases, cached, models),
+              lambda r: ", ".join(f"{m} PSNR {r['scores'][m]['psnr']:.2f}" for m in METHODS)
+              + f", recall {r['scores']['fill_network']['recall']:.3f}")
     print(summary(str(out)))
     return 0
 
