@@ -26,7 +26,7 @@ def demo_slab() -> dict:
     data, affine, _ = load_nifti(resources_dir() / "sample" / "Brats18_TCIA02_370_1_t2.nii.gz")
     torch.set_num_threads(1)
     r = synthesize(data[:, :, SLAB], affine, load_model(default_model_path()),
-                   notify=lambda m: None)
+                   notify=lambda m: None, precision="fp32")   # "auto" is bf16 on CPUs with native bf16
     return {k: np.asarray(getattr(r, k)) for k in
             ("pseudo_normal", "lesion_probability", "lesion_mask", "pseudo_abnormal")}
 
