@@ -3,19 +3,13 @@ trained through all four phases on it (session-scoped, so the suite trains it on
 import os
 from pathlib import Path
 
-# oneDNN (torch's CPU convolutions) picks its kernels by the CPU's widest vector unit: on an AVX-512
-# machine the sums run in another order than on an AVX2 one, and a few seeded training steps drift
-# by 3e-5 from references written on AVX2 (test_refactor_invariance). The suite pins AVX2 kernels,
-# before torch loads, so that every machine it runs on computes alike; the product does not.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from smilecore.modelfile import model_config, save_model  # noqa: E402
-from smilecore.networks import build_networks  # noqa: E402
-from smilecore.synthetic import write_cohort  # noqa: E402
-from smilecore.train import Trainer, TrainConfig  # noqa: E402
+from smilecore.modelfile import model_config, save_model
+from smilecore.networks import build_networks
+from smilecore.synthetic import write_cohort
+from smilecore.train import Trainer, TrainConfig
 
 # Under pytest-xdist (-n N) the N workers run side by side: each gets an equal share of the usable
 # cores (affinity and a container's quota, as synthesis counts them), never more than an
