@@ -22,7 +22,8 @@ Recipes (each a row; a recipe is a set of options):
   mirror      median+aug with the left-right mirrored slice as a second input channel
   mirror+neg  mirror, and healthy-ised slices (tumour replaced by the mirrored side) as negatives
   mirror+bilateral  mirror, and slices with the tumour copied to its mirror place too (both labelled):
-              a lesion with a lesion opposite must not look symmetric to S (docs/pasted-truth.md)
+              a lesion with a lesion opposite must not look symmetric to S (docs/pasted-truth.md). It
+              learns a shortcut instead (an exact mirror image means lesion; segmentor-cv.md, eighth run)
   flair       median+aug with T2 and FLAIR as two input channels (S's optional FLAIR input)
   mirror+flair  flair with both mirrored as two more channels
   default     today's shipped default's S (no training here: it saw most of these cases in its
@@ -318,7 +319,8 @@ def judge_case(S, case: list, recipe: dict) -> dict:
                       healthy_fp_cc_d2=float(main_components(h_d2)[counted].mean()),
                       dice_lr_cc_d2=dice(main_components(lr_d2), truth),
                       dice_rot180_cc_d2=dice(main_components(rot_d2), truth))
-        # a lesion with a lesion opposite: the tumour copied to its mirror place (where it is not itself)
+        # a lesion with a lesion opposite: the tumour copied to its mirror place (where it is not itself);
+        # an exact copy, so a segmentor trained on such copies (mirror+bilateral) scores by a shortcut here
         bi_image, bi_mask = bilateral(stack, truth.astype(np.uint8))
         copied = (bi_mask > 0) & ~truth
         bi = d2.copy()
