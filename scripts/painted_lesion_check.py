@@ -20,6 +20,7 @@ are real ones of other cases. Mean +- SD over the 4 folds of cv_segmentor.py.
 
     python scripts/painted_lesion_check.py DATA_DIR --judges CV_DIR --recipe mirror --out RECORD.json
     python scripts/painted_lesion_check.py --summary RECORD.json
+    python scripts/painted_lesion_check.py DATA_DIR --figure HOST,HOST --figure-out PNG   # a look
 """
 from __future__ import annotations
 
@@ -69,6 +70,39 @@ def check_host(host_id: str, cases: dict, cached: dict, model, judge_model) -> d
     return out
 
 
+def figure(host_ids: list[str], cases: dict, cached: dict, model, out: Path) -> None:
+    """Axial and coronal views through each host's mask: the healthy host | the real tumour pasted |
+    R's painted lesion, the mask outlined."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fill_figure import MARGIN, views
+    titles = ("healthy host (truth)", "real tumour pasted", "R's painted lesion")
+    fig, axes = plt.subplots(2 * len(host_ids), 3, figsize=(7, 2.4 * 2 * len(host_ids)))
+    for h, host_id in enumerate(host_ids):
+        host = pasted_host(host_id, cases, cached)
+        mask = host["mask"]
+        painted = synthesize(host["truth"], host["affine"], model, mask=mask, notify=lambda m: None).pseudo_abnormal
+        idx = np.nonzero(mask)
+        centre = tuple(int(round(float(np.mean(i)))) for i in idx)
+        box = tuple((max(int(i.min()) - MARGIN, 0), min(int(i.max()) + 1 + MARGIN, n)) for i, n in zip(idx, mask.shape))
+        hi = float(np.percentile(host["pasted"][host["pasted"] > 0], 99.5))
+        outline = views(mask.astype(np.float32), centre, box)
+        for c, volume in enumerate((host["truth"], host["pasted"], painted)):
+            for v, view in enumerate(views(volume, centre, box)):
+                ax = axes[2 * h + v, c]
+                ax.imshow(view, cmap="gray", vmin=0, vmax=hi, interpolation="nearest")
+                ax.contour(outline[v], levels=[0.5], colors="tab:orange", linewidths=0.5)
+                ax.set_xticks([]), ax.set_yticks([])
+        axes[2 * h, 0].set_ylabel(f"{host_id.replace('Brats18_', '')}\naxial", fontsize=7)
+        axes[2 * h + 1, 0].set_ylabel("coronal", fontsize=7)
+    for c, title in enumerate(titles):
+        axes[0, c].set_title(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(out, dpi=80)
+    print(f"{out}: {out.stat().st_size // 1024} KB")
+
+
 def summary(path: str) -> str:
     record = json.loads(Path(path).read_text())
     cases = record["cases"]
@@ -100,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=None, help="cv_fill.py's cache of normalised cases")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--summary")
+    ap.add_argument("--figure", help="hosts (comma-separated): draw them to --figure-out instead of measuring")
+    ap.add_argument("--figure-out", default="painted-lesion.png")
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.summary))
@@ -108,6 +144,9 @@ def main(argv=None) -> int:
     model_path = str(args.model or default_model_path())
     model = load_model(model_path)
     cases, cached = labelled_cases(args.data_dir, args.cache_dir)
+    if args.figure:
+        figure(args.figure.split(","), cases, cached, model, Path(args.figure_out))
+        return 0
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.is_file() else {
         "model": model_path, "judges": str(args.judges), "recipe": args.recipe, "cases": {}}
