@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from smilecore.cases import find_cases
 from smilecore.dataset import cache_case
+from smilecore.synthesis_segmentor import main_components as engine_main_components
 from smilecore.unet import UNet
 
 RECIPES = {
@@ -269,13 +270,9 @@ def probability_d2(S, image: np.ndarray, recipe: dict) -> np.ndarray:
 
 
 def main_components(pred: np.ndarray, share: float = 0.1) -> np.ndarray:
-    """pred without its small 3D components: those under `share` of the largest one's volume
-    (a post-processing candidate: isolated bright spots are mostly CSF, not tumour)."""
-    labels, n = ndimage.label(pred)
-    if n < 2:
-        return pred
-    sizes = np.bincount(labels.ravel())[1:]
-    return np.isin(labels, 1 + np.nonzero(sizes >= share * sizes.max())[0])
+    """pred without its 3D components under `share` of the largest one's volume: synthesis's own rule
+    (synthesis_segmentor.main_components), at the share the default's S_t2 ships with."""
+    return engine_main_components(pred, share)
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
