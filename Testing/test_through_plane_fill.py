@@ -2,6 +2,7 @@
 measures (inpainting_protocol.stripe_measures): a fill made slice by slice gets a brightness of
 its own in each slice, seen as stripes in coronal views; the pass averages it along z inside the
 replaced region only."""
+import dataclasses
 import nibabel as nib
 import numpy as np
 import pytest
@@ -67,12 +68,12 @@ def case(cohort, model_path):
 
 
 @pytest.mark.parametrize("given", [True, False], ids=["review", "no-mask"])
-def test_synthesize_changes_only_the_replaced_region(case, given, monkeypatch):
+def test_synthesize_changes_only_the_replaced_region(case, given):
     data, affine, mask, model = case
-    runs, on = [], synthesis_blend.Z_SIGMA or 1.5   # the engine's sigma, or one if its pass is off
-    for sigma in (0.0, on):
-        monkeypatch.setattr(synthesis_blend, "Z_SIGMA", sigma)
-        runs.append(synthesize(data, affine, model, mask=mask if given else None, notify=lambda m: None).arrays())
+    runs, on = [], synthesis_blend.pass_sigma(model.config) or 1.5   # the model's sigma, or one if its pass is off
+    for sigma in (0.0, on):   # the same networks, the sigma named in their configuration
+        with_sigma = dataclasses.replace(model, config={**model.config, "through_plane_sigma": sigma})
+        runs.append(synthesize(data, affine, with_sigma, mask=mask if given else None, notify=lambda m: None).arrays())
     without, with_ = runs
     region = with_["lesion_mask"] > 0   # review: the user's mask (in the brain); else S's, cut to the brain
     for name in ("lesion_probability", "lesion_mask", "pseudo_abnormal"):
@@ -86,3 +87,30 @@ def test_synthesize_changes_only_the_replaced_region(case, given, monkeypatch):
         expected = without["pseudo_normal"].copy()
         through_plane_pass(expected, mask, on)
         assert np.array_equal(with_["pseudo_normal"], expected)
+
+
+def test_a_models_pass_sigma_is_set_without_retraining_and_checked(model_path, tmp_path, capsys):
+    """scripts/set_recipe.py --role model: the sigma lands in a copy whose weights are the same bytes,
+    synthesis and `smile info` read it, and a sigma synthesis cannot use is refused with no file left."""
+    import torch
+
+    from smilecore.cli import main as cli_main
+    from smilecore.modelfile import ModelFileError
+    from test_t2_segmentor import script_module
+    set_recipe = script_module("set_recipe")
+    out = tmp_path / "no-pass.pt"
+    assert set_recipe.main([str(model_path), "--role", "model", "--set", "through_plane_sigma=0", "--out", str(out)]) == 0
+    before, after = (torch.load(p, weights_only=True) for p in (model_path, out))
+    assert before.keys() == after.keys()
+    for name in set(before) - {"config"}:
+        if isinstance(before[name], dict):
+            assert all(torch.equal(before[name][k], after[name][k]) for k in before[name]), name
+    assert synthesis_blend.pass_sigma(load_model(out).config) == 0.0
+    assert synthesis_blend.pass_sigma(load_model(model_path).config) == synthesis_blend.Z_SIGMA
+    capsys.readouterr()
+    assert cli_main(["info", str(out)]) == 0
+    assert "through-plane pass sigma 0 slices" in capsys.readouterr().out
+    bad = tmp_path / "bad.pt"
+    with pytest.raises(ModelFileError, match=r"through_plane_sigma -1\.0 is not a number of slices in \[0, 100\)"):
+        set_recipe.set_recipe(model_path, "model", {"through_plane_sigma": -1.0}, bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-pass.pt"]

@@ -15,9 +15,9 @@ three test cases, voids healthy tissue inside another case's tumour mask
 
 With --methods ring_mean,review_nopass (no training), review mode runs once with the engine's
 through-plane pass left out (`review_nopass`), and the pass (synthesis_blend.through_plane_pass,
-the function compose_outputs applies) is applied to that fill: `review` at the engine's sigma
-(Z_SIGMA, recorded as engine_z_sigma; 0: the same as review_nopass), `review_z<S>` at each
---z-sigmas S. --save-fills keeps the pass-free fill for the figure
+the function compose_outputs applies) is applied to that fill: `review` at the model's sigma
+(synthesis_blend.pass_sigma, recorded as engine_z_sigma; 0: the same as review_nopass),
+`review_z<S>` at each --z-sigmas S. --save-fills keeps the pass-free fill for the figure
 (scripts/fill_figure.py).
 
 Images are the cached, normalised T2 volumes (dataset.cache_case, the default model's scaling);
@@ -49,7 +49,7 @@ from smilecore.cases import find_cases  # noqa: E402
 from smilecore.dataset import cache_case  # noqa: E402
 from smilecore.fillnet import STARTS, fill_volume, train_fillnet  # noqa: E402
 from smilecore.lesionfill import MIRROR_ALPHA  # noqa: E402
-from smilecore.synthesis_blend import Z_SIGMA, through_plane_pass  # noqa: E402
+from smilecore.synthesis_blend import pass_sigma, through_plane_pass  # noqa: E402
 
 METHODS = ("ring_mean", "review", "fillnet")
 MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio")
@@ -101,7 +101,7 @@ def judge_case(case, donors: list, seed: int, fillnet, model, log, methods=METHO
             if save_dir is not None:
                 save_dir.mkdir(parents=True, exist_ok=True)
                 np.save(save_dir / f"{case.case_id}_review_nopass.npy", fills[name])
-            fills["review"] = with_pass(fills[name], mask, Z_SIGMA)   # the engine's default (Z_SIGMA 0: no pass)
+            fills["review"] = with_pass(fills[name], mask, pass_sigma(model.config))   # the model's (0: no pass)
             for sigma in z_sigmas:
                 fills[f"review_z{sigma:g}"] = with_pass(fills[name], mask, sigma)
         elif name == "fillnet":
@@ -130,7 +130,7 @@ def run_fold(k: int, test_ids: list[str], cached: dict, model, args, log) -> dic
                         methods, sigmas, save) for i in test_ids]
     return {"fold": k, "test": test_ids, "train": [c.case_id for c in train], "training": run,
             "modality": args.modality, "review_model": args.review_model if model is not None else None,
-            "engine_z_sigma": Z_SIGMA,
+            "engine_z_sigma": pass_sigma(model.config) if model is not None else None,
             "cases": cases}
 
 

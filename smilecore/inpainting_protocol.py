@@ -31,6 +31,8 @@ Inpainting", 2023-2025), as SMILE measures a fill with it (issue 24).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -228,9 +230,8 @@ def review_fill(image: np.ndarray, mask: np.ndarray, model, spacing=(1.0, 1.0, 1
     """Today's review mode on the voided image (smile synthesize --mask through the engine), run
     on the slab of axial slices that holds the mask (SLAB_MARGIN more on each side) to keep the
     CPU time down; the pseudo-normal inside the mask, the image elsewhere. `image`: X x Y x Z in
-    the canonical LPS order (given an LPS affine). `z_sigma`: the engine's through-plane pass
-    (synthesis_blend.Z_SIGMA) set to this for the run, 0 to leave it out (None: the engine's)."""
-    from . import synthesis_blend
+    the canonical LPS order (given an LPS affine). `z_sigma`: the through-plane pass's sigma for
+    the run, 0 to leave it out (None: the model's, synthesis_blend.pass_sigma)."""
     from .synthesis import synthesize
     from .synthesis_inputs import voided_brain
 
@@ -243,12 +244,9 @@ def review_fill(image: np.ndarray, mask: np.ndarray, model, spacing=(1.0, 1.0, 1
     slab = ring_mean_fill(slab, slab_mask > 0)
     # the brain as synthesis finds it for a voided image (synthesis_inputs.voided_brain)
     brain = voided_brain(slab, affine, slab_mask, "voided image")
-    engine_sigma = synthesis_blend.Z_SIGMA
-    synthesis_blend.Z_SIGMA = engine_sigma if z_sigma is None else z_sigma
-    try:
-        result = synthesize(slab, affine, model, mask=slab_mask, notify=lambda _: None, brain=brain)
-    finally:
-        synthesis_blend.Z_SIGMA = engine_sigma
+    if z_sigma is not None:   # the same networks with another sigma in their configuration
+        model = dataclasses.replace(model, config={**model.config, "through_plane_sigma": z_sigma})
+    result = synthesize(slab, affine, model, mask=slab_mask, notify=lambda _: None, brain=brain)
     out = np.array(image, np.float32, copy=True)
     out[:, :, z] = np.where(mask[:, :, z], result.pseudo_normal, image[:, :, z])
     return out

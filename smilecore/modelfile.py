@@ -127,7 +127,11 @@ RECIPE_KEYS = {FLAIR_NET: "flair_segmentor", T2_NET: "t2_segmentor"}   # role ->
 
 def _check_recipes(config: dict) -> None:
     """Each recipe segmentor of a model has a recipe that its input channels match (KeyError, ValueError):
-    S_flair sees the T2 first and the FLAIR, S_t2 the T2 alone."""
+    S_flair sees the T2 first and the FLAIR, S_t2 the T2 alone. The through-plane pass's sigma, where
+    the configuration names one, is a number of slices >= 0 (synthesis_blend.pass_sigma)."""
+    sigma = config.get("through_plane_sigma", 0)
+    if not (isinstance(sigma, (int, float)) and 0 <= sigma < 100):
+        raise ValueError(f"through_plane_sigma {sigma!r} is not a number of slices in [0, 100)")
     for role in RECIPE_SEGMENTORS:
         if role not in config["networks"]:
             continue

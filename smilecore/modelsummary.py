@@ -48,6 +48,7 @@ def networks_used(config: dict) -> list[str]:
     """What synthesis does with the optional networks: the FLAIR segmentor, the T2 segmentor S_t2
     (which replaces S's lesion mask without a FLAIR) and the fill network."""
     from .flair import DEFAULT_FLIPS
+    from .synthesis_blend import pass_sigma
     nets = config.get("networks", {})   # roles by name (networks.FLAIR_NET, ...): networks.py imports torch
     flair = config.get("flair_segmentor") if "S_flair" in nets else None
     t2 = config.get("t2_segmentor") if "S_t2" in nets else None
@@ -64,5 +65,6 @@ def networks_used(config: dict) -> list[str]:
                         if t2.get("min_component_share") else "") + " (replaces S's lesion mask)")
     lines.append("Lesion fill    " + ("G's own (no fill network)" if fill is None else
                                       f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
-                                      f"depth {fill['depth']}; synthesis_fill.py)"))
+                                      f"depth {fill['depth']}; synthesis_fill.py)")
+                 + f"; through-plane pass sigma {pass_sigma(config):g} slices")
     return lines

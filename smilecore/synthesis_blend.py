@@ -26,7 +26,14 @@ from .synthesis_grid import NetGrid, NetOutputs, resample_slices
 from .volume import CanonicalVolume
 
 CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, not the result
-Z_SIGMA = 1.5      # slices: the Gaussian of the through-plane pass (0: no pass); docs/fill-cv.md
+Z_SIGMA = 1.5      # slices: the through-plane pass's Gaussian for a model that names none (0: no pass)
+
+
+def pass_sigma(config: dict) -> float:
+    """The through-plane pass's sigma for a model's configuration: its "through_plane_sigma", else
+    Z_SIGMA. Chosen per fill: G's fill is striped without the pass, a fill network that sees the
+    neighbouring slices is not, and the pass would smooth it more than the anatomy (docs/fill-cv.md)."""
+    return float(config.get("through_plane_sigma", Z_SIGMA))
 
 
 @dataclass
@@ -69,10 +76,11 @@ def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, thresho
 
 
 def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, threshold: float,
-                    user_mask: np.ndarray | None) -> dict[str, np.ndarray]:
+                    user_mask: np.ndarray | None, z_sigma: float = Z_SIGMA) -> dict[str, np.ndarray]:
     """The five outputs (synthesis.OUTPUT_NAMES) in the input's raw scale, canonical order, with
     the raw input's memory layout. Every change lies in the crop's axial range (outside it the
-    networks changed nothing); it is composed CHUNK_SLICES slices at a time."""
+    networks changed nothing); it is composed CHUNK_SLICES slices at a time. `z_sigma`: the
+    through-plane pass's (`pass_sigma`)."""
     brain, raw = vol.brain, vol.raw
     pseudo_normal, pseudo_abnormal = np.array(raw, order="K"), np.array(raw, order="K")
     difference, prob = np.zeros_like(raw, np.float32), np.zeros_like(raw, np.float32)
@@ -91,7 +99,7 @@ def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, thres
         pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
     # after the loop: the pass needs the slices of every chunk
     replaced = brain & lesion
-    if through_plane_pass(pseudo_normal, replaced, Z_SIGMA) is not None:
+    if through_plane_pass(pseudo_normal, replaced, z_sigma) is not None:
         # where the pass changed the pseudo-normal, the difference follows it (the lesion's voxels only)
         difference[replaced] = raw[replaced] - pseudo_normal[replaced]
     return {"pseudo_normal": pseudo_normal, "lesion_probability": prob, "lesion_mask": lesion.view(np.uint8),
