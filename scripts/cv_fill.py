@@ -11,7 +11,10 @@ three test cases, voids healthy tissue inside another case's tumour mask
   review      today's review mode: smile synthesize --mask on the voided image, with the shipped
               default model (engine, the mask's slab of slices)
   fillnet     the fold's FillNet (--start: the fill it adds its change to; its other-hemisphere
-              channel has the case's own tumour zeroed, the label standing in for S's mask)
+              channel has the case's own tumour zeroed, the label standing in for S's mask);
+              with it `fillnet_ring`, what review mode makes of that fill (each part given the
+              ring's mean, synthesis_fill.ring_matched), and `fillnet_ring_z<S>`, that with the
+              through-plane pass at each --z-sigmas S
 
 With --methods ring_mean,review_nopass (no training), review mode runs once with the engine's
 through-plane pass left out (`review_nopass`), and the pass (synthesis_blend.through_plane_pass,
@@ -50,6 +53,7 @@ from smilecore.dataset import cache_case  # noqa: E402
 from smilecore.fillnet import STARTS, fill_volume, train_fillnet  # noqa: E402
 from smilecore.lesionfill import MIRROR_ALPHA  # noqa: E402
 from smilecore.synthesis_blend import pass_sigma, through_plane_pass  # noqa: E402
+from smilecore.synthesis_fill import ring_matched  # noqa: E402
 
 METHODS = ("ring_mean", "review", "fillnet")
 MEASURES = ("ssim", "psnr", "mse", "gradient_ratio", "intensity_ratio", "through_plane_ratio")
@@ -106,6 +110,10 @@ def judge_case(case, donors: list, seed: int, fillnet, model, log, methods=METHO
                 fills[f"review_z{sigma:g}"] = with_pass(fills[name], mask, sigma)
         elif name == "fillnet":
             fills[name] = fill_volume(fillnet, given, mask, tumour)   # the label stands in for S's mask
+            # what review mode makes of it: each part given the ring's mean, then the pass at each sigma
+            fills["fillnet_ring"] = ring_matched(fills[name], given, mask)
+            for sigma in z_sigmas:
+                fills[f"fillnet_ring_z{sigma:g}"] = with_pass(fills["fillnet_ring"], mask, sigma)
         seconds[name] = round(time.time() - t0, 1)
     scores = {name: protocol.score(f, truth, given, mask) for name, f in fills.items()}
     log(f"  {case.case_id}: " + ", ".join(f"{n} SSIM {s['ssim']:.3f} PSNR {s['psnr']:.2f} "
@@ -198,7 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-review", action="store_true", help="leave out the review-mode baseline")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="fills to score (review_nopass: review without the through-plane pass, then with it)")
-    ap.add_argument("--z-sigmas", default="", help="more sigmas of the pass to score (with review_nopass)")
+    ap.add_argument("--z-sigmas", default="", help="more sigmas of the pass to score (with review_nopass or fillnet)")
     ap.add_argument("--save-fills", action="store_true", help="keep the pass-free review fills under CACHE_DIR/fills")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
