@@ -14,6 +14,7 @@ from scipy import ndimage
 from smilecore.modelfile import load_model, model_config, save_model
 from smilecore.networks import FILL_NET, build_networks
 from smilecore.synthesis import synthesize
+from smilecore.synthesis_blend import Z_SIGMA, pass_sigma
 from smilecore.inpainting_protocol import ring_mean_fill
 from smilecore import synthesis_fill
 from smilecore.synthesis_fill import open_rim, ring_matched
@@ -134,10 +135,11 @@ def test_add_fill_network_trains_on_the_models_training_split_only(tmp_path):
     spec.loader.exec_module(script)
     out = tmp_path / "with-fill.pt"
     assert script.main([str(source), str(cohort), "--out", str(out), "--steps", "2", "--batch-size", "2",
-                        "--crop", "32", "--base", "4", "--depth", "2"]) == 0
+                        "--crop", "32", "--base", "4", "--depth", "2", "--through-plane-sigma", "0"]) == 0
     model, before = load_model(out), load_model(source)
     record = model.config["fill_network"]
     assert record["cases"] == ids[:2] and record["steps"] == 2 and model.config["networks"][FILL_NET]["base"] == 4
+    assert pass_sigma(model.config) == 0.0 and pass_sigma(before.config) == Z_SIGMA   # the engine's unless named
     for name in "GSR":
         for key, value in before.nets[name].state_dict().items():
             assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)

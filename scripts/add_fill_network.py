@@ -49,6 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("data_dir")
     ap.add_argument("--out", required=True, help="the new model file (never the input model)")
     _script("cv_fill").training_options(ap, steps=400)   # the settings the cross-validation measured
+    ap.add_argument("--through-plane-sigma", type=float, default=None,
+                    help="the through-plane pass's sigma for this model (synthesis_blend.pass_sigma; "
+                         "default: the engine's, as for G's fill)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None, help="preprocessed slices")
     args = ap.parse_args(argv)
@@ -66,6 +69,8 @@ def main(argv=None) -> int:
                                  log=lambda msg: print(msg, flush=True))
     config = json.loads(json.dumps(model.config))
     config["networks"][FILL_NET] = dict(net.config)
+    if args.through_plane_sigma is not None:
+        config["through_plane_sigma"] = args.through_plane_sigma
     config["fill_network"] = {**run, "cases": [c.case_id for c in cases], "model": file_record(args.model),
                               "data_dir": folder_name(args.data_dir),
                               "provenance": provenance("scripts/add_fill_network.py",
