@@ -145,3 +145,27 @@ def test_add_fill_network_trains_on_the_models_training_split_only(tmp_path):
             assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)
     with pytest.raises(SystemExit, match="--out is the input model"):
         script.main([str(source), str(cohort), "--out", str(source)])
+
+
+def test_the_network_sees_the_other_hemisphere_without_the_lesions_s_finds(tmp_path, case, monkeypatch):
+    """Trained long, the network copies what the mirror channel shows; a tumour there came into the
+    fill (docs/fill-cv.md, seventh stage). In synthesis that channel has S's lesion (p above the
+    mask's threshold) zeroed, as the case's own tumour was in training: in review mode and without."""
+    from smilecore import synthesis
+    image, label = case
+    real_fill, real_with = synthesis_fill.fill_volume, synthesis.fill_with_network
+    seen = {}
+
+    def spy_fill(net, img, hole, tumour=None):
+        seen["tumour"] = tumour
+        return real_fill(net, img, hole, tumour=tumour)
+
+    def spy_with(model, outs, user_mask, threshold):
+        seen["found"] = outs.prob > threshold
+        return real_with(model, outs, user_mask, threshold)
+    monkeypatch.setattr(synthesis_fill, "fill_volume", spy_fill)
+    monkeypatch.setattr(synthesis, "fill_with_network", spy_with)
+    for mask in (label, None):
+        seen.clear()
+        _run(_model(tmp_path, 0.0), image, mask)
+        assert seen["found"].any() and np.array_equal(seen["tumour"], seen["found"])

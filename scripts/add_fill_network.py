@@ -5,10 +5,11 @@ mode, S's mask otherwise; synthesis_fill.py). It is trained self-supervised (fil
 lesion-shaped holes voided in healthy tissue, L1 + SSIM) on the cases of the model's own training
 split as its configuration records it, in the model's own scaling; the validation and held-out
 test cases are not used. The recipe is the one docs/fill-cv.md cross-validated (smooth start,
-U-Net base 8, depth 4, 400 steps of 6 crops of 128 px, lr 1e-3, seed 0). G, S, R (and S_flair)
-are copied unchanged; the file is written atomically and never over the input model.
+U-Net base 8, depth 4, 4000 steps of 6 crops of 128 px, lr 1e-3 with a cosine, seed 0; seventh
+stage). G, S, R (and S_flair) are copied unchanged; the file is written atomically and never over
+the input model.
 
-    python scripts/add_fill_network.py MODEL DATA_DIR --out NEW_MODEL [--steps 400]
+    python scripts/add_fill_network.py MODEL DATA_DIR --out NEW_MODEL [--steps 4000]
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("data_dir")
     ap.add_argument("--out", required=True, help="the new model file (never the input model)")
-    _script("cv_fill").training_options(ap, steps=400)   # the settings the cross-validation measured
+    _script("cv_fill").training_options(ap, steps=4000)   # the settings the cross-validation measured
     ap.add_argument("--through-plane-sigma", type=float, default=None,
                     help="the through-plane pass's sigma for this model (synthesis_blend.pass_sigma; "
                          "default: the engine's, as for G's fill)")

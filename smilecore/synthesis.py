@@ -346,7 +346,7 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     threshold, share = mask_rule(model, segmentor)
     outs = _run_networks(model, grid, threshold, batch_size, channels_last, lesion_fill, progress, cancel, tell,
                          where, precision, share)
-    fill_with_network(model, outs, user_mask is not None)   # a fill network fills instead of G (synthesis_fill.py)
+    fill_with_network(model, outs, user_mask is not None, threshold)   # a fill network fills instead of G
     vol.image = grid.image = grid.seg = seg = None   # the networks are done: their inputs are freed
     # back on the input's grid and in its scale, then in its voxel order (views: no copies)
     outputs = compose_outputs(vol, grid, outs, threshold, user_mask, pass_sigma(model.config))

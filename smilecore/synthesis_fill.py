@@ -8,7 +8,7 @@ as in its training. Everything else is G's as before: outside M the input with G
 a gated G, its change on M's rim; gated.COVER_RIM), and R's pseudo-abnormal, painted on G(I).
 
 Why: on the BraTS inpainting challenge's protocol, cross-validated over the 12 shared cases
-(docs/fill-cv.md), the fill network (400 steps on the 2-core CPU) fills real tissue better than
+(docs/fill-cv.md), the fill network (4000 steps on the 2-core CPU) fills real tissue better than
 G's own fill does in review mode and than a ring-mean fill. Files without it fill with G.
 """
 from __future__ import annotations
@@ -36,14 +36,18 @@ def open_rim(model) -> int:
     return COVER_RIM + (int(G.get("grow", 0)) if G.get("kind") == "gated" else 0)
 
 
-def fill_with_network(model, outs: NetOutputs, user_mask: bool) -> bool:
+def fill_with_network(model, outs: NetOutputs, user_mask: bool, threshold: float) -> bool:
     """G's image replaced by the model's fill network's fill, in place, inside the lesion mask
     (`user_mask`: the user's, in review mode, where the output keeps the input outside it) or inside
     S's lesion and those pixels of its rim (`open_rim`, in-plane) that G changed: else G's darker
     fill shows as a dark contour around the network's, and a rim filled whole would change tissue
     that G leaves exactly as it is (a gated G's output is the input wherever its gate is shut).
     In review mode each part of the fill is then given the ring's mean (`ring_matched`). False
-    (nothing changed) when the model has no fill network or there is no lesion."""
+    (nothing changed) when the model has no fill network or there is no lesion.
+
+    The network sees the other hemisphere with the lesions known there zeroed, as in its training
+    (the case's own tumour); here that is what S finds (p above `threshold`): with a tumour left in
+    that channel, a network trained 4000 steps copied it into the fill (docs/fill-cv.md)."""
     net = model.nets.get(FILL_NET)
     if net is None or not outs.lesion.any():
         return False
@@ -51,7 +55,7 @@ def fill_with_network(model, outs: NetOutputs, user_mask: bool) -> bool:
     if not user_mask:
         r = open_rim(model)
         hole = hole | (ndimage.maximum_filter(hole, size=(2 * r + 1, 2 * r + 1, 1)) & (outs.G != outs.I))
-    filled = fill_volume(folded(net), outs.I, hole)   # a copy, BatchNorm folded (unet.folded)
+    filled = fill_volume(folded(net), outs.I, hole, tumour=outs.prob > threshold)   # BatchNorm folded (unet.folded)
     if user_mask or RING_MATCH_WITHOUT_MASK:
         filled = ring_matched(filled, outs.I, hole)
     outs.G[hole] = filled[hole]
