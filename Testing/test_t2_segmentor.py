@@ -218,3 +218,21 @@ def test_a_bilateral_case_copies_the_tumour_to_its_mirror_place_and_labels_both(
     unchanged = ~(both[0] > 0) | (mask[0] > 0)
     assert np.array_equal(out[0][unchanged], image[0][unchanged])
     assert both[0].sum() == 4 and both[0, 3, 1] and both[0, 0, 2]
+
+
+def test_an_opposite_case_pastes_another_tumour_at_the_mirror_place_and_labels_both():
+    """scripts/cv_segmentor.py's `opposite`: the donor's tumour intensities, moved so that its centre is
+    the mirror of this tumour's centre (axis X), only on brain and not over this tumour; both are lesion."""
+    cv = script_module("cv_segmentor")
+    image = np.full((1, 10, 6), 1.0, np.float32)
+    image[0, 8:, :] = 0.0                                   # no brain at x 8-9
+    mask = np.zeros((10, 6), np.uint8)
+    mask[1:3, 2:4] = 1                                      # centre (1.5, 2.5): mirror place x 7.5
+    donor_image = np.full((1, 10, 6), 5.0, np.float32)
+    donor_mask = np.zeros((10, 6), np.uint8)
+    donor_mask[3:7, 1:3] = 1                                # centre (4.5, 1.5), 4 x 2
+    out, both = cv.opposite(image, mask, donor_image, donor_mask)
+    pasted = (both > 0) & ~(mask > 0)
+    assert np.array_equal(np.argwhere(pasted), [[6, 2], [6, 3], [7, 2], [7, 3]])   # x 6-9 moved, 8-9 not brain
+    assert (out[0][pasted] == 5.0).all() and np.array_equal(out[0][~pasted], image[0][~pasted])
+    assert np.array_equal(both[mask > 0], mask[mask > 0])

@@ -24,6 +24,9 @@ Recipes (each a row; a recipe is a set of options):
   mirror+bilateral  mirror, and slices with the tumour copied to its mirror place too (both labelled):
               a lesion with a lesion opposite must not look symmetric to S (docs/pasted-truth.md). It
               learns a shortcut instead (an exact mirror image means lesion; segmentor-cv.md, eighth run)
+  mirror+opposite  mirror, and a quarter of the tumour slices drawn with another training case's
+              tumour pasted at the mirror place of this one (both labelled): two lesions that are not
+              each other's mirror image, so no exact-copy shortcut (segmentor-cv.md, ninth run)
   flair       median+aug with T2 and FLAIR as two input channels (S's optional FLAIR input)
   mirror+flair  flair with both mirrored as two more channels
   default     today's shipped default's S (no training here: it saw most of these cases in its
@@ -61,6 +64,8 @@ RECIPES = {
     "mirror+neg": {"normalisation": "median", "augment": True, "mirror": True, "negatives": True},
     "mirror+bilateral": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False,
                          "bilateral": True},
+    "mirror+opposite": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False,
+                        "opposite": True},
     "flair": {"normalisation": "median", "augment": True, "mirror": False, "negatives": False, "flair": True},
     "mirror+flair": {"normalisation": "median", "augment": True, "mirror": True, "negatives": False, "flair": True},
     "default": {"normalisation": "clip-percentile", "augment": False, "mirror": False, "negatives": False,
@@ -107,6 +112,28 @@ def bilateral(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return out, ((mask > 0) | mirror_mask).astype(mask.dtype)
 
 
+def opposite(image: np.ndarray, mask: np.ndarray, donor_image: np.ndarray, donor_mask: np.ndarray):
+    """(image with the donor's tumour pasted where the mirror image of this slice's tumour lies, both
+    tumours' mask) for one slice: image (C, X, Y), mask (X, Y). The donor's tumour (another case's
+    slice, its intensities as they are: both median-scaled) is moved so that its centre is the mirror
+    of this tumour's centre about the slice's middle (axis X, as `mirrored` flips); it goes only
+    where this slice has brain and no tumour of its own."""
+    own = mask > 0
+    xs, ys = np.nonzero(own)
+    dxs, dys = np.nonzero(donor_mask > 0)
+    nx, ny = own.shape
+    sx = int(round(nx - 1 - xs.mean() - dxs.mean()))
+    sy = int(round(ys.mean() - dys.mean()))
+    px, py = dxs + sx, dys + sy
+    inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+    px, py, qx, qy = px[inside], py[inside], dxs[inside], dys[inside]
+    keep = (image[0, px, py] > 0) & ~own[px, py]
+    out, both = image.copy(), own.copy()
+    out[:, px[keep], py[keep]] = donor_image[:, qx[keep], qy[keep]]
+    both[px[keep], py[keep]] = True
+    return out, both.astype(mask.dtype)
+
+
 def stacked(cached_by_modality: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, C, X, Y) images of one case's modalities on the slices all of them kept, its mask, z."""
     z = cached_by_modality[0].z
@@ -151,9 +178,10 @@ def augment(x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator) -> tuple
 class Slices:
     """Every kept slice of the training cases, full size, with labels (and healthy-ised copies)."""
 
-    def __init__(self, cases: list, negatives: bool, both_sides: bool = False):
+    def __init__(self, cases: list, negatives: bool, both_sides: bool = False, opposite: bool = False):
         """cases: per training case, its CachedCase per input modality (T2 first). `both_sides`: a quarter
-        of the tumour slices drawn with the tumour copied to its mirror place too (`bilateral`)."""
+        of the tumour slices drawn with the tumour copied to its mirror place too (`bilateral`);
+        `opposite`: with another case's tumour pasted there (`opposite`)."""
         stacks = [stacked(c) for c in cases]
         self.images = [im for im, _, _ in stacks]          # (N, C, X, Y)
         self.masks = [m for _, m, _ in stacks]
@@ -163,6 +191,7 @@ class Slices:
         if negatives:  # tumour replaced by the mirrored side; label: none, except tumour on both sides
             self.healthy = [healthy_ised(im, m) for im, m in zip(self.images, self.masks)]
         self.both = [bilateral(im, m) for im, m in zip(self.images, self.masks)] if both_sides else None
+        self.opposite = opposite
 
     def batch(self, size: int, crop: int, rng: np.random.Generator, mirror: bool):
         xs, ms = [], []
@@ -175,6 +204,10 @@ class Slices:
                 m = self.healthy[ci][1][si].astype(np.int64)
             elif self.both is not None and m.any() and rng.random() < 0.25:
                 img, m = self.both[ci][0][si], self.both[ci][1][si]
+            elif self.opposite and m.any() and rng.random() < 0.25:
+                donors = [j for j in self.abnormal if self.index[j][0] != ci]
+                di, dsi = self.index[int(rng.choice(donors))]
+                img, m = opposite(img, m, self.images[di][dsi], self.masks[di][dsi])
             full = torch.from_numpy(np.ascontiguousarray(img))[None]      # (1, C, X, Y)
             if mirror:
                 full = torch.cat([full, mirrored(full)], 1)
@@ -214,7 +247,7 @@ def train_S(cached, recipe: dict, args, log) -> UNet:
     channels = len(modalities(recipe)) * (2 if recipe["mirror"] else 1)
     S = UNet(channels, 2, base=args.base, depth=args.depth, norm="batch")
     opt = torch.optim.Adam(S.parameters(), lr=args.lr)
-    data = Slices(cached, recipe["negatives"], recipe.get("bilateral", False))
+    data = Slices(cached, recipe["negatives"], recipe.get("bilateral", False), recipe.get("opposite", False))
     t0, losses = time.time(), []
     for step in range(1, args.steps + 1):
         lr = 0.5 * args.lr * (1 + math.cos(math.pi * (step - 1) / args.steps))  # cosine decay
@@ -280,8 +313,9 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (pred & truth).sum() / total)
 
 
-def judge_case(S, case: list, recipe: dict) -> dict:
-    """case: its CachedCase per input modality (T2 first); measures on the T2."""
+def judge_case(S, case: list, recipe: dict, donor: list | None = None) -> dict:
+    """case: its CachedCase per input modality (T2 first); measures on the T2. `donor`: another held-out
+    case, whose tumour the --d2-check pastes at the mirror place of this one's (`opposite_tumours`)."""
     stack, mask, _ = stacked(case)
     # every other slice (CPU budget): Dice and shares pooled over half the slices
     stack, truth = stack[::2], mask[::2] > 0
@@ -325,6 +359,8 @@ def judge_case(S, case: list, recipe: dict) -> dict:
         for name, found in (("", bi), ("_cc", main_components(bi))):
             checks[f"bilateral_copy_recall{name}_d2"] = float(found[copied].mean())
             checks[f"bilateral_own_recall{name}_d2"] = float(found[truth].mean())
+        if donor is not None:
+            checks.update(opposite_tumours(S, stack, truth, d2, donor, recipe))
         if SAVE_PROBS:   # post-processing (threshold, components) is then measured without S
             Path(SAVE_PROBS).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(Path(SAVE_PROBS) / f"{case[0].case_id}.npz", truth=truth, bright=bright,
@@ -339,6 +375,26 @@ def judge_case(S, case: list, recipe: dict) -> dict:
             "dice_cc": dice(main_components(pred), truth), "csf_fp_cc": float(main_components(pred)[bright].mean()),
             "dice_lr": dice(lr, truth),
             "lesion_ml": float(truth.sum()) / 1000, "predicted_ml": float(pred.sum()) / 1000}
+
+
+def opposite_tumours(S, stack: np.ndarray, truth: np.ndarray, d2: np.ndarray, donor: list, recipe: dict) -> dict:
+    """A lesion with another lesion at its mirror place, not a copy of it: on each tumour slice of the
+    held-out case (`stack`, `truth`; `d2` S's four-flip mask of it), a tumour slice of the `donor` case
+    (its tumour slices spread over this case's) is pasted at the mirror place (`opposite`). The share
+    of the pasted and of the own tumour that S marks, without and with the component rule."""
+    d_stack, d_mask, _ = stacked(donor)
+    d_rows, rows = np.nonzero(d_mask.any(axis=(1, 2)))[0], np.nonzero(truth.any(axis=(1, 2)))[0]
+    image, both = stack.copy(), truth.astype(np.uint8)
+    for n, r in enumerate(rows):
+        d = d_rows[round(n * (len(d_rows) - 1) / max(len(rows) - 1, 1))]
+        image[r], both[r] = opposite(stack[r], both[r], d_stack[d], d_mask[d])
+    pasted, found = (both > 0) & ~truth, d2.copy()
+    found[rows] = probability_d2(S, image[rows], recipe) > 0.5
+    checks = {}
+    for name, mask in (("", found), ("_cc", main_components(found))):
+        checks[f"opposite_pasted_recall{name}_d2"] = float(mask[pasted].mean())
+        checks[f"opposite_own_recall{name}_d2"] = float(mask[truth].mean())
+    return checks
 
 
 def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, log) -> dict:
@@ -357,7 +413,7 @@ def run_fold(recipe_name: str, k: int, test_ids: list[str], cases: dict, args, l
     else:
         S = shipped_S() if recipe.get("shipped") else train_S(train, recipe, args, log)
     seconds = trained["train_seconds"] if trained else time.time() - t0
-    per_case = [judge_case(S, c, recipe) for c in test]
+    per_case = [judge_case(S, c, recipe, donor=test[(n + 1) % len(test)]) for n, c in enumerate(test)]
     if not recipe.get("shipped") and not trained:  # kept so later measures need no retraining (not committed)
         (Path(args.out) / recipe_name).mkdir(parents=True, exist_ok=True)
         torch.save(S.state_dict(), Path(args.out) / recipe_name / f"fold{k}.pt")
@@ -374,7 +430,8 @@ MEASURES = ("dice", "dice_tta", "dice_cc", "csf_fp", "csf_fp_cc", "csf_fp_tta", 
             "dice_d2", "dice_cc_d2", "csf_fp_d2", "healthy_fp_d2", "dice_lr_d2", "dice_rot180_d2",
             "csf_fp_cc_d2", "healthy_fp_cc_d2", "dice_lr_cc_d2", "dice_rot180_cc_d2",
             "bilateral_copy_recall_d2", "bilateral_own_recall_d2", "bilateral_copy_recall_cc_d2",
-            "bilateral_own_recall_cc_d2")
+            "bilateral_own_recall_cc_d2", "opposite_pasted_recall_d2", "opposite_own_recall_d2",
+            "opposite_pasted_recall_cc_d2", "opposite_own_recall_cc_d2")
 
 
 def summary(out: Path) -> str:
