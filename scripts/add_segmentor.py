@@ -34,7 +34,7 @@ from smilecore.modelfile import RECIPE_KEYS, load_model, recipe_channels, save_m
 from smilecore.networks import FLAIR_NET, T2_NET, RecipeSegmentor
 from smilecore.provenance import file_record, folder_name, provenance
 
-ROLES = {"mirror+flair": FLAIR_NET, "mirror": T2_NET}   # cv_segmentor's recipe -> the segmentor it makes
+ROLES = {"mirror+flair": FLAIR_NET, "mirror": T2_NET, "mirror+opposite": T2_NET}   # cv_segmentor's recipe -> the segmentor it makes
 HERE = Path(__file__).resolve().parent
 
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="the new model file (never the input model)")
     cv = cv_segmentor()
     ap.add_argument("--recipe", choices=sorted(ROLES), default="mirror+flair",
-                    help="mirror+flair: S_flair (T2 and FLAIR); mirror: S_t2 (the T2 alone)")
+                    help="mirror+flair: S_flair (T2 and FLAIR); mirror, mirror+opposite: S_t2 (the T2 alone)")
     ap.add_argument("--min-component-share", type=float, default=None,
                     help="synthesis drops the lesion mask's 3D components under this share of the largest "
                          "(the recipe's min_component_share; cross-validated for S_t2: 0.1)")
