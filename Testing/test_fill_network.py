@@ -120,19 +120,14 @@ def test_the_model_file_keeps_the_fill_network(tmp_path):
 def test_add_fill_network_trains_on_the_models_training_split_only(tmp_path):
     """scripts/add_fill_network.py on a small cohort: two steps of a tiny fill network; the copy has
     it with its training record (the split's training cases only), G, S and R unchanged."""
-    import importlib.util
-    from pathlib import Path
-
+    from script_helpers import script_module
     from smilecore.synthetic import write_cohort
     cohort = write_cohort(tmp_path / "cohort", n_cases=4, seed=2, shape=(40, 40, 12))
     ids = sorted(p.name for p in cohort.iterdir() if p.is_dir())
     split = {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
     torch.manual_seed(0)
     source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2", training={"split": split}))
-    spec = importlib.util.spec_from_file_location(
-        "add_fill_network", Path(__file__).resolve().parents[1] / "scripts" / "add_fill_network.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = script_module("add_fill_network")
     out = tmp_path / "with-fill.pt"
     assert script.main([str(source), str(cohort), "--out", str(out), "--steps", "2", "--batch-size", "2",
                         "--crop", "32", "--base", "4", "--depth", "2", "--through-plane-sigma", "0"]) == 0

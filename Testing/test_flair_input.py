@@ -182,10 +182,9 @@ def test_model_files_with_and_without_s_flair(tmp_path, model_path):
 def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe, role, channels, extra):
     """scripts/add_segmentor.py on a small cohort (FLAIR files beside the T2s): two steps of a tiny
     S_flair or S_t2; the copy has it, G, S and R unchanged, and only the split's training cases."""
-    import importlib.util
     import shutil
-    from pathlib import Path
 
+    from script_helpers import script_module
     from smilecore.synthetic import write_cohort
     cohort = write_cohort(tmp_path / "cohort", n_cases=4, seed=2, shape=(40, 40, 12))
     for t2 in cohort.glob("*/*_t2.nii.gz"):
@@ -194,10 +193,7 @@ def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe
     split = {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
     torch.manual_seed(0)
     source = save_model(tmp_path / "m.pt", build_networks(SIZES), model_config(SIZES, "t2", training={"split": split}))
-    spec = importlib.util.spec_from_file_location(
-        "add_segmentor", Path(__file__).resolve().parents[1] / "scripts" / "add_segmentor.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = script_module("add_segmentor")
     out = tmp_path / "with-segmentor.pt"
     assert script.main([str(source), str(cohort), "--out", str(out), "--recipe", recipe, "--steps", "2",
                         "--batch-size", "2", "--crop", "32", "--base", "4", "--depth", "2", *extra]) == 0

@@ -2,7 +2,6 @@
 the start model by name and hash, the data folder by name, the command with absolute paths
 reduced to base names, the source's git commit (smilecore/provenance.py)."""
 import hashlib
-import importlib.util
 import json
 import re
 import sys
@@ -16,6 +15,7 @@ from smilecore.provenance import provenance, source_commit, without_machine_path
 from smilecore.train import Trainer
 
 from conftest import tiny_config
+from script_helpers import script_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,9 +54,7 @@ def test_a_model_file_names_its_start_data_and_command_without_machine_paths(coh
 def test_the_segmentor_finetune_script_records_the_same_way(cohort, tmp_path):
     start = Trainer(tiny_config(cohort, tmp_path / "run", labeled_fraction=1.0, epochs=1, steps_per_epoch=2,
                                 base=4, depth=2)).run()
-    spec = importlib.util.spec_from_file_location("finetune_segmentor", REPO / "scripts" / "finetune_segmentor.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = script_module("finetune_segmentor")
     out = tmp_path / "tuned.pt"
     assert script.main([str(start), str(cohort), "--out", str(out), "--steps", "1", "--batch-size", "2",
                         "--crop", "32", "--check-every", "1", "--cache-dir", str(tmp_path / "cache")]) == 0

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from flair_helpers import SIZES, flair_case, reading_segmentor
+from script_helpers import script_module
 from smilecore.cli import main as cli_main
 from smilecore.flair import mirror_sum, mirrored
 from smilecore.modelfile import ModelFileError, load_model, model_config, save_model, segmentor_recipe
@@ -147,22 +148,6 @@ def test_a_model_whose_s_t2_does_not_match_its_recipe_is_refused(tmp_path, in_ch
 def test_smile_info_names_the_t2_segmentor(tmp_path, capsys):
     assert cli_main(["info", str(t2_model(tmp_path / "m.pt"))]) == 0
     assert "T2 segmentor   S_t2: the T2 and its left-right mirror; median scaling" in capsys.readouterr().out
-
-
-def script_module(name: str):
-    """A script of scripts/ imported as a module (it imports its sibling scripts)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))
-    try:
-        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(scripts))
-    return module
 
 
 @pytest.mark.parametrize("recipe", ["mirror", "mirror+neg"])

@@ -96,7 +96,7 @@ def test_a_models_pass_sigma_is_set_without_retraining_and_checked(model_path, t
 
     from smilecore.cli import main as cli_main
     from smilecore.modelfile import ModelFileError
-    from test_t2_segmentor import script_module
+    from script_helpers import script_module
     set_recipe = script_module("set_recipe")
     out = tmp_path / "no-pass.pt"
     assert set_recipe.main([str(model_path), "--role", "model", "--set", "through_plane_sigma=0", "--out", str(out)]) == 0

@@ -191,7 +191,9 @@ class Slices:
         if negatives:  # tumour replaced by the mirrored side; label: none, except tumour on both sides
             self.healthy = [healthy_ised(im, m) for im, m in zip(self.images, self.masks)]
         self.both = [bilateral(im, m) for im, m in zip(self.images, self.masks)] if both_sides else None
-        self.opposite = opposite
+        self.donors = None   # per case: the tumour slices of the other cases (`opposite`), listed once
+        if opposite:
+            self.donors = {ci: [j for j in self.abnormal if self.index[j][0] != ci] for ci in range(len(cases))}
 
     def batch(self, size: int, crop: int, rng: np.random.Generator, mirror: bool):
         xs, ms = [], []
@@ -204,9 +206,8 @@ class Slices:
                 m = self.healthy[ci][1][si].astype(np.int64)
             elif self.both is not None and m.any() and rng.random() < 0.25:
                 img, m = self.both[ci][0][si], self.both[ci][1][si]
-            elif self.opposite and m.any() and rng.random() < 0.25:
-                donors = [j for j in self.abnormal if self.index[j][0] != ci]
-                di, dsi = self.index[int(rng.choice(donors))]
+            elif self.donors is not None and m.any() and rng.random() < 0.25:
+                di, dsi = self.index[int(rng.choice(self.donors[ci]))]
                 img, m = opposite(img, m, self.images[di][dsi], self.masks[di][dsi])
             full = torch.from_numpy(np.ascontiguousarray(img))[None]      # (1, C, X, Y)
             if mirror:
