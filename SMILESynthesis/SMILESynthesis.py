@@ -21,7 +21,7 @@ if os.path.isdir(os.path.join(_CHECKOUT, "smilecore")) and _CHECKOUT not in sys.
 from SMILESynthesisLib.batch import first_input_volume  # noqa: E402
 from SMILESynthesisLib.logic import (DEFAULT_MODEL, model_choice, model_choices, model_entry,  # noqa: E402
                                      sample_data_source)
-from SMILESynthesisLib.panel import output_label, outputs_holding, outputs_to_clear  # noqa: E402
+from SMILESynthesisLib.panel import follow_input, output_label, outputs_holding, outputs_to_clear  # noqa: E402
 
 
 class SMILESynthesis(ScriptedLoadableModule):
@@ -83,6 +83,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._batch = None  # a BatchRun while a batch runs (SMILESynthesisLib.batch)
         self._otherModelFile = False  # "Model file below" chosen while the field is still empty
+        self._input = None  # the input the FLAIR and brain mask selectors were last set for (follow_input)
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.connect("timeout()", self.onTimer)
@@ -158,6 +159,7 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode):
         self._disconnect()
         self._parameterNode = inputParameterNode
+        self._input = inputParameterNode.inputVolume if inputParameterNode else None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParametersChanged)
@@ -222,6 +224,12 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = message
             logging.warning(message)
             return  # the change above calls this again
+        changes, message = follow_input(slicer.mrmlScene, params, self._input)
+        self._input = params.inputVolume
+        if changes:
+            for name, node in changes.items():
+                setattr(params, name, node)
+            self.ui.statusLabel.text = message
         self._showModel()
         self._updateButtons()
 
@@ -358,7 +366,7 @@ class SMILESynthesisLogic(ScriptedLoadableModuleLogic):
         return start_job(slicer.mrmlScene, params, review, python)
 
     def startBatch(self, params, folder="", python=None):
-        """A batch over the image files of `folder`, or the loaded volumes (SMILESynthesisLib.panel); no FLAIR."""
+        """A batch over the image files of `folder`, or the loaded volumes (SMILESynthesisLib.panel), each with its FLAIR found by name."""
         from SMILESynthesisLib.panel import start_batch
         return start_batch(slicer.mrmlScene, params, folder, python)
 

@@ -4,6 +4,7 @@ bright blob, away from the T2's lesion), real NIfTI files, the real background w
 built from its .ui file (stand-ins: slicer_standins.py). The FLAIR is on a 2 mm grid in another voxel
 order than the 1 mm T2, so it reaches the engine only if its own IJK-to-RAS matrix travels with it."""
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -151,3 +152,86 @@ def test_the_panels_flair_selector_is_saved_and_reaches_the_worker(slicer, files
 def _ended(job) -> bool:
     job.poll()
     return not job.running
+
+
+def test_with_flairs_pairs_a_t2_with_the_flair_of_its_own_case_name_only(slicer):
+    """BraTS 2018 and 2023 names pair; a FLAIR of another case, a name two cases share, a name without a
+    modality suffix and a second copy ('_1') pair with nothing and stay cases."""
+    from SMILESynthesisLib.batch import Case, with_flairs
+    names = ["A_t2", "A_flair", "BraTS-GLI-00001-000-t2w", "BraTS-GLI-00001-000-t2f", "B_flair", "C_t2", "C_t2",
+             "C_flair", "D_t2", "D_flair_1", "E", "E_seg"]
+    kept = with_flairs([Case(name) for name in names])
+    assert [(case.name, case.flair.name if case.flair else None) for case in kept] == [
+        ("A_t2", "A_flair"), ("BraTS-GLI-00001-000-t2w", "BraTS-GLI-00001-000-t2f"), ("B_flair", None),
+        ("C_t2", None), ("C_t2", None), ("C_flair", None), ("D_t2", None), ("D_flair_1", None), ("E", None),
+        ("E_seg", None)]
+
+
+def test_a_batch_runs_each_case_with_its_own_flair_or_says_the_model_cannot_use_it(slicer, files, model_path,
+                                                                                   tmp_path):
+    """A folder holding a case's T2 and FLAIR is one case, not two: with a model that has S_flair its lesion
+    is S_flair's (the FLAIR's blob, read from the 2 mm file); with a model without one it runs from the T2
+    alone and its row says the FLAIR was not used (a batch goes on, where Apply would refuse)."""
+    import shutil
+    import time
+    from SMILESynthesisLib import SynthesisLogic, nodes
+    from SMILESynthesisLib.batch import BatchRun, folder_cases, with_flairs
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name in ("t2", "flair"):
+        shutil.copy(files[name], folder / files[name].name)
+    wanted = {"pseudoNormal": True, "lesion": True, "difference": False, "pseudoAbnormal": False}
+    found = {}
+    for model in (files["model"], model_path):
+        cases = with_flairs(folder_cases(folder))
+        assert [(c.name, c.flair.name) for c in cases] == [("case_t2", "case_flair")]
+        before = {n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLSegmentationNode")}
+        batch = BatchRun(SynthesisLogic(slicer.mrmlScene), cases, wanted, model=model, device="cpu").start()
+        deadline = time.time() + 240
+        while batch.running and time.time() < deadline:
+            batch.poll()
+            time.sleep(0.05)
+        assert batch.state == "done" and batch.failed == [] and len(batch.rows) == 1, batch.rows
+        made = [n for n in slicer.util.getNodesByClass("vtkMRMLSegmentationNode") if n.GetID() not in before]
+        found[model] = (nodes.segmentation_to_mask(slicer.mrmlScene, made[0], cases[0].volume), batch.rows[0]["notes"])
+    with_flair, notes = found[files["model"]]
+    assert dice(with_flair, files["blob"]) > 0.8 and "was not used" not in notes, notes
+    alone, notes = found[model_path]
+    assert dice(alone, files["blob"]) < 0.5
+    assert re.search(r"the FLAIR volume 'case_flair(_1)?' was not used: the model has no FLAIR segmentor", notes), notes
+
+
+def test_changing_the_input_clears_the_other_heads_brain_mask_and_takes_its_own_flair(slicer, files):
+    """The FLAIR and brain mask were chosen for the old input: the brain mask is cleared, a FLAIR in use
+    becomes the new input's own (same case name) or none, and the status line says so; with no FLAIR in
+    use none is picked, and opening the panel or restoring the parameter node changes nothing."""
+    _, widget = _panel(slicer, "SMILESynthesis")
+    ui, params = widget.ui, widget._parameterNode
+    t2, brain, flair = _nodes(slicer, files)
+    other_t2 = _read_volume(slicer, files["t2"])
+    other_t2.SetName("other_t2")
+    other_flair = _read_volume(slicer, files["flair"])
+    other_flair.SetName("other_flair")
+    lone = _read_volume(slicer, files["t2"])
+    lone.SetName("lone_t2")
+    ui.inputVolumeSelector.setCurrentNode(t2)
+    ui.brainMaskSelector.setCurrentNode(brain)
+    ui.flairSelector.setCurrentNode(flair)
+    assert (params.brainMask, params.flairVolume) == (brain, flair)
+    ui.inputVolumeSelector.setCurrentNode(other_t2)
+    assert params.brainMask is None and params.flairVolume is other_flair
+    assert ui.flairSelector.currentNode() is other_flair and ui.brainMaskSelector.currentNode() is None
+    assert ui.statusLabel.text == ("Input changed: brain mask cleared (it was chosen for 'case_t2'); "
+                                   "FLAIR set to 'other_flair'."), ui.statusLabel.text
+    ui.inputVolumeSelector.setCurrentNode(lone)
+    assert params.flairVolume is None
+    assert ui.statusLabel.text == "Input changed: FLAIR cleared (no FLAIR named as 'lone_t2' is loaded).", \
+        ui.statusLabel.text
+    said = ui.statusLabel.text
+    ui.inputVolumeSelector.setCurrentNode(t2)  # no FLAIR in use: none is picked, nothing new to say
+    assert params.flairVolume is None and ui.statusLabel.text == said
+    ui.flairSelector.setCurrentNode(flair)
+    ui.brainMaskSelector.setCurrentNode(brain)
+    widget.setParameterNode(widget.logic.getParameterNode())  # restored as saved: kept
+    assert (params.inputVolume, params.brainMask, params.flairVolume) == (t2, brain, flair)
+    widget.cleanup()

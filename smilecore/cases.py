@@ -44,19 +44,28 @@ def canonical_modality(name: str) -> str:
     raise ValueError(f"unknown modality {name!r}; known: {known}")
 
 
-_NAME_RE = re.compile(r"^.+?[_-](?P<suffix>[A-Za-z0-9]+)$")
+_NAME_RE = re.compile(r"^(?P<case>.+?)[_-](?P<suffix>[A-Za-z0-9]+)$")
 
 
-def modality_from_name(name: str | Path) -> str | None:
-    """The modality a BraTS-style name states ('Brats18_X_flair.nii.gz' -> 'flair',
-    'BraTS-GLI-00000-000-t2w' -> 't2'), or None when its last suffix is not a modality."""
+def case_and_modality(name: str | Path) -> tuple[str, str] | None:
+    """The case and the modality a BraTS-style name states ('Brats18_X_flair.nii.gz' ->
+    ('Brats18_X', 'flair'), 'BraTS-GLI-00000-000-t2w' -> ('BraTS-GLI-00000-000', 't2')), or None
+    when its last suffix is not a modality. Names that differ only in that suffix are one case."""
     stem = Path(str(name)).name
     for ext in (".nii.gz", ".nii"):
         if stem.lower().endswith(ext):
             stem = stem[:-len(ext)]
             break
     m = _NAME_RE.match(stem)
-    return _SUFFIX_TO_MODALITY.get(m["suffix"].lower()) if m else None
+    modality = _SUFFIX_TO_MODALITY.get(m["suffix"].lower()) if m else None
+    return (m["case"], modality) if modality else None
+
+
+def modality_from_name(name: str | Path) -> str | None:
+    """The modality a BraTS-style name states ('Brats18_X_flair.nii.gz' -> 'flair',
+    'BraTS-GLI-00000-000-t2w' -> 't2'), or None when its last suffix is not a modality."""
+    named = case_and_modality(name)
+    return named[1] if named else None
 
 
 @dataclass

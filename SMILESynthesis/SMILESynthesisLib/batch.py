@@ -11,9 +11,13 @@ A case that fails (an unreadable file, a refused input, a worker that dies) is a
 with its error, and the batch goes on with the next case. The cases done keep their outputs when the
 batch is cancelled; the cases not done are rows that say so.
 
-A batch takes no FLAIR (issue 23, item 3): each case runs from its own volume, with S. Pairing each
-case with its FLAIR (by name, or in a folder) is not done; the panel's FLAIR selector is for Apply, and
-the FLAIR it selects is not a batch case (panel.start_batch).
+FLAIR (issue 23, item 3): a case's FLAIR is found by name, as BraTS names them (`X_t2` and `X_flair`,
+`X-t2w` and `X-t2f`: smilecore.cases.case_and_modality), among the batch's own files or volumes
+(`with_flairs`). It is then that case's FLAIR, not a case of its own (run as one, a T2 model would refuse
+it as not a T2), and the case runs with it when the model has a FLAIR segmentor (S_flair); with a model
+without one, the case runs from its T2 alone and its row says the FLAIR was not used (the panel does not
+load the model before a run: panel.py). A FLAIR whose name matches no case, or a name that two volumes
+share, pairs with nothing. The panel's FLAIR selector is for Apply, not for a batch.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class Case:
     name: str
     volume: object = None      # a volume node of the scene,
     path: Path | None = None   # or a file, read into the scene when its turn comes
+    flair: Case | None = None  # the same case's FLAIR (with_flairs), a volume or a file
 
 
 def loaded_cases(scene, exclude=()) -> list[Case]:
@@ -66,6 +71,24 @@ def folder_cases(folder: str | Path) -> list[Case]:
         raise ValueError(_("no image file ({suffixes}) in batch folder {folder}").format(
             suffixes=", ".join(IMAGE_SUFFIXES), folder=folder))
     return [Case(case_name(p), path=p) for p in files]
+
+
+def with_flairs(cases: list[Case]) -> list[Case]:
+    """The cases, each FLAIR whose T2 is among them (same case name, BraTS suffixes) taken out and
+    given to that T2 as its `flair`. A name that two cases share pairs with nothing."""
+    from smilecore.cases import case_and_modality  # numpy only; the engine's torch stays out
+    named = [case_and_modality(case.name) for case in cases]
+    count = {}
+    for key in named:
+        count[key] = count.get(key, 0) + 1
+    t2 = {key[0]: case for case, key in zip(cases, named) if key and key[1] == "t2" and count[key] == 1}
+    kept = []
+    for case, key in zip(cases, named):
+        if key and key[1] == "flair" and key[0] in t2 and count[key] == 1:
+            t2[key[0]].flair = case
+        else:
+            kept.append(case)
+    return kept
 
 
 def case_name(path: Path) -> str:
@@ -145,10 +168,12 @@ class BatchRun:
             self.index += 1
             case, self._started = self.cases[self.index], time.monotonic()
             try:
-                if case.volume is None:
-                    case.volume = read_volume(self.logic.scene, case.path, case.name)
+                for read in (case, case.flair):
+                    if read is not None and read.volume is None:
+                        read.volume = read_volume(self.logic.scene, read.path, read.name)
+                flair = case.flair.volume if case.flair is not None else None
                 self.job = SynthesisJob(self.logic, case.volume, outputs, model=self.model, device=self.device,
-                                        python=self.python).start()
+                                        python=self.python, flair_volume=flair, flair_optional=True).start()
                 return
             except Exception as exc:  # noqa: BLE001 (every failure of a case is reported in its row)
                 self.job = None
@@ -209,4 +234,4 @@ def _double_array():
 
 
 __all__ = ["COLUMNS", "Case", "BatchRun", "CANCELLED", "DONE", "first_input_volume", "folder_cases",
-           "loaded_cases", "read_volume"]
+           "loaded_cases", "read_volume", "with_flairs"]

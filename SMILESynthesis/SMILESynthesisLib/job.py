@@ -32,11 +32,13 @@ log = logging.getLogger("SMILESynthesis")
 class SynthesisJob:
     def __init__(self, logic: SynthesisLogic, input_volume, outputs: Outputs, model: str | Path | None = None,
                  device: str = "auto", mask_segmentation=None, segment_id=None, brain_mask=None,
-                 modality: str | None = None, python: str | None = None, flair_volume=None):
+                 modality: str | None = None, python: str | None = None, flair_volume=None,
+                 flair_optional: bool = False):
         self.logic, self.input_volume, self.outputs = logic, input_volume, outputs
         self.model, self.device, self.modality = model_file(model), device, modality
         self.mask_segmentation, self.segment_id, self.brain_mask = mask_segmentation, segment_id, brain_mask
         self.flair_volume = flair_volume  # optional: read and sent to the worker as the input is
+        self.flair_optional = flair_optional  # a model without S_flair then runs without it (a batch), not refused
         self.python = python or default_python()
         self.process: BackgroundProcess | None = None
         self.folder: Path | None = None
@@ -67,7 +69,7 @@ class SynthesisJob:
             (self.folder / "job.json").write_text(json.dumps(
                 {"model": str(self.model), "device": self.device, "modality": self.modality,
                  "name": given["name"], "where": given["where"], "flair_name": given["flair_name"],
-                 "flair_where": given["flair_where"]}))
+                 "flair_where": given["flair_where"], "flair_optional": self.flair_optional}))
             self.process = BackgroundProcess([self.python, str(WORKER), str(self.folder)]).start()
         except BaseException:
             self._remove_folder()

@@ -57,13 +57,45 @@ def start_job(scene, params, review=False, python=None):
 
 
 def start_batch(scene, params, folder="", python=None):
-    """A batch (batch.BatchRun) over the image files of `folder`, or the loaded volumes but the brain mask
-    and the FLAIR. A batch takes no FLAIR: each case runs from its own volume (batch.py)."""
-    from .batch import BatchRun, folder_cases, loaded_cases
+    """A batch (batch.BatchRun) over the image files of `folder`, or the loaded volumes but the brain mask.
+    Each case's FLAIR is found by name among them (batch.with_flairs); the FLAIR selected for Apply is
+    not a case of its own."""
+    from .batch import BatchRun, folder_cases, loaded_cases, with_flairs
     from .logic import SynthesisLogic, wanted_outputs
     folder = (folder or "").strip()
-    cases = folder_cases(folder) if folder else loaded_cases(scene, exclude=[params.brainMask, params.flairVolume])
+    cases = with_flairs(folder_cases(folder) if folder else loaded_cases(scene, exclude=[params.brainMask]))
+    cases = [case for case in cases if folder or params.flairVolume is None or case.volume is not params.flairVolume]
     if not cases:
         raise ValueError(_("No scalar volume is loaded: load the cases, or give a folder of cases."))
     return BatchRun(SynthesisLogic(scene), cases, wanted_outputs(params), model=params.modelPath,
                     device=params.device, python=python).start()
+
+
+def follow_input(scene, params, previous) -> tuple[dict, str]:
+    """What the FLAIR and brain mask selectors become when the input changes from `previous`, and the
+    line that says so (empty when nothing changes). They were chosen for another head, and on a
+    shared grid (BraTS) a stale one would give a silently wrong lesion or brain. So the brain mask is
+    cleared, and a FLAIR in use becomes the new input's own if one is loaded (same case name, BraTS
+    suffixes: batch.with_flairs), else none. Nothing changes when there was no input before (the
+    panel opening, a scene restoring its parameter node) or the input is the same."""
+    current = params.inputVolume
+    if previous is None or current is None or previous is current:
+        return {}, ""
+    changes, lines = {}, []
+    if params.brainMask is not None:
+        changes["brainMask"] = None
+        lines.append(_("brain mask cleared (it was chosen for '{previous}')").format(previous=previous.GetName()))
+    if params.flairVolume is not None:
+        flair = own_flair(scene, current)
+        changes["flairVolume"] = flair
+        lines.append(_("FLAIR set to '{flair}'").format(flair=flair.GetName()) if flair is not None else
+                     _("FLAIR cleared (no FLAIR named as '{input}' is loaded)").format(input=current.GetName()))
+    return changes, (_("Input changed: ") + "; ".join(lines) + ".") if lines else ""
+
+
+def own_flair(scene, volume):
+    """The loaded FLAIR named as `volume`'s case (e.g. 'X_flair' for 'X_t2'), or None."""
+    from .batch import Case, loaded_cases, with_flairs
+    cases = loaded_cases(scene, exclude=[volume])
+    pairs = with_flairs([Case(volume.GetName(), volume=volume)] + cases)
+    return pairs[0].flair.volume if pairs and pairs[0].volume is volume and pairs[0].flair else None

@@ -6,7 +6,8 @@ FLAIR's) and its arrays as .npy files written by job.py (data, affine, and the o
 brain mask, in the input node's IJK order; the optional FLAIR as flair_data and flair_affine, its own
 node's IJK order and IJK-to-RAS, which synthesize resamples onto the input's grid). The worker loads
 the model, checks the modality (and that the model takes a FLAIR, if one is given: an error of type
-NoFlairSegmentor before any work), runs smilecore.synthesis.synthesize and writes the result arrays
+NoFlairSegmentor before any work; a job whose FLAIR is optional, a batch case's, then runs without it
+and says so in a note), runs smilecore.synthesis.synthesize and writes the result arrays
 as .npy files into the same folder.
 It reports on stdout, one event a line, each `EVENT_PREFIX` + JSON:
 ``{"event": "progress", "done": k, "total": n}`` after each slice, ``{"event": "note", "message": ...}``
@@ -46,7 +47,11 @@ def run(folder: Path) -> None:
     device = resolve_device(job["device"])
     model = load_model(job["model"], device)
     check_modality(model, stated=job.get("modality"), name=job["name"], where=job["where"])
-    flair = optional("flair_data")
+    flair, notes = optional("flair_data"), []
+    if flair is not None and model.flair is None and job.get("flair_optional"):
+        notes.append(f"the {job['flair_where']} was not used: the model has no FLAIR segmentor")
+        emit("note", message=notes[-1])
+        flair = None
     if flair is not None:
         require_flair(model)
         check_flair_name(job["flair_name"], job["flair_where"])
@@ -62,7 +67,7 @@ def run(folder: Path) -> None:
     for name in RESULT_ARRAYS:
         array = getattr(result, name)
         np.save(folder / f"out_{name}.npy", array.astype(np.uint8) if name == "lesion_mask" else array)
-    emit("done", notes=list(result.notes), mask_source=result.mask_source, segmentor=result.segmentor)
+    emit("done", notes=notes + list(result.notes), mask_source=result.mask_source, segmentor=result.segmentor)
 
 
 def main(argv=None) -> int:
