@@ -150,10 +150,11 @@ def test_smile_info_names_the_t2_segmentor(tmp_path, capsys):
     assert "T2 segmentor   S_t2: the T2 and its left-right mirror; median scaling" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("recipe", ["mirror", "mirror+neg"])
+@pytest.mark.parametrize("recipe", ["mirror", "mirror+neg", "mirror+opposite"])
 def test_healthiness_is_judged_by_the_fold_segmentor_that_held_each_case_out(tmp_path, recipe):
-    """scripts/healthiness_cases.py --judges: each case's judge is the model with, as its S_t2, the S that
-    cv_segmentor.py trained on the folds without that case (its weights and record)."""
+    """scripts/healthiness_cases.py --judges (and --makers): each case's judge is the model with, as its
+    S_t2, the S that cv_segmentor.py trained on the folds without that case (its weights and record); a
+    maker also takes the mask rule given (`--rule`, else the model's own)."""
     import json
 
     from smilecore.unet import UNet
@@ -176,6 +177,12 @@ def test_healthiness_is_judged_by_the_fold_segmentor_that_held_each_case_out(tmp
         assert model.segmentor_without_flair == T2_NET and model.recipe(T2_NET)["training"]["fold"] == k
         got = model.nets[T2_NET].unet.state_dict()
         assert all(torch.equal(got[key], value) for key, value in weights[k].items())
+    rule = script.mask_rule_of(judges["a"], "0.6,0.2")
+    assert rule == {"lesion_threshold": 0.6, "min_component_share": 0.2}
+    makers = script.fold_judges(str(tmp_path / "cv"), str(source), tmp_path, recipe=recipe, rule=rule)
+    from smilecore.synthesis_segmentor import mask_rule
+    assert mask_rule(makers["c"], T2_NET) == (0.6, 0.2) and mask_rule(judges["c"], T2_NET) == (0.5, None)
+    assert script.mask_rule_of(makers["c"], None) == rule   # the model's own, when no rule is given
 
 
 def test_post_processing_drops_components_under_the_share_or_the_floor():
@@ -189,6 +196,12 @@ def test_post_processing_drops_components_under_the_share_or_the_floor():
     assert script.kept(mask, 0.01, 0.0).sum() == 3250 and script.kept(mask, 0.02, 0.0).sum() == 3200
     assert script.kept(mask, 0.0, 0.1).sum() == 3250 and script.kept(mask, 0.0, 0.11).sum() == 3200
     assert not script.kept(mask, 0.0, 7.0).any()   # a floor drops the largest too: nothing left to remove
+    ring = mask.copy()
+    ring[3, 8:12, 8:12] = False      # a hole inside one slice, and a notch open to the outside
+    ring[5, 2:6, 10:12] = False
+    filled = script.holes_filled(ring)
+    assert filled[3, 8:12, 8:12].all() and not filled[5, 2:6, 10:12].any()
+    assert (filled ^ ring).sum() == 16 and not script.holes_filled(np.zeros_like(mask)).any()
 
 
 def test_a_bilateral_case_copies_the_tumour_to_its_mirror_place_and_labels_both():

@@ -6,7 +6,9 @@ held-out case (S is not run again) and measures each post-processing variant on 
 - threshold: the probability above which a voxel is lesion (synthesis uses 0.5);
 - share: 3D components under this share of the largest are dropped (the recipe's min_component_share);
 - floor: components under this volume (mL) are dropped too (an absolute floor: on a brain with
-  nothing to remove, the largest false component is otherwise kept, however small).
+  nothing to remove, the largest false component is otherwise kept, however small);
+- holes: then the holes of the mask are filled in each axial slice (a whole tumour has no hole; a
+  hole left in the mask stays as it was in the pseudo-normal, a bright spot inside the fill).
 
 Per case: Dice, bright non-tumour tissue called lesion (csf_fp) and healthy-ised brain called lesion
 (healthy_fp), as cv_segmentor.py defines them (every other axial slice, so a voxel stands for 2 mm^3
@@ -40,6 +42,7 @@ BRIGHT_BAR, HEALTHY_BAR = 0.01, 0.005
 THRESHOLDS = (0.5, 0.6, 0.7)
 SHARES = (0.0, 0.1, 0.2, 0.3)
 FLOORS_ML = (0.0, 0.5, 1.0, 2.0)
+HOLES = (False, True)
 
 
 def kept(mask: np.ndarray, share: float, floor_ml: float) -> np.ndarray:
@@ -52,11 +55,17 @@ def kept(mask: np.ndarray, share: float, floor_ml: float) -> np.ndarray:
     return np.isin(labels, 1 + np.flatnonzero(keep))
 
 
-def measure(case: dict, threshold: float, share: float, floor_ml: float) -> dict:
-    pred = kept(case["p"] > threshold, share, floor_ml)
+def holes_filled(mask: np.ndarray) -> np.ndarray:
+    """`mask` with the holes of each axial slice (axis 0: the judged slices) filled."""
+    return np.stack([ndimage.binary_fill_holes(m) for m in mask]) if mask.any() else mask
+
+
+def measure(case: dict, threshold: float, share: float, floor_ml: float, holes: bool = False) -> dict:
+    post = (lambda m: holes_filled(kept(m, share, floor_ml))) if holes else (lambda m: kept(m, share, floor_ml))
+    pred = post(case["p"] > threshold)
     healthy = case["p"] > threshold
     healthy[case["tumour_slices"]] = case["p_healthy"] > threshold
-    healthy = kept(healthy, share, floor_ml)
+    healthy = post(healthy)
     return {"dice": dice(pred, case["truth"]), "csf_fp": float(pred[case["bright"]].mean()),
             "healthy_fp": float(healthy[case["counted"]].mean())}
 
@@ -70,6 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("probs")
     ap.add_argument("records")
     ap.add_argument("--nested", action="store_true")
+    ap.add_argument("--holes", action="store_true", help="also each variant with in-slice holes filled")
     args = ap.parse_args(argv)
     files = sorted(Path(args.probs).glob("*.npz"))
     fold_of = {i: int(f.stem[4:]) for f in Path(args.records).glob("fold*.json")
@@ -77,15 +87,15 @@ def main(argv=None) -> int:
     cases = {f.stem: dict(np.load(f)) for f in files if f.stem in fold_of}
     for c in cases.values():
         c["p"], c["p_healthy"] = c["p"].astype(np.float32), c["p_healthy"].astype(np.float32)
-    variants = list(itertools.product(THRESHOLDS, SHARES, FLOORS_ML))
+    variants = list(itertools.product(THRESHOLDS, SHARES, FLOORS_ML, HOLES if args.holes else (False,)))
     results = {v: {i: measure(c, *v) for i, c in cases.items()} for v in variants}
     fold_ids = sorted(set(fold_of[i] for i in cases))
     n_folds = len(fold_ids)
     print(f"{len(cases)} cases, {n_folds} folds; mean +- SD over folds of the fold means; "
           f"bright / healthy-ised in %")
-    print("| threshold | share | floor (mL) | dice | bright tissue | healthy-ised | worst bright | worst healthy-ised "
-          "| cases over a bar |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| threshold | share | floor (mL) | holes filled | dice | bright tissue | healthy-ised | worst bright "
+          "| worst healthy-ised | cases over a bar |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for v, per_case in results.items():
         row = []
         for key, scale in (("dice", 1), ("csf_fp", 100), ("healthy_fp", 100)):
@@ -94,7 +104,7 @@ def main(argv=None) -> int:
             row.append(f"{np.mean(fold_means):.3f} +- {np.std(fold_means):.3f}")
         worst = [max(m[key] for m in per_case.values()) * 100 for key in ("csf_fp", "healthy_fp")]
         over = sum(over_bars(m) > 0 for m in per_case.values())
-        print(f"| {v[0]} | {v[1]} | {v[2]} | " + " | ".join(row) + f" | {worst[0]:.2f} | {worst[1]:.2f} | {over} |")
+        print(f"| {v[0]} | {v[1]} | {v[2]} | {'yes' if v[3] else 'no'} | " + " | ".join(row) + f" | {worst[0]:.2f} | {worst[1]:.2f} | {over} |")
     if args.nested:
         print("\nnested: each fold's variant chosen on the other folds' cases")
         chosen = []
@@ -105,7 +115,7 @@ def main(argv=None) -> int:
             best = max(variants, key=score)
             own = [m for i, m in results[best].items() if fold_of[i] == k]
             chosen.append(own)
-            print(f"fold {k}: threshold {best[0]}, share {best[1]}, floor {best[2]} mL: Dice "
+            print(f"fold {k}: threshold {best[0]}, share {best[1]}, floor {best[2]} mL, holes filled {best[3]}: Dice "
                   f"{np.mean([m['dice'] for m in own]):.3f}, worst bright {100 * max(m['csf_fp'] for m in own):.2f} %, "
                   f"worst healthy-ised {100 * max(m['healthy_fp'] for m in own):.2f} %")
         fold_dice = [np.mean([m["dice"] for m in own]) for own in chosen]

@@ -14,7 +14,12 @@ T2 segmentor that cv_segmentor.py trained on the other folds (CV_DIR/mirror/fold
 mirror), run as the model's S_t2 through the same synthesis (issue 23: "a segmentor trained on the
 other folds"); the judge has never seen the case (the model that made the pseudo-normal may have).
 
+With `--makers CV_DIR --maker-recipe RECIPE`, the pseudo-normal itself is made with, as the model's
+S_t2, the RECIPE segmentor of the fold that held the case out (a recipe judged through synthesis on
+cases it never saw), under the model's own S_t2 mask rule (threshold, parts, flips) or `--rule`.
+
     python scripts/healthiness_cases.py MODEL DATA_DIR --out RECORD.json [--judges CV_DIR]
+        [--makers CV_DIR --maker-recipe mirror+opposite] [--rule 0.6,0.2]
     python scripts/healthiness_cases.py --summary RECORD.json [RECORD2.json ...]
 """
 from __future__ import annotations
@@ -38,6 +43,7 @@ from flair_fold_check import model_with_fold  # noqa: E402
 from smilecore.cases import find_cases  # noqa: E402
 from smilecore.metrics import dice  # noqa: E402
 from smilecore.modelfile import load_model  # noqa: E402
+from smilecore.modelfile import RECIPE_KEYS  # noqa: E402
 from smilecore.networks import T2_NET  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
 
@@ -58,15 +64,26 @@ def judge(model, case, judge_model=None) -> dict:
             "seconds": round(time.time() - t0)}
 
 
-def fold_judges(cv_dir: str, model_path: str, tmp: Path, recipe: str = "mirror") -> dict:
-    """case id -> the model with, as its S_t2, the `recipe` S (a T2 recipe: mirror or mirror+neg) of the
-    fold that held the case out."""
+def fold_judges(cv_dir: str, model_path: str, tmp: Path, recipe: str = "mirror", rule: dict | None = None) -> dict:
+    """case id -> the model with, as its S_t2, the `recipe` S (a T2 recipe: mirror, mirror+neg,
+    mirror+opposite) of the fold that held the case out; `rule`: mask-rule keys for its recipe."""
     judges = {}
     for weights in sorted((Path(cv_dir) / recipe).glob("fold*.pt")):
         record = json.loads(weights.with_suffix(".json").read_text())
-        judge_model = model_with_fold(Path(model_path), weights, record, tmp / weights.name, role=T2_NET)
+        out = tmp / f"{recipe}-{weights.name}"
+        judge_model = model_with_fold(Path(model_path), weights, record, out, role=T2_NET)
+        judge_model.config[RECIPE_KEYS[T2_NET]].update(rule or {})
         judges.update({case_id: judge_model for case_id in record["test"]})
     return judges
+
+
+def mask_rule_of(model, rule: str | None) -> dict:
+    """The S_t2 mask-rule keys to use: `rule` ("threshold,share"), else the model's own."""
+    if rule:
+        threshold, share = (float(v) for v in rule.split(","))
+        return {"lesion_threshold": threshold, "min_component_share": share}
+    recipe = model.recipe(T2_NET) or {}
+    return {k: recipe[k] for k in ("lesion_threshold", "min_component_share", "test_time_flips") if k in recipe}
 
 
 def summary(paths) -> str:
@@ -94,6 +111,9 @@ def main(argv=None) -> int:
     ap.add_argument("--summary", nargs="+", help="print the fold summary of these records and stop")
     ap.add_argument("--judges", default=None, help="cv_segmentor.py's folder: judge h by each case's fold S")
     ap.add_argument("--judge-recipe", default="mirror", help="the fold S's recipe (mirror or mirror+neg)")
+    ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: make each pseudo-normal with the fold S")
+    ap.add_argument("--maker-recipe", default="mirror", help="the makers' recipe (e.g. mirror+opposite)")
+    ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.summary:
@@ -101,14 +121,19 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    record = {"model": args.model, "judges": args.judges, "judge_recipe": args.judge_recipe, "cases": {}}
+    rule = mask_rule_of(model, args.rule)
+    model.config[RECIPE_KEYS[T2_NET]].update(rule)
+    record = {"model": args.model, "judges": args.judges, "judge_recipe": args.judge_recipe, "cases": {},
+              "makers": args.makers, "maker_recipe": args.maker_recipe if args.makers else None, "rule": rule}
     only = set(filter(None, args.cases.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         judges = fold_judges(args.judges, args.model, Path(tmp), args.judge_recipe) if args.judges else {}
+        makers = fold_judges(args.makers, args.model, Path(tmp), args.maker_recipe, rule) if args.makers else {}
         for case in (c for c in find_cases(args.data_dir, require=True) if c.labeled and (not only or c.case_id in only)):
-            if args.judges and case.case_id not in judges:
-                raise SystemExit(f"{args.judges}: no fold holds {case.case_id} out")
-            record["cases"][case.case_id] = judge(model, case, judges.get(case.case_id))
+            for given, chosen in ((args.judges, judges), (args.makers, makers)):
+                if given and case.case_id not in chosen:
+                    raise SystemExit(f"{given}: no fold holds {case.case_id} out")
+            record["cases"][case.case_id] = judge(makers.get(case.case_id, model), case, judges.get(case.case_id))
             print(case.case_id, record["cases"][case.case_id], flush=True)
             Path(args.out).write_text(json.dumps(record, indent=1))
     if not only:
