@@ -225,7 +225,8 @@ class SMILESynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning(message)
             return  # the change above calls this again
         changes, message = follow_input(slicer.mrmlScene, params, self._input)
-        self._input = params.inputVolume
+        if params.inputVolume is not None:  # through "none", the last input is still the one they were for
+            self._input = params.inputVolume
         if changes:
             for name, node in changes.items():
                 setattr(params, name, node)

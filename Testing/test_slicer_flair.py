@@ -223,6 +223,8 @@ def test_changing_the_input_clears_the_other_heads_brain_mask_and_takes_its_own_
     assert ui.flairSelector.currentNode() is other_flair and ui.brainMaskSelector.currentNode() is None
     assert ui.statusLabel.text == ("Input changed: brain mask cleared (it was chosen for 'case_t2'); "
                                    "FLAIR set to 'other_flair'."), ui.statusLabel.text
+    ui.inputVolumeSelector.setCurrentNode(None)   # through "none": the FLAIR still belongs to other_t2
+    assert params.flairVolume is other_flair
     ui.inputVolumeSelector.setCurrentNode(lone)
     assert params.flairVolume is None
     assert ui.statusLabel.text == "Input changed: FLAIR cleared (no FLAIR named as 'lone_t2' is loaded).", \
