@@ -111,3 +111,19 @@ def test_summary_judges_each_fold(script, tmp_path):
     del cases[hosts[1]]
     path.write_text(json.dumps({"model": "m.pt", "hosts": hosts, "cases": cases}))
     assert "bar met" not in script.summary(str(path))   # no fold table from a partial record
+
+
+def test_pasted_probability_reads_each_mask_apart(monkeypatch):
+    """scripts/pasted_probability.py: the pasted mask's and the own tumour's figures come from their
+    own voxels (a miss by S_t2 told apart from a miss by the mask rule)."""
+    from script_helpers import script_module
+    module = script_module("pasted_probability")
+    p = np.zeros((8, 8, 4), np.float32)
+    pasted, own = np.zeros(p.shape, bool), np.zeros(p.shape, bool)
+    pasted[:4], own[4:] = True, True
+    p[:2], p[2:4] = 0.9, 0.6          # pasted: half over 0.7, all over 0.5
+    p[4:] = 0.2                        # own: nothing over 0.5
+    monkeypatch.setattr(module, "synthesize", lambda *a, **k: type("R", (), {"lesion_probability": p})())
+    found = module.probabilities(None, {"pasted": p, "affine": np.eye(4), "mask": pasted, "tumour": own})
+    assert found["pasted"] == pytest.approx({"mean": 0.75, "over_0.5": 1.0, "over_0.7": 0.5})
+    assert found["own"] == pytest.approx({"mean": 0.2, "over_0.5": 0.0, "over_0.7": 0.0})

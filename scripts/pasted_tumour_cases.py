@@ -25,7 +25,8 @@ Per host (each of the labelled cases of DATA_DIR, seeded as scripts/cv_fill.py s
 One torch thread. The record is written after each case, and hosts already in it are skipped.
 With `--makers CV_DIR --maker-recipe RECIPE` each host's synthesis runs with, as the model's S_t2, the
 RECIPE segmentor of the cv_segmentor.py fold that held the host out, under the model's own mask rule
-(healthiness_cases.fold_judges): a segmentor recipe judged on hosts it never saw.
+or `--rule threshold,share` (healthiness_cases.fold_judges): a segmentor recipe judged on hosts it
+never saw.
 
     python scripts/pasted_tumour_cases.py DATA_DIR --out docs/fill-cv/pasted-notmask/cases.json
     python scripts/pasted_tumour_cases.py --summary docs/fill-cv/pasted-notmask/cases.json
@@ -278,6 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: each host's fold S as S_t2")
     ap.add_argument("--maker-recipe", default="mirror", help="the makers' recipe (e.g. mirror+opposite)")
+    ap.add_argument("--rule", default=None, help="with --makers: threshold,share of S_t2's mask (default: the model's)")
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.summary))
@@ -292,7 +294,7 @@ def main(argv=None) -> int:
     if args.makers:
         from healthiness_cases import fold_judges, mask_rule_of
         makers = fold_judges(args.makers, model_path, Path(tempfile.mkdtemp()), args.maker_recipe,
-                             mask_rule_of(model, None))
+                             mask_rule_of(model, args.rule))
     models_of = {cid: {"fill_network": m, "g_fill": without_fill_network(m)} for cid, m in makers.items()}
     cases, cached = labelled_cases(args.data_dir, args.cache_dir)
     order = sorted(cached)
@@ -303,7 +305,8 @@ def main(argv=None) -> int:
     split = model.config.get("training", {}).get("split", {})
     record = json.loads(out.read_text()) if out.is_file() else {
         "model": model_path, "threads": args.threads, "makers": args.makers,
-        "maker_recipe": args.maker_recipe if args.makers else None, "scale": "host V99.5 / donor V99.5 over the brain",
+        "maker_recipe": args.maker_recipe if args.makers else None,
+        "rule": mask_rule_of(model, args.rule) if args.makers else None, "scale": "host V99.5 / donor V99.5 over the brain",
         "hosts": order, "held_out": {c: part for part in ("val", "test") for c in split.get(part, [])}, "cases": {}}
     run_hosts(record, out, order, args.cases, lambda cid: judge(cid, cases, cached, models_of.get(cid, models)),
               lambda r: ", ".join(f"{m} PSNR {r['scores'][m]['psnr']:.2f}" for m in METHODS)
