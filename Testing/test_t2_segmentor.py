@@ -234,3 +234,15 @@ def test_an_opposite_case_pastes_another_tumour_at_the_mirror_place_and_labels_b
     assert np.array_equal(np.argwhere(pasted), [[6, 2], [6, 3], [7, 2], [7, 3]])   # x 6-9 moved, 8-9 not brain
     assert (out[0][pasted] == 5.0).all() and np.array_equal(out[0][~pasted], image[0][~pasted])
     assert np.array_equal(both[mask > 0], mask[mask > 0])
+
+
+def test_fold_overviews_stacks_each_case_under_its_caption():
+    """scripts/fold_overviews.py: the cases' overviews one under the other, each below its own caption line."""
+    from PIL import Image
+    script = script_module("fold_overviews")
+    first, second = Image.new("RGB", (40, 10), (200, 0, 0)), Image.new("RGB", (30, 12), (0, 0, 200))
+    canvas = script.stacked([("a", first), ("b", second)])
+    assert canvas.size == (40, 10 + 12 + 2 * 16)
+    assert canvas.getpixel((5, 16 + 5)) == (200, 0, 0)            # the first case under its caption
+    assert canvas.getpixel((5, 16 + 10 + 16 + 5)) == (0, 0, 200)  # the second under its own
+    assert canvas.getpixel((35, 16 + 10 + 16 + 5)) == (0, 0, 0)   # beyond a narrower row: black
