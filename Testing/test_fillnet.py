@@ -5,8 +5,8 @@ import torch
 from scipy import ndimage
 
 from smilecore.dataset import CachedCase, _boxes
-from smilecore.fillnet import (TUMOUR_MARGIN, FillNet, HoleSamples, fill_loss, fill_volume, net_input, random_shape,
-                               train_fillnet, tumour_shapes)
+from smilecore.fillnet import (TUMOUR_MARGIN, FillNet, HoleSamples, fill_loss, fill_volume, gradient_magnitude, net_input,
+                               random_shape, texture_gap, train_fillnet, tumour_shapes)
 from smilecore.lesionfill import smooth_fill
 from smilecore.synthetic import make_case
 
@@ -39,6 +39,23 @@ def test_the_loss_is_zero_only_for_the_truth():
     hole[..., 10:20, 10:20] = 1
     assert float(fill_loss(truth, truth, hole)) == pytest.approx(0, abs=1e-5)
     assert float(fill_loss(torch.where(hole > 0, truth.mean(), truth), truth, hole)) > 0.1
+
+
+def test_the_texture_term_asks_a_flat_patch_for_the_truths_gradient_energy():
+    torch.manual_seed(0)
+    truth = torch.rand(1, 1, 48, 48)
+    hole = torch.zeros_like(truth)
+    hole[..., 12:36, 12:36] = 1
+    flat = torch.where(hole > 0, truth.mean(), truth).requires_grad_()
+    assert float(texture_gap(truth, truth, hole)) == pytest.approx(0, abs=1e-6)
+    assert float(texture_gap(flat, truth, hole)) > 0.1
+    # the same loss without the term does not see how flat the patch is; with it, it does
+    base = float(fill_loss(flat, truth, hole))
+    assert float(fill_loss(flat, truth, hole, texture=1.0)) == pytest.approx(base + float(texture_gap(flat, truth, hole)), rel=1e-5)
+    # a step down the term's gradient gives the patch texture (in-plane gradient energy rises)
+    texture_gap(flat, truth, hole).backward()
+    rough = flat - 0.5 * flat.grad / flat.grad.abs().max()
+    assert float(gradient_magnitude(rough)[hole > 0].mean()) > float(gradient_magnitude(flat.detach())[hole > 0].mean())
 
 
 def test_holes_lie_in_healthy_brain_and_the_neighbours_are_voided_too():

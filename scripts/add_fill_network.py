@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                              normalisation=model.normalisation) for c in cases]
         net, run = train_fillnet(cached, steps=args.steps, crop=args.crop, batch_size=args.batch_size,
                                  base=args.base, depth=args.depth, lr=args.lr, seed=args.seed, start="smooth",
-                                 log=lambda msg: print(msg, flush=True))
+                                 texture=args.texture, log=lambda msg: print(msg, flush=True))
     config = json.loads(json.dumps(model.config))
     config["networks"][FILL_NET] = dict(net.config)
     if args.through_plane_sigma is not None:

@@ -129,7 +129,7 @@ def run_fold(k: int, test_ids: list[str], cached: dict, model, args, log) -> dic
     if "fillnet" in methods:
         net, run = train_fillnet(train, steps=args.steps, minutes=args.minutes, crop=args.crop,
                                  batch_size=args.batch_size, base=args.base, depth=args.depth, lr=args.lr,
-                                 seed=args.seed, start=args.start, alpha=args.alpha, log=log)
+                                 seed=args.seed, start=args.start, alpha=args.alpha, texture=args.texture, log=log)
         log(f"  trained: {run['steps']} steps in {run['seconds']} s")
     order = sorted(cached)
     sigmas = tuple(float(v) for v in args.z_sigmas.split(",") if v)
@@ -190,6 +190,7 @@ def training_options(ap: argparse.ArgumentParser, steps: int) -> None:
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--texture", type=float, default=0.0, help="weight of the loss's texture term (fillnet.texture_gap)")
 
 
 def main(argv=None) -> int:

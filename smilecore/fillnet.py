@@ -15,6 +15,10 @@ The start (STARTS) is lesionfill.smooth_fill, or lesionfill.mirror_fill: the smo
 mirrored hemisphere's texture, so that a short training begins at a textured fill.
 Loss: L1 inside the hole plus (1 - SSIM) over the hole and a ring of SSIM_RING pixels around
 it: L1 alone, like MSE, is content with a blur; SSIM asks for the local contrast and structure.
+Optionally (`texture` > 0) a texture term: how far the fill's local gradient energy (in-plane
+gradient magnitude, blurred over TEXTURE_SIGMA px) is from the truth's inside the hole. It asks
+for as much texture as the truth has where the truth has it, not for the truth's exact edges,
+which a fill cannot know deep inside a large hole.
 
 Inference (`fill_volume`): every axial slice that holds the mask, with its neighbours as they
 are in the voided volume.
@@ -38,6 +42,7 @@ IN_CH = 5            # voided slice, hole, the other hemisphere, voided slice be
 STARTS = ("smooth", "mirror")
 TUMOUR_MARGIN = 3    # pixels around a case's own tumour never voided in training
 SSIM_RING = 5        # pixels around the hole where the SSIM loss also counts
+TEXTURE_SIGMA = 2.0  # pixels: the scale over which the texture term compares gradient energy
 MIN_HOLE = 50        # pixels: smaller holes are drawn again
 BLOB_SHARE = 0.3     # share of holes that are random blobs rather than tumour shapes
 CROP_MARGIN = 32     # pixels around the holes that fill_volume gives the network (the smooth start reaches 30)
@@ -100,12 +105,27 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch
     return (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
 
 
-def fill_loss(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """L1 inside the hole + (1 - SSIM) over the hole and a ring around it."""
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """In-plane gradient magnitude (central differences, as np.gradient and the protocol's measure)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    gx = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+    gy = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
+    return torch.sqrt(gx * gx + gy * gy + 1e-10)
+
+
+def texture_gap(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Mean |local gradient energy of the fill - the truth's| inside the hole (0 for the truth)."""
+    energy = lambda x: _blur(gradient_magnitude(x), TEXTURE_SIGMA, 4 * int(TEXTURE_SIGMA) + 1)  # noqa: E731
+    return (energy(filled) - energy(truth)).abs()[hole > 0].mean()
+
+
+def fill_loss(filled: torch.Tensor, truth: torch.Tensor, hole: torch.Tensor, texture: float = 0.0) -> torch.Tensor:
+    """L1 inside the hole + (1 - SSIM) over the hole and a ring around it (+ texture x texture_gap)."""
     inside = hole > 0
     l1 = (filled - truth).abs()[inside].mean()
     near = grow(hole, SSIM_RING) > 0
-    return l1 + 1 - ssim_map(filled, truth)[near].mean()
+    loss = l1 + 1 - ssim_map(filled, truth)[near].mean()
+    return loss + texture * texture_gap(filled, truth, hole) if texture else loss
 
 
 # ---- holes -----------------------------------------------------------------------------------
@@ -202,9 +222,10 @@ class HoleSamples:
 
 def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: int = 96, batch_size: int = 8,
                   base: int = 16, depth: int = 3, lr: float = 1e-3, seed: int = 0, start: str = "smooth",
-                  alpha: float = MIRROR_ALPHA, log=print) -> tuple[FillNet, dict]:
+                  alpha: float = MIRROR_ALPHA, texture: float = 0.0, log=print) -> tuple[FillNet, dict]:
     """Train a FillNet on the cached training `cases` for `steps` steps or `minutes` of wall
-    time, whichever ends first (the learning rate follows a cosine over the nearer of the two).
+    time, whichever ends first (the learning rate follows a cosine over the nearer of the two);
+    `texture`: the weight of the loss's texture term (0: L1 + SSIM alone).
     Returns (the network in eval mode, what was run)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -218,7 +239,7 @@ def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: 
         for g in opt.param_groups:
             g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * min(done, 1.0)))
         x, truth = (torch.stack(v) for v in zip(*(data.sample(crop, rng) for _ in range(batch_size))))
-        loss = fill_loss(net(x), truth, x[:, 1:2])
+        loss = fill_loss(net(x), truth, x[:, 1:2], texture)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -228,7 +249,7 @@ def train_fillnet(cases, steps: int = 2000, minutes: float | None = None, crop: 
             log(f"  step {step} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
     run = {"steps": step, "seconds": round(time.time() - t0), "final_loss": float(np.mean(losses[-50:])) if losses else None,
            "crop": crop, "batch_size": batch_size, "base": base, "depth": depth, "lr": lr, "seed": seed,
-           "start": start, "alpha": net.config["alpha"] if start == "mirror" else None,
+           "start": start, "alpha": net.config["alpha"] if start == "mirror" else None, "texture": texture,
            "tumour_shapes": len(data.shapes), "slices": len(data.index)}
     return net.eval(), run
 
