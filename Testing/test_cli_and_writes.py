@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
 from smilecore import synthesis
 from smilecore.cases import DataFolderWarning, NoCasesFound, find_cases
 from smilecore.cli import build_parser, main as cli_main
@@ -295,6 +294,16 @@ def test_every_option_has_help_and_one_readable_default(capsys):
         main(["synthesize", "--help"])
     out = capsys.readouterr().out
     assert "--brain-mask" in out and "voxels outside it are left unchanged" in " ".join(out.split())
+
+
+def test_help_does_not_import_torch():
+    """`smile --help` and `smile train --help` (whose defaults come from TrainConfig) answer without
+    loading torch, which takes seconds; a fresh interpreter, since this one has torch already."""
+    code = ("import sys\nfrom smilecore.cli import main\nfor argv in (['--help'], ['train', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "--gate-floor" in r.stdout and "(default: 0.02)" in r.stdout, r.stdout[-500:]
+    assert r.stderr.strip().splitlines()[-1] == "False", r.stderr[-500:]
 
 
 def test_a_closed_pipe_ends_quietly_and_a_non_model_file_is_one_line(model_path, tmp_path):

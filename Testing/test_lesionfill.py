@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from smilecore.evaluate import best_constant, mean_fill
-from smilecore.lesionfill import fill_lesion, fill_lesion_array, smooth_fill
+from smilecore.lesionfill import fill_lesion_array, smooth_fill
 from smilecore.modelfile import load_model
 from smilecore.synthesis import synthesize
 from smilecore.train import MODEL_NAME

@@ -15,7 +15,7 @@ from nibabel import orientations as nio
 from scipy import ndimage
 
 from smilecore.volume import (BACKGROUND_NOISE_SDS, CLIP_PERCENTILE, CanonicalVolume, VolumeError,
-                              background_level, load_nifti, reorient, restore_orientation, to_canonical)
+                              background_level, load_nifti, reorient, restore_orientation)
 
 # derandomize: the same examples on every run (CI must not flake); no example database on disk
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,

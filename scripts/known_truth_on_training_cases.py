@@ -13,7 +13,6 @@ measure that leaves the cases `smile evaluate` reports on untouched.
 """
 import argparse
 
-import numpy as np
 
 from smilecore import metrics
 from smilecore.cases import find_cases

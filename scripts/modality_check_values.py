@@ -14,7 +14,7 @@ import numpy as np
 
 from smilecore.cases import modality_from_name
 from smilecore.modalitycheck import csf_brightness
-from smilecore.synthetic import LPS, resample_case, with_noise, with_scalp
+from smilecore.synthetic import resample_case, with_noise, with_scalp
 from smilecore.volume import CanonicalVolume, load_nifti
 
 

@@ -314,7 +314,7 @@ def cmd_benchmark(args) -> int:
     if settings.augment and settings.augment_from not in settings.variants:
         settings.augment = False
         print(f"benchmark: {settings.augment_from} is not among the variants; no augmentation experiment")
-    report = Benchmark(settings).run()
+    Benchmark(settings).run()
     out = Path(args.out)
     print((out / "benchmark.md").read_text())
     print(f"report: {out / 'benchmark.md'}, every number: {out / 'benchmark.json'}")

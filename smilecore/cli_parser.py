@@ -122,7 +122,7 @@ def unrecognized(parser, command: str, extra: list) -> int:
 
 def _add_train_parser(sub) -> None:
     """smile train: phased semi-supervised training (defaults: TrainConfig's)."""
-    from .train import LR_SCHEDULES, TrainConfig
+    from .train_config import LR_SCHEDULES, TrainConfig
     d = TrainConfig(data_dir="", out_dir="")
     t = sub.add_parser("train", help="phased semi-supervised training on a folder of BraTS cases",
                        formatter_class=_Formatter)

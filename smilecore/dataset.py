@@ -25,10 +25,10 @@ import torch
 from .cases import Case
 from .files import pid_alive
 from .gated import neighbour_index
+from .train_config import DEFAULT_MIN_BRAIN_FRACTION  # noqa: F401  (importable from here)
 from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti
 
 CACHE_FORMAT = 2  # 2: brain above the background noise (volume.find_brain), voxel size recorded
-DEFAULT_MIN_BRAIN_FRACTION = 0.01
 
 
 def _file_signature(path: Path) -> dict:

@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .lesionfill import soft_fill
+from .train_config import GATE_FLOOR  # noqa: F401  (importable from here)
 from .unet import UNet
 
 GATE_BIAS = -4.0
-GATE_FLOOR = 0.02
 COVER_RIM = 2  # px around S's lesion held open at synthesis (the shipped default's `grow` too)
 
 
