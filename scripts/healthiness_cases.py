@@ -21,6 +21,14 @@ cases it never saw), under the model's own S_t2 mask rule (threshold, parts, fli
     python scripts/healthiness_cases.py MODEL DATA_DIR --out RECORD.json [--judges CV_DIR]
         [--makers CV_DIR --maker-recipe mirror+opposite] [--rule 0.6,0.2]
     python scripts/healthiness_cases.py --summary RECORD.json [RECORD2.json ...]
+
+With `--reaches 0,8,12,...`, each case is synthesised once with no reach (the model's
+"change_reach_mm" set to 0: G's change kept wherever its gate opened), and each reach R (mm) is
+then applied to that pseudo-normal by the engine's own function (synthesis_blend.kept_near_lesion:
+it only touches voxels outside the lesion, where the through-plane pass does not reach) and judged;
+`bright_changed`, the share of bright non-tumour tissue (metrics.bright_tissue: CSF, at least
+BRIGHT_MARGIN voxels from the expert tumour) that changed by more than 1 % of V99.5, says how much
+normal anatomy the pseudo-normal alters.
 """
 from __future__ import annotations
 
@@ -41,27 +49,48 @@ from cv_segmentor import folds  # noqa: E402  (the same folds)
 from flair_fold_check import model_with_fold  # noqa: E402
 
 from smilecore.cases import find_cases  # noqa: E402
-from smilecore.metrics import dice  # noqa: E402
+from smilecore.metrics import bright_tissue, dice, share_marked  # noqa: E402
 from smilecore.modelfile import load_model  # noqa: E402
 from smilecore.modelfile import RECIPE_KEYS  # noqa: E402
 from smilecore.networks import T2_NET  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
+from smilecore.synthesis_blend import kept_near_lesion  # noqa: E402
 
 
-def judge(model, case, judge_model=None) -> dict:
-    """The figures of one case; `judge_model` marks the lesion left in the pseudo-normal (default: `model`)."""
+def judge(model, case, judge_model=None, reaches=None) -> dict:
+    """The figures of one case; `judge_model` marks the lesion left in the pseudo-normal (default:
+    `model`); `reaches`: mm values, each judged on the one no-reach synthesis (module docstring)."""
     image = nib.load(case.image("t2"))
     t2 = np.asarray(image.dataobj, np.float32)
     tumour = np.asarray(nib.load(case.seg).dataobj) > 0
     t0 = time.time()
+    if reaches is not None:
+        model.config["change_reach_mm"] = 0
     result = synthesize(t2, image.affine, model, notify=lambda m: None)
-    again = synthesize(result.pseudo_normal, image.affine, judge_model or model, notify=lambda m: None).lesion_mask > 0
+    lesion = result.lesion_mask > 0
+    figures = lambda pn: pseudo_normal_figures(pn, t2, tumour, image.affine, judge_model or model)  # noqa: E731
+    out = {"dice": dice(lesion, tumour), "segmentor": result.segmentor}
+    if reaches is None:
+        out.update(figures(result.pseudo_normal))
+    else:
+        spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+        out["reach"] = {}
+        for reach in reaches:
+            pn = np.array(result.pseudo_normal, np.float32)
+            kept_near_lesion(pn, t2, lesion, spacing, reach)
+            out["reach"][f"{reach:g}"] = figures(pn)
+    out["seconds"] = round(time.time() - t0)
+    return out
+
+
+def pseudo_normal_figures(pseudo_normal, t2, tumour, affine, judge_model) -> dict:
+    """h (expert tumour the judge does not find again), far brain changed, bright tissue changed."""
+    again = synthesize(pseudo_normal, affine, judge_model, notify=lambda m: None).lesion_mask > 0
     brain = t2 > 0
     far = brain & (ndimage.distance_transform_edt(~tumour) > 4)
-    changed = (np.abs(result.pseudo_normal - t2) > 0.01 * np.percentile(t2[brain], 99.5)) & far
-    return {"h": 1 - float((again & tumour).sum() / tumour.sum()), "far_changed": float(changed.sum() / far.sum()),
-            "dice": dice(result.lesion_mask > 0, tumour), "segmentor": result.segmentor,
-            "seconds": round(time.time() - t0)}
+    changed = np.abs(pseudo_normal - t2) > 0.01 * np.percentile(t2[brain], 99.5)
+    return {"h": 1 - float((again & tumour).sum() / tumour.sum()), "far_changed": float((changed & far).sum() / far.sum()),
+            "bright_changed": share_marked(changed, bright_tissue(t2, brain, tumour))}
 
 
 def fold_judges(cv_dir: str, model_path: str, tmp: Path, recipe: str = "mirror", rule: dict | None = None) -> dict:
@@ -90,6 +119,9 @@ def summary(paths) -> str:
     lines = []
     for path in paths:
         record = json.loads(Path(path).read_text())
+        if any("reach" in v for v in record["cases"].values()):
+            lines += reach_summary(record)
+            continue
         cases = record["cases"]
         for key in ("h", "far_changed", "dice"):
             if not all(key in v for v in cases.values()):
@@ -100,6 +132,20 @@ def summary(paths) -> str:
             lines.append(f"{Path(record['model']).name} {key}{judged}: {np.mean(per_fold):.3f} +- {np.std(per_fold):.3f} "
                          f"over folds, worst case {worst:.3f}")
     return "\n".join(lines)
+
+
+def reach_summary(record: dict) -> list[str]:
+    """Per reach: each figure's mean +- SD over folds and its worst case."""
+    cases = record["cases"]
+    lines = ["| reach (mm) | h | worst h | far changed | worst | bright tissue changed | worst |", "|---" * 7 + "|"]
+    for reach in next(iter(cases.values()))["reach"]:
+        cells = []
+        for key, worst in (("h", min), ("far_changed", max), ("bright_changed", max)):
+            per_fold = [np.mean([cases[c]["reach"][reach][key] for c in fold]) for fold in folds(sorted(cases))]
+            w = worst(cases, key=lambda c: cases[c]["reach"][reach][key])
+            cells += [f"{np.mean(per_fold):.4f} +- {np.std(per_fold):.4f}", f"{cases[w]['reach'][reach][key]:.4f} ({w[8:]})"]
+        lines.append(f"| {'none' if reach == '0' else reach} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -114,8 +160,10 @@ def main(argv=None) -> int:
     ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: make each pseudo-normal with the fold S")
     ap.add_argument("--maker-recipe", default="mirror", help="the makers' recipe (e.g. mirror+opposite)")
     ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
+    ap.add_argument("--reaches", default=None, help="mm values of the change's reach to judge (0: none)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    reaches = [float(v) for v in args.reaches.split(",")] if args.reaches else None
     if args.summary:
         print(summary(args.summary))
         return 0
@@ -124,7 +172,8 @@ def main(argv=None) -> int:
     rule = mask_rule_of(model, args.rule)
     model.config[RECIPE_KEYS[T2_NET]].update(rule)
     record = {"model": args.model, "judges": args.judges, "judge_recipe": args.judge_recipe, "cases": {},
-              "makers": args.makers, "maker_recipe": args.maker_recipe if args.makers else None, "rule": rule}
+              "makers": args.makers, "maker_recipe": args.maker_recipe if args.makers else None, "rule": rule,
+              "reaches": reaches}
     only = set(filter(None, args.cases.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         judges = fold_judges(args.judges, args.model, Path(tmp), args.judge_recipe) if args.judges else {}
@@ -133,7 +182,8 @@ def main(argv=None) -> int:
             for given, chosen in ((args.judges, judges), (args.makers, makers)):
                 if given and case.case_id not in chosen:
                     raise SystemExit(f"{given}: no fold holds {case.case_id} out")
-            record["cases"][case.case_id] = judge(makers.get(case.case_id, model), case, judges.get(case.case_id))
+            record["cases"][case.case_id] = judge(makers.get(case.case_id, model), case, judges.get(case.case_id),
+                                                  reaches)
             print(case.case_id, record["cases"][case.case_id], flush=True)
             Path(args.out).write_text(json.dumps(record, indent=1))
     if not only:

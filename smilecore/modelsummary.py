@@ -48,7 +48,7 @@ def networks_used(config: dict) -> list[str]:
     """What synthesis does with the optional networks: the FLAIR segmentor, the T2 segmentor S_t2
     (which replaces S's lesion mask without a FLAIR) and the fill network."""
     from .flair import DEFAULT_FLIPS
-    from .synthesis_blend import pass_sigma
+    from .synthesis_blend import change_reach, pass_sigma
     nets = config.get("networks", {})   # roles by name (networks.FLAIR_NET, ...): networks.py imports torch
     flair = config.get("flair_segmentor") if "S_flair" in nets else None
     t2 = config.get("t2_segmentor") if "S_t2" in nets else None
@@ -67,4 +67,7 @@ def networks_used(config: dict) -> list[str]:
                                       f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
                                       f"depth {fill['depth']}; synthesis_fill.py)")
                  + f"; through-plane pass sigma {pass_sigma(config):g} slices")
+    reach = change_reach(config)
+    lines.append("Change reach   " + (f"G's change kept within {reach:g} mm of the lesion mask (no mask given)"
+                                      if reach > 0 else "none: G's change kept wherever its gate opened"))
     return lines

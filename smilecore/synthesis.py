@@ -82,7 +82,7 @@ from .lesionfill import FILLS, fill_lesion
 from .modelfile import SmileModel, default_model_path, load_model
 from .networks import FLAIR_NET
 from .precision import autocast_dtype, in_bf16
-from .synthesis_blend import compose_outputs, pass_sigma
+from .synthesis_blend import change_reach, compose_outputs, pass_sigma
 from .synthesis_fill import fill_with_network
 from .synthesis_grid import NetGrid, NetOutputs, model_spacing, network_grid, resample_slices  # noqa: F401
 from .synthesis_inputs import (ModalityMismatch, canonical_lesion_mask, canonical_volume,  # noqa: F401
@@ -349,7 +349,8 @@ def synthesize(data: np.ndarray, affine: np.ndarray, model: SmileModel, mask: np
     fill_with_network(model, outs, user_mask is not None, threshold)   # a fill network fills instead of G
     vol.image = grid.image = grid.seg = seg = None   # the networks are done: their inputs are freed
     # back on the input's grid and in its scale, then in its voxel order (views: no copies)
-    outputs = compose_outputs(vol, grid, outs, threshold, user_mask, pass_sigma(model.config))
+    outputs = compose_outputs(vol, grid, outs, threshold, user_mask, pass_sigma(model.config),
+                              change_reach(model.config))
     return SynthesisResult(**{name: vol.to_input_order(outputs[name], copy=False) for name in OUTPUT_NAMES},
                            mask_source="user" if user_mask is not None else "segmentor", notes=tell.notes,
                            segmentor=segmentor)

@@ -5,7 +5,10 @@ resampled, the *change* is resampled back, so tissue the generator leaves alone 
 input values), and `compose_outputs` adds them to the input's raw intensities as the synthesis
 module docstring describes: outside the lesion G's change is added to the input, inside it G's
 image replaces the input, and R's change fades out over FILL_GROW px around the lesion.
-Then one pass through the plane (`through_plane_pass`): G fills each axial slice on its own, so
+Without a mask, G's change is then kept only within a reach of S's lesion (`kept_near_lesion`):
+G's gate may open anywhere, and where it opened far from every lesion S marks it erased normal
+anatomy (the lateral ventricles of a training case, 57 mm from the lesion), so the lesion mask
+bounds every change a reader sees. Then one pass through the plane (`through_plane_pass`): G fills each axial slice on its own, so
 each slice's patch had its own brightness, seen as horizontal stripes in coronal and sagittal
 views; the pseudo-normal inside the replaced region is averaged along z over that region's
 voxels only (the input outside it stays exact).
@@ -27,6 +30,8 @@ from .volume import CanonicalVolume
 
 CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, not the result
 Z_SIGMA = 1.5      # slices: the through-plane pass's Gaussian for a model that names none (0: no pass)
+REACH_MM = 12.0    # mm from S's lesion beyond which the pseudo-normal is the input exactly (no mask given)
+REACH_FADE_MM = 3.0  # mm over which G's change fades out before the reach (no step at its edge)
 
 
 def pass_sigma(config: dict) -> float:
@@ -34,6 +39,40 @@ def pass_sigma(config: dict) -> float:
     Z_SIGMA. Chosen per fill: G's fill is striped without the pass, a fill network that sees the
     neighbouring slices is not, and the pass would smooth it more than the anatomy (docs/fill-cv.md)."""
     return float(config.get("through_plane_sigma", Z_SIGMA))
+
+
+def change_reach(config: dict) -> float:
+    """mm from S's lesion within which G may change the input (no mask given): the model's
+    "change_reach_mm", else REACH_MM; 0: no limit (G's change kept wherever its gate opened)."""
+    return float(config.get("change_reach_mm", REACH_MM))
+
+
+def kept_near_lesion(pseudo_normal: np.ndarray, raw: np.ndarray, lesion: np.ndarray, spacing,
+                     reach_mm: float) -> tuple | None:
+    """In place: `pseudo_normal` becomes `raw` farther than `reach_mm` (3D, `spacing` mm a voxel)
+    from `lesion`, and its change fades to 0 over the last REACH_FADE_MM before that; the lesion
+    and what lies well within the reach are untouched. No lesion: the input everywhere. Returns
+    the box that holds every voxel still changed (None: none); reach 0 does nothing."""
+    if reach_mm <= 0:
+        return tuple(slice(None) for _ in range(3))
+    if not lesion.any():
+        pseudo_normal[...] = raw
+        return None
+    from scipy import ndimage
+    box = []
+    for k in range(3):   # the lesion's box widened by the reach: beyond it every voxel is farther
+        idx = np.nonzero(lesion.any(axis=tuple(a for a in range(3) if a != k)))[0]
+        pad = int(np.ceil(reach_mm / spacing[k]))
+        box.append(slice(max(0, int(idx[0]) - pad), min(lesion.shape[k], int(idx[-1]) + 1 + pad)))
+    box = tuple(box)
+    inside = np.zeros(lesion.shape, bool)
+    inside[box] = True
+    pseudo_normal[~inside] = raw[~inside]
+    distance = ndimage.distance_transform_edt(~lesion[box], sampling=spacing)
+    fade = np.clip((reach_mm - distance) / REACH_FADE_MM, 0.0, 1.0)
+    part = raw[box] + fade * (pseudo_normal[box] - raw[box])
+    pseudo_normal[box] = part.astype(pseudo_normal.dtype)
+    return box
 
 
 @dataclass
@@ -76,11 +115,13 @@ def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, thresho
 
 
 def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, threshold: float,
-                    user_mask: np.ndarray | None, z_sigma: float = Z_SIGMA) -> dict[str, np.ndarray]:
+                    user_mask: np.ndarray | None, z_sigma: float = Z_SIGMA,
+                    reach_mm: float = REACH_MM) -> dict[str, np.ndarray]:
     """The five outputs (synthesis.OUTPUT_NAMES) in the input's raw scale, canonical order, with
     the raw input's memory layout. Every change lies in the crop's axial range (outside it the
     networks changed nothing); it is composed CHUNK_SLICES slices at a time. `z_sigma`: the
-    through-plane pass's (`pass_sigma`)."""
+    through-plane pass's (`pass_sigma`); `reach_mm`: how far from S's lesion G's change is kept
+    when no mask is given (`change_reach`)."""
     brain, raw = vol.brain, vol.raw
     pseudo_normal, pseudo_abnormal = np.array(raw, order="K"), np.array(raw, order="K")
     difference, prob = np.zeros_like(raw, np.float32), np.zeros_like(raw, np.float32)
@@ -97,7 +138,10 @@ def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, thres
         pseudo_normal[box] += change
         difference[box] = -change
         pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
-    # after the loop: the pass needs the slices of every chunk
+    # after the loop: the reach and the pass need the slices of every chunk
+    if user_mask is None and reach_mm > 0:
+        kept_near_lesion(pseudo_normal, raw, lesion, vol.spacing, reach_mm)
+        np.subtract(raw, pseudo_normal, out=difference)
     replaced = brain & lesion
     if through_plane_pass(pseudo_normal, replaced, z_sigma) is not None:
         # where the pass changed the pseudo-normal, the difference follows it (the lesion's voxels only)
