@@ -30,7 +30,7 @@ from .volume import CanonicalVolume
 
 CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, not the result
 Z_SIGMA = 1.5      # slices: the through-plane pass's Gaussian for a model that names none (0: no pass)
-REACH_MM = 12.0    # mm from S's lesion beyond which the pseudo-normal is the input exactly (no mask given)
+REACH_MM = 8.0     # mm from S's lesion beyond which the pseudo-normal is the input exactly (no mask given)
 REACH_FADE_MM = 3.0  # mm over which G's change fades out before the reach (no step at its edge)
 
 
