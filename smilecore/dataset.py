@@ -25,7 +25,7 @@ import torch
 from .cases import Case
 from .files import pid_alive
 from .gated import neighbour_index
-from .train_config import DEFAULT_MIN_BRAIN_FRACTION  # noqa: F401  (importable from here)
+from .defaults import DEFAULT_MIN_BRAIN_FRACTION  # noqa: F401  (importable from here)
 from .volume import CLIP_PERCENTILE, CanonicalVolume, load_label, load_nifti
 
 CACHE_FORMAT = 2  # 2: brain above the background noise (volume.find_brain), voxel size recorded

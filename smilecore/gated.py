@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .lesionfill import soft_fill
-from .train_config import GATE_FLOOR  # noqa: F401  (importable from here)
+from .defaults import GATE_FLOOR  # noqa: F401  (importable from here)
 from .unet import UNet
 
 GATE_BIAS = -4.0

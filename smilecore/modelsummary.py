@@ -66,8 +66,7 @@ def networks_used(config: dict) -> list[str]:
     lines.append("Lesion fill    " + ("G's own (no fill network)" if fill is None else
                                       f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
                                       f"depth {fill['depth']}; synthesis_fill.py)")
-                 + f"; through-plane pass sigma {pass_sigma(config):g} slices")
-    reach = change_reach(config)
-    lines.append("Change reach   " + (f"G's change kept within {reach:g} mm of the lesion mask (no mask given)"
-                                      if reach > 0 else "none: G's change kept wherever its gate opened"))
+                 + f"; through-plane pass sigma {pass_sigma(config):g} slices; "
+                 + (f"G's change kept within {change_reach(config):g} mm of the lesion" if change_reach(config) > 0
+                    else "G's change kept wherever its gate opens"))
     return lines

@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .cases import PAPER_FRACTIONS, canonical_modality
+from .defaults import DEFAULT_MIN_BRAIN_FRACTION, GATE_FLOOR
 from .volume import NORMALISATIONS
-
-GATE_FLOOR = 0.02                   # gated G: gate values below it count as 0 (gated.gate)
-DEFAULT_MIN_BRAIN_FRACTION = 0.01   # axial slices with a smaller share of brain are not trained on
 
 VARIANTS = ("smile", "gvs")
 
