@@ -64,11 +64,11 @@ def test_synthesis_without_a_mask_changes_nothing_beyond_the_reach(case):
     synthetic brain is small beside the default's) the pseudo-normal differs from the input only
     within it of the lesion mask, and the difference output is input - pseudo-normal everywhere."""
     data, affine, model = case
-    assert change_reach(model.config) == synthesis_blend.REACH_MM   # a model that names none
+    assert change_reach(model.config) == (synthesis_blend.REACH_MM, synthesis_blend.REACH_P)   # names none
     reach = 3.0
     runs = {}
     for reach in (0, reach):
-        m = dataclasses.replace(model, config={**model.config, "change_reach_mm": reach})
+        m = dataclasses.replace(model, config={**model.config, "change_reach_mm": reach, "change_reach_p": 1.0})
         runs[reach] = synthesize(data, affine, m, notify=lambda _: None).arrays()
     lesion = runs[0]["lesion_mask"] > 0
     assert lesion.any()
@@ -92,4 +92,6 @@ def test_a_reach_the_engine_cannot_use_is_refused(model_path, tmp_path):
         set_recipe.set_recipe(model_path, "model", {"change_reach_mm": -1.0}, tmp_path / "bad.pt")
     out = tmp_path / "no-reach.pt"
     set_recipe.set_recipe(model_path, "model", {"change_reach_mm": 0}, out)
-    assert change_reach(load_model(out).config) == 0
+    assert change_reach(load_model(out).config)[0] == 0
+    with pytest.raises(ModelFileError, match=r"change_reach_p 0 is not a probability"):
+        set_recipe.set_recipe(model_path, "model", {"change_reach_p": 0}, tmp_path / "bad.pt")

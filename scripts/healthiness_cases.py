@@ -22,7 +22,8 @@ cases it never saw), under the model's own S_t2 mask rule (threshold, parts, fli
         [--makers CV_DIR --maker-recipe mirror+opposite] [--rule 0.6,0.2]
     python scripts/healthiness_cases.py --summary RECORD.json [RECORD2.json ...]
 
-With `--reaches 0,8,12,...`, each case is synthesised once with no reach (the model's
+With `--reaches 0,8,12,...` (and `--reach-ps 1,0.5`: S's probability above which a voxel also
+anchors the reach, synthesis_blend.reach_seed; 1 the mask alone), each case is synthesised once with no reach (the model's
 "change_reach_mm" set to 0: G's change kept wherever its gate opened), and each reach R (mm) is
 then applied to that pseudo-normal by the engine's own function (synthesis_blend.kept_near_lesion:
 it only touches voxels outside the lesion, where the through-plane pass does not reach) and judged;
@@ -54,7 +55,20 @@ from smilecore.modelfile import load_model  # noqa: E402
 from smilecore.modelfile import RECIPE_KEYS  # noqa: E402
 from smilecore.networks import T2_NET  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
-from smilecore.synthesis_blend import kept_near_lesion  # noqa: E402
+from smilecore.synthesis_blend import kept_near_lesion, reach_seed  # noqa: E402
+
+
+def reach_key(reach: float, p: float) -> str:
+    """A record's name for a reach: mm, and the probability that also anchors it (1: the mask alone)."""
+    return f"{reach:g}" if p >= 1 else f"{reach:g}@p{p:g}"
+
+
+def reaches_of(text: str | None, ps: str) -> list[tuple[float, float]] | None:
+    """--reaches mm values x --reach-ps probabilities (a reach of 0, no limit, once)."""
+    if not text:
+        return None
+    pairs = [(float(r), float(p)) for r in text.split(",") for p in ps.split(",")]
+    return list(dict.fromkeys((r, 1.0) if r <= 0 else (r, p) for r, p in pairs))
 
 
 def judge(model, case, judge_model=None, reaches=None) -> dict:
@@ -75,10 +89,10 @@ def judge(model, case, judge_model=None, reaches=None) -> dict:
     else:
         spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
         out["reach"] = {}
-        for reach in reaches:
+        for reach, p in reaches:
             pn = np.array(result.pseudo_normal, np.float32)
-            kept_near_lesion(pn, t2, lesion, spacing, reach)
-            out["reach"][f"{reach:g}"] = figures(pn)
+            kept_near_lesion(pn, t2, reach_seed(lesion, result.lesion_probability, p), spacing, reach)
+            out["reach"][reach_key(reach, p)] = figures(pn)
     out["seconds"] = round(time.time() - t0)
     return out
 
@@ -144,7 +158,7 @@ def reach_summary(record: dict) -> list[str]:
             per_fold = [np.mean([cases[c]["reach"][reach][key] for c in fold]) for fold in folds(sorted(cases))]
             w = worst(cases, key=lambda c: cases[c]["reach"][reach][key])
             cells += [f"{np.mean(per_fold):.4f} +- {np.std(per_fold):.4f}", f"{cases[w]['reach'][reach][key]:.4f} ({w[8:]})"]
-        lines.append(f"| {'none' if reach == '0' else reach} | " + " | ".join(cells) + " |")
+        lines.append(f"| {'none' if reach == '0' else reach.replace('@p', ' mm, p > ')} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -161,9 +175,10 @@ def main(argv=None) -> int:
     ap.add_argument("--maker-recipe", default="mirror", help="the makers' recipe (e.g. mirror+opposite)")
     ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
     ap.add_argument("--reaches", default=None, help="mm values of the change's reach to judge (0: none)")
+    ap.add_argument("--reach-ps", default="1", help="S's probabilities that also anchor each reach (1: the mask alone)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    reaches = [float(v) for v in args.reaches.split(",")] if args.reaches else None
+    reaches = reaches_of(args.reaches, args.reach_ps)
     if args.summary:
         print(summary(args.summary))
         return 0

@@ -3,7 +3,7 @@ with its tumour replaced by the other hemisphere (the volume flipped left-right,
 cv_segmentor.healthy_ised does to slices; voxels whose mirror is tumour too stay unknown and, with
 2 voxels around them, are not counted) is synthesised from its T2 with no mask, once with no reach
 (the model's "change_reach_mm" 0), then each reach applied by the engine's own function
-(synthesis_blend.kept_near_lesion). Per case: the share of the counted brain that S's lesion mask
+(synthesis_blend.kept_near_lesion; `--reach-ps`: S's probabilities that also anchor it). Per case: the share of the counted brain that S's lesion mask
 marks, and the share that changed by more than 1 % of V99.5. With `--makers CV_DIR`, each case's
 S_t2 is the fold S that held it out (healthiness_cases.fold_judges).
 
@@ -27,13 +27,13 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cv_segmentor import folds  # noqa: E402
-from healthiness_cases import fold_judges, mask_rule_of  # noqa: E402
+from healthiness_cases import fold_judges, mask_rule_of, reach_key, reaches_of  # noqa: E402
 
 from smilecore.cases import find_cases  # noqa: E402
 from smilecore.modelfile import RECIPE_KEYS, load_model  # noqa: E402
 from smilecore.networks import T2_NET  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
-from smilecore.synthesis_blend import kept_near_lesion  # noqa: E402
+from smilecore.synthesis_blend import kept_near_lesion, reach_seed  # noqa: E402
 
 
 def healthy_brain(t2: np.ndarray, tumour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +41,7 @@ def healthy_brain(t2: np.ndarray, tumour: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.where(tumour, t2[::-1], t2), tumour & tumour[::-1]
 
 
-def judge(model, case, reaches: list[float]) -> dict:
+def judge(model, case, reaches: list[tuple[float, float]]) -> dict:
     image = nib.load(case.image("t2"))
     t2 = np.asarray(image.dataobj, np.float32)
     healthy, unknown = healthy_brain(t2, np.asarray(nib.load(case.seg).dataobj) > 0)
@@ -53,11 +53,11 @@ def judge(model, case, reaches: list[float]) -> dict:
     lesion = result.lesion_mask > 0
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     changed = {}
-    for reach in reaches:
+    for reach, p in reaches:
         pn = np.array(result.pseudo_normal, np.float32)
-        kept_near_lesion(pn, healthy, lesion, spacing, reach)
+        kept_near_lesion(pn, healthy, reach_seed(lesion, result.lesion_probability, p), spacing, reach)
         moved = np.abs(pn - healthy) > 0.01 * np.percentile(healthy[brain], 99.5)
-        changed[f"{reach:g}"] = float((moved & counted).sum() / counted.sum())
+        changed[reach_key(reach, p)] = float((moved & counted).sum() / counted.sum())
     return {"lesion": float((lesion & counted).sum() / counted.sum()), "changed": changed,
             "unknown_ml": float(unknown.sum()) * float(np.prod(spacing)) / 1000, "seconds": round(time.time() - t0)}
 
@@ -67,7 +67,7 @@ def summary(path: str) -> str:
     order = sorted(cases)
     rows = ["| figure | mean +- SD over folds | worst case |", "|---|---|---|"]
     figures = [("S marks", lambda c: cases[c]["lesion"])] + [
-        (f"changed, reach {r if r != '0' else 'none'}", lambda c, r=r: cases[c]["changed"][r])
+        (f"changed, reach {r.replace('@p', ' mm, p > ') if r != '0' else 'none'}", lambda c, r=r: cases[c]["changed"][r])
         for r in cases[order[0]]["changed"]]
     for name, value in figures:
         per_fold = [np.mean([value(c) for c in fold]) for fold in folds(order)]
@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("data_dir", nargs="?")
     ap.add_argument("--out")
     ap.add_argument("--reaches", default="0,8", help="mm values of the change's reach (0: none)")
+    ap.add_argument("--reach-ps", default="1", help="S's probabilities that also anchor each reach (1: the mask alone)")
     ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: each case's fold S as S_t2")
     ap.add_argument("--maker-recipe", default="mirror+opposite")
     ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     rule = mask_rule_of(model, args.rule)
     model.config[RECIPE_KEYS[T2_NET]].update(rule)
-    reaches = [float(v) for v in args.reaches.split(",")]
+    reaches = reaches_of(args.reaches, args.reach_ps)
     record = {"model": args.model, "makers": args.makers, "maker_recipe": args.maker_recipe if args.makers else None,
               "rule": rule, "reaches": reaches, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:

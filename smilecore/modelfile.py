@@ -129,13 +129,15 @@ def _check_recipes(config: dict) -> None:
     """Each recipe segmentor of a model has a recipe that its input channels match (KeyError, ValueError):
     S_flair sees the T2 first and the FLAIR, S_t2 the T2 alone. The through-plane pass's sigma, where
     the configuration names one, is a number of slices >= 0 (synthesis_blend.pass_sigma), and the
-    reach of G's change a number of mm >= 0 (synthesis_blend.change_reach)."""
+    reach of G's change a number of mm >= 0 and a probability in (0, 1] (synthesis_blend.change_reach)."""
     sigma = config.get("through_plane_sigma", 0)
     if not (isinstance(sigma, (int, float)) and 0 <= sigma < 100):
         raise ValueError(f"through_plane_sigma {sigma!r} is not a number of slices in [0, 100)")
-    reach = config.get("change_reach_mm", 0)
+    reach, p = config.get("change_reach_mm", 0), config.get("change_reach_p", 1)
     if not (isinstance(reach, (int, float)) and not isinstance(reach, bool) and 0 <= reach < 1000):
         raise ValueError(f"change_reach_mm {reach!r} is not a number of mm in [0, 1000)")
+    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= 1):
+        raise ValueError(f"change_reach_p {p!r} is not a probability in (0, 1]")
     for role in RECIPE_SEGMENTORS:
         if role not in config["networks"]:
             continue

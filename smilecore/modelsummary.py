@@ -66,7 +66,12 @@ def networks_used(config: dict) -> list[str]:
     lines.append("Lesion fill    " + ("G's own (no fill network)" if fill is None else
                                       f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
                                       f"depth {fill['depth']}; synthesis_fill.py)")
-                 + f"; through-plane pass sigma {pass_sigma(config):g} slices; "
-                 + (f"G's change kept within {change_reach(config):g} mm of the lesion" if change_reach(config) > 0
-                    else "G's change kept wherever its gate opens"))
+                 + f"; through-plane pass sigma {pass_sigma(config):g} slices"
+                 + f"; {reach_text(*change_reach(config))}")
     return lines
+
+
+def reach_text(mm: float, p: float) -> str:
+    if mm <= 0:
+        return "G's change kept wherever its gate opens"
+    return f"G's change kept within {mm:g} mm of the lesion" + (f" and of S's p > {p:g}" if p < 1 else "")

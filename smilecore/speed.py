@@ -258,14 +258,15 @@ def compare_results(a, b, vol: CanonicalVolume) -> dict:
 def compare_with_naive(result, ref: dict, vol: CanonicalVolume, model: SmileModel) -> dict:
     """Fast-path outputs against the naive path's, inside the brain, in normalised intensity (the
     naive G given synthesis's reach rule first: G's change kept near the lesion only)."""
-    from .synthesis_blend import change_reach, kept_near_lesion
+    from .synthesis_blend import change_reach, kept_near_lesion, reach_seed
     brain = vol.brain
     to_canon = vol.to_canonical_order
     g_fast = (to_canon(result.pseudo_normal) - vol.raw) / vol.norm.scale + vol.image
     p_fast = to_canon(result.lesion_probability)
     m_fast, m_ref = to_canon(result.lesion_mask) > 0, ref["mask"] & brain
     g_ref = np.array(ref["G"], np.float32)
-    kept_near_lesion(g_ref, vol.image, m_ref, vol.spacing, change_reach(model.config))
+    mm, p = change_reach(model.config)
+    kept_near_lesion(g_ref, vol.image, reach_seed(m_ref, ref["p"] * brain, p), vol.spacing, mm)
     inter, total = float((m_fast & m_ref).sum()), float(m_fast.sum() + m_ref.sum())
     return {"pseudo_normal_max_abs": float(np.abs(g_fast - g_ref)[brain].max()),
             "pseudo_normal_mean_abs": float(np.abs(g_fast - g_ref)[brain].mean()),

@@ -32,6 +32,7 @@ CHUNK_SLICES = 16  # axial slices composed at a time: bounds the temporaries, no
 Z_SIGMA = 1.5      # slices: the through-plane pass's Gaussian for a model that names none (0: no pass)
 REACH_MM = 8.0     # mm from S's lesion beyond which the pseudo-normal is the input exactly (no mask given)
 REACH_FADE_MM = 3.0  # mm over which G's change fades out before the reach (no step at its edge)
+REACH_P = 1.0      # S's probability above which a voxel anchors the reach beside the mask (1: the mask alone)
 
 
 def pass_sigma(config: dict) -> float:
@@ -41,10 +42,16 @@ def pass_sigma(config: dict) -> float:
     return float(config.get("through_plane_sigma", Z_SIGMA))
 
 
-def change_reach(config: dict) -> float:
-    """mm from S's lesion within which G may change the input (no mask given): the model's
-    "change_reach_mm", else REACH_MM; 0: no limit (G's change kept wherever its gate opened)."""
-    return float(config.get("change_reach_mm", REACH_MM))
+def change_reach(config: dict) -> tuple[float, float]:
+    """(mm, p): G may change the input (no mask given) within mm of S's lesion mask and of every
+    voxel where S's probability is above p; the model's "change_reach_mm" and "change_reach_p",
+    else REACH_MM and REACH_P. mm 0: no limit (G's change kept wherever its gate opened)."""
+    return float(config.get("change_reach_mm", REACH_MM)), float(config.get("change_reach_p", REACH_P))
+
+
+def reach_seed(lesion: np.ndarray, probability: np.ndarray, p: float) -> np.ndarray:
+    """What the reach is measured from: the lesion mask and S's probability above p."""
+    return lesion | (probability > p) if p < 1 else lesion
 
 
 def kept_near_lesion(pseudo_normal: np.ndarray, raw: np.ndarray, lesion: np.ndarray, spacing,
@@ -116,12 +123,12 @@ def back_on_input(grid: NetGrid, outs: NetOutputs, vol: CanonicalVolume, thresho
 
 def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, threshold: float,
                     user_mask: np.ndarray | None, z_sigma: float = Z_SIGMA,
-                    reach_mm: float = REACH_MM) -> dict[str, np.ndarray]:
+                    reach: tuple[float, float] = (REACH_MM, REACH_P)) -> dict[str, np.ndarray]:
     """The five outputs (synthesis.OUTPUT_NAMES) in the input's raw scale, canonical order, with
     the raw input's memory layout. Every change lies in the crop's axial range (outside it the
     networks changed nothing); it is composed CHUNK_SLICES slices at a time. `z_sigma`: the
-    through-plane pass's (`pass_sigma`); `reach_mm`: how far from S's lesion G's change is kept
-    when no mask is given (`change_reach`)."""
+    through-plane pass's (`pass_sigma`); `reach`: (mm, p), how far from S's lesion G's change is
+    kept when no mask is given (`change_reach`)."""
     brain, raw = vol.brain, vol.raw
     pseudo_normal, pseudo_abnormal = np.array(raw, order="K"), np.array(raw, order="K")
     difference, prob = np.zeros_like(raw, np.float32), np.zeros_like(raw, np.float32)
@@ -139,8 +146,8 @@ def compose_outputs(vol: CanonicalVolume, grid: NetGrid, outs: NetOutputs, thres
         difference[box] = -change
         pseudo_abnormal[box] += _painted_change(vol, on, replaced, lesion[box])
     # after the loop: the reach and the pass need the slices of every chunk
-    if user_mask is None and reach_mm > 0:
-        kept_near_lesion(pseudo_normal, raw, lesion, vol.spacing, reach_mm)
+    if user_mask is None and reach[0] > 0:
+        kept_near_lesion(pseudo_normal, raw, reach_seed(lesion, prob, reach[1]), vol.spacing, reach[0])
         np.subtract(raw, pseudo_normal, out=difference)
     replaced = brain & lesion
     if through_plane_pass(pseudo_normal, replaced, z_sigma) is not None:
