@@ -162,6 +162,25 @@ def reach_summary(record: dict) -> list[str]:
     return lines
 
 
+def maker_options(ap: argparse.ArgumentParser, reaches: str | None, maker_recipe: str) -> None:
+    """The options of the fold makers and of the reach, shared with healthy_brain_cases.py."""
+    ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: make each pseudo-normal with the fold S")
+    ap.add_argument("--maker-recipe", default=maker_recipe, help="the makers' recipe (e.g. mirror+opposite)")
+    ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
+    ap.add_argument("--reaches", default=reaches, help="mm values of the change's reach to judge (0: none)")
+    ap.add_argument("--reach-ps", default="1", help="S's probabilities that also anchor each reach (1: the mask alone)")
+    ap.add_argument("--threads", type=int, default=1)
+
+
+def maker_model(args) -> tuple:
+    """(the model with S_t2's mask rule set from --rule or its own, that rule); torch's threads set."""
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    rule = mask_rule_of(model, args.rule)
+    model.config[RECIPE_KEYS[T2_NET]].update(rule)
+    return model, rule
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", nargs="?")
@@ -171,21 +190,13 @@ def main(argv=None) -> int:
     ap.add_argument("--summary", nargs="+", help="print the fold summary of these records and stop")
     ap.add_argument("--judges", default=None, help="cv_segmentor.py's folder: judge h by each case's fold S")
     ap.add_argument("--judge-recipe", default="mirror", help="the fold S's recipe (mirror or mirror+neg)")
-    ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: make each pseudo-normal with the fold S")
-    ap.add_argument("--maker-recipe", default="mirror", help="the makers' recipe (e.g. mirror+opposite)")
-    ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
-    ap.add_argument("--reaches", default=None, help="mm values of the change's reach to judge (0: none)")
-    ap.add_argument("--reach-ps", default="1", help="S's probabilities that also anchor each reach (1: the mask alone)")
-    ap.add_argument("--threads", type=int, default=1)
+    maker_options(ap, reaches=None, maker_recipe="mirror")
     args = ap.parse_args(argv)
     reaches = reaches_of(args.reaches, args.reach_ps)
     if args.summary:
         print(summary(args.summary))
         return 0
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    rule = mask_rule_of(model, args.rule)
-    model.config[RECIPE_KEYS[T2_NET]].update(rule)
+    model, rule = maker_model(args)
     record = {"model": args.model, "judges": args.judges, "judge_recipe": args.judge_recipe, "cases": {},
               "makers": args.makers, "maker_recipe": args.maker_recipe if args.makers else None, "rule": rule,
               "reaches": reaches}

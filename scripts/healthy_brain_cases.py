@@ -22,16 +22,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cv_segmentor import folds  # noqa: E402
-from healthiness_cases import fold_judges, mask_rule_of, reach_key, reaches_of  # noqa: E402
+from healthiness_cases import fold_judges, maker_model, maker_options, reach_key, reaches_of  # noqa: E402
 
 from smilecore.cases import find_cases  # noqa: E402
-from smilecore.modelfile import RECIPE_KEYS, load_model  # noqa: E402
-from smilecore.networks import T2_NET  # noqa: E402
 from smilecore.synthesis import synthesize  # noqa: E402
 from smilecore.synthesis_blend import kept_near_lesion, reach_seed  # noqa: E402
 
@@ -82,21 +79,13 @@ def main(argv=None) -> int:
     ap.add_argument("model", nargs="?")
     ap.add_argument("data_dir", nargs="?")
     ap.add_argument("--out")
-    ap.add_argument("--reaches", default="0,8", help="mm values of the change's reach (0: none)")
-    ap.add_argument("--reach-ps", default="1", help="S's probabilities that also anchor each reach (1: the mask alone)")
-    ap.add_argument("--makers", default=None, help="cv_segmentor.py's folder: each case's fold S as S_t2")
-    ap.add_argument("--maker-recipe", default="mirror+opposite")
-    ap.add_argument("--rule", default=None, help="threshold,share of S_t2's mask (default: the model's)")
+    maker_options(ap, reaches="0,8", maker_recipe="mirror+opposite")
     ap.add_argument("--summary", help="print the fold summary of this record and stop")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.summary))
         return 0
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    rule = mask_rule_of(model, args.rule)
-    model.config[RECIPE_KEYS[T2_NET]].update(rule)
+    model, rule = maker_model(args)
     reaches = reaches_of(args.reaches, args.reach_ps)
     record = {"model": args.model, "makers": args.makers, "maker_recipe": args.maker_recipe if args.makers else None,
               "rule": rule, "reaches": reaches, "cases": {}}
