@@ -264,8 +264,7 @@ def compare_with_naive(result, ref: dict, vol: CanonicalVolume, model: SmileMode
     g_fast = (to_canon(result.pseudo_normal) - vol.raw) / vol.norm.scale + vol.image
     p_fast = to_canon(result.lesion_probability)
     m_fast, m_ref = to_canon(result.lesion_mask) > 0, ref["mask"] & brain
-    g_ref = np.array(ref["G"], np.float32)
-    mm, p = change_reach(model.config)
+    g_ref, (mm, p) = np.array(ref["G"], np.float32), change_reach(model.config)
     kept_near_lesion(g_ref, vol.image, reach_seed(m_ref, ref["p"] * brain, p), vol.spacing, mm)
     inter, total = float((m_fast & m_ref).sum()), float(m_fast.sum() + m_ref.sum())
     return {"pseudo_normal_max_abs": float(np.abs(g_fast - g_ref)[brain].max()),
