@@ -6,7 +6,9 @@ Outputs, all in the input's voxel order and geometry, intensities in the input's
   I)``, i.e. G's change added to the untouched input, so that voxels G leaves alone keep their
   exact value (also those above the clipping percentile); inside the mask it is
   ``V99.5 * G(I)``, so nothing of the input above the clipping percentile (a bright cyst) shows
-  through. Background (voxels <= 0) is left as it is.
+  through. Background (voxels <= 0) is left as it is. Without a mask, G's change is kept only
+  within REACH_MM (8 mm) of the lesion mask (synthesis_blend.kept_near_lesion): farther away
+  the pseudo-normal is the input exactly, wherever G's gate opened.
   When the caller gives a lesion mask M (an edited or painted segmentation), the pseudo-normal
   is the blend the reviewer asked for: the input outside M and G's output inside M, where G
   is given the slice with M filled from the tissue around it (`lesion_fill="smooth"`, the
