@@ -154,6 +154,19 @@ def _node_ids(scene):
     return [scene.GetNthNode(k).GetID() for k in range(scene.GetNumberOfNodes())]
 
 
+def _shown_texts(label):
+    """Every text `label` shows for 20 ms or more, in order (a 20 ms QTimer samples it): what a
+    user could read, whichever poll of the panel set it."""
+    from PyQt5 import QtCore
+    seen = []
+    timer = QtCore.QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: seen[-1:] == [label.text] or seen.append(label.text))
+    timer.start()
+    _made.append(timer)
+    return seen, timer
+
+
 def _ticking():
     """Timestamps of a 50 ms QTimer: the moments Qt's event loop ran (a repaint can happen only then)."""
     from PyQt5 import QtCore
