@@ -43,7 +43,7 @@ def test_beyond_the_reach_the_input_is_kept_exactly_and_near_the_lesion_the_chan
 def test_no_lesion_means_no_change_and_reach_zero_means_no_limit():
     raw, changed, lesion = _changed_everywhere()
     pn = changed.copy()
-    assert kept_near_lesion(pn, raw, np.zeros_like(lesion), (1, 1, 1), 12.0) is None
+    kept_near_lesion(pn, raw, np.zeros_like(lesion), (1, 1, 1), 12.0)
     assert np.array_equal(pn, raw)      # a brain S finds no lesion in: nothing changes
     pn = changed.copy()
     kept_near_lesion(pn, raw, lesion, (1, 1, 1), 0.0)

@@ -8,10 +8,10 @@ image replaces the input, and R's change fades out over FILL_GROW px around the 
 Without a mask, G's change is then kept only within a reach of S's lesion (`kept_near_lesion`):
 G's gate may open anywhere, and where it opened far from every lesion S marks it erased normal
 anatomy (the lateral ventricles of a training case, 57 mm from the lesion), so the lesion mask
-bounds every change a reader sees. Then one pass through the plane (`through_plane_pass`): G fills each axial slice on its own, so
-each slice's patch had its own brightness, seen as horizontal stripes in coronal and sagittal
-views; the pseudo-normal inside the replaced region is averaged along z over that region's
-voxels only (the input outside it stays exact).
+bounds every change a reader sees. Then one pass through the plane (`through_plane_pass`): G
+fills each axial slice on its own, so each slice's patch had its own brightness, seen as
+horizontal stripes in coronal and sagittal views; the pseudo-normal inside the replaced region
+is averaged along z over that region's voxels only (the input outside it stays exact).
 
 Memory: every step here is per axial slice (resampling is in-plane, the fade's distance is
 in-plane), so the outputs are composed a few slices at a time (`CHUNK_SLICES`), written straight
@@ -55,16 +55,17 @@ def reach_seed(lesion: np.ndarray, probability: np.ndarray, p: float) -> np.ndar
 
 
 def kept_near_lesion(pseudo_normal: np.ndarray, raw: np.ndarray, lesion: np.ndarray, spacing,
-                     reach_mm: float) -> tuple | None:
+                     reach_mm: float) -> None:
     """In place: `pseudo_normal` becomes `raw` farther than `reach_mm` (3D, `spacing` mm a voxel)
     from `lesion`, and its change fades to 0 over the last REACH_FADE_MM before that; the lesion
-    and what lies well within the reach are untouched. No lesion: the input everywhere. Returns
-    the box that holds every voxel still changed (None: none); reach 0 does nothing."""
+    and what lies well within the reach are untouched. No lesion: the input everywhere; reach 0
+    does nothing. Only the lesion's box widened by the reach is copied (memory: a whole volume
+    can be hundreds of MB)."""
     if reach_mm <= 0:
-        return tuple(slice(None) for _ in range(3))
+        return
     if not lesion.any():
         pseudo_normal[...] = raw
-        return None
+        return
     from scipy import ndimage
     box = []
     for k in range(3):   # the lesion's box widened by the reach: beyond it every voxel is farther
@@ -72,14 +73,10 @@ def kept_near_lesion(pseudo_normal: np.ndarray, raw: np.ndarray, lesion: np.ndar
         pad = int(np.ceil(reach_mm / spacing[k]))
         box.append(slice(max(0, int(idx[0]) - pad), min(lesion.shape[k], int(idx[-1]) + 1 + pad)))
     box = tuple(box)
-    inside = np.zeros(lesion.shape, bool)
-    inside[box] = True
-    pseudo_normal[~inside] = raw[~inside]
-    distance = ndimage.distance_transform_edt(~lesion[box], sampling=spacing)
-    fade = np.clip((reach_mm - distance) / REACH_FADE_MM, 0.0, 1.0)
-    part = raw[box] + fade * (pseudo_normal[box] - raw[box])
-    pseudo_normal[box] = part.astype(pseudo_normal.dtype)
-    return box
+    near = pseudo_normal[box].copy()
+    pseudo_normal[...] = raw
+    fade = np.clip((reach_mm - ndimage.distance_transform_edt(~lesion[box], sampling=spacing)) / REACH_FADE_MM, 0, 1)
+    pseudo_normal[box] = (raw[box] + fade * (near - raw[box])).astype(pseudo_normal.dtype)
 
 
 @dataclass
