@@ -58,6 +58,20 @@ def test_a_hole_beyond_the_kernel_takes_the_slice_mean():
     assert torch.allclose(out[..., 40:], torch.tensor(0.3))         # the mean of the tissue outside the hole
 
 
+def test_the_fill_has_no_edge_where_the_kernels_reach_ends():
+    # tissue 0.3 on the left, 0.7 on the right, a hole wider than the kernel reaches in between:
+    # the fill goes from each side's value to the slice mean (0.5) without a step. A switch to the
+    # slice mean at a threshold stepped by 0.2 in one pixel (a line across a large lesion).
+    image = np.zeros((1, 1, 96, 128), np.float32)
+    image[..., :8], image[..., 120:] = 0.3, 0.7
+    hole = torch.zeros(image.shape, dtype=torch.bool)
+    hole[..., 8:120] = True
+    row = smooth_fill(torch.from_numpy(image), hole, sigma=10.0)[0, 0, 48].numpy()
+    assert np.abs(np.diff(row[8:120])).max() < 0.03
+    assert row[9] == pytest.approx(0.3, abs=2e-3) and row[118] == pytest.approx(0.7, abs=2e-3)
+    assert row[64] == pytest.approx(0.5, abs=1e-3)
+
+
 def test_best_constant_is_a_ceiling_for_the_flat_fill():
     image, truth, lesion = _brain_with_lesion()
     mse = lambda a: float(((a - truth)[lesion] ** 2).mean())  # noqa: E731

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 FILLS = ("none", "smooth")
 FILL_SIGMA = 10.0   # pixels
 FILL_GROW = 4       # pixels the mask is grown by: S's mask misses the lesion's rim
+PRIOR_WEIGHT = 1e-3  # soft_fill: the slice mean's weight, in units of the blur of one full slice of tissue (1)
 
 
 def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -36,9 +37,11 @@ def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = int(math.ceil(3 * sigma))
+    """A Gaussian blur cut at 4 sigma, lowered to reach 0 at the cut: the blur of a mask then falls
+    to 0 smoothly, not in a step, where the kernel's reach ends (soft_fill)."""
+    radius = int(math.ceil(4 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = torch.exp(-0.5 * (t / sigma) ** 2) - math.exp(-0.5 * ((radius + 1) / sigma) ** 2)
     k = k / k.sum()
     # separable, zero beyond the slice (the normalisation below divides that out)
     x = F.conv2d(F.pad(x, (0, 0, radius, radius)), k.view(1, 1, -1, 1))
@@ -47,13 +50,17 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def soft_fill(image: torch.Tensor, weight: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
     """Normalised convolution of the brain tissue (image > 0) weighted by `weight` (N x 1 x H x W,
-    in [0, 1]); where no weighted tissue is within reach, the slice's weighted mean.
+    in [0, 1]), drawn towards the slice's weighted mean where little weighted tissue is within
+    reach: the slice mean counts as PRIOR_WEIGHT of tissue everywhere, so the fill is the local mean
+    where tissue is near (den >> PRIOR_WEIGHT) and the slice mean where none is, with no edge
+    between them. (A switch to the slice mean at a threshold on den drew a straight line across a
+    large lesion at the cortex, along the square edge of the truncated kernel's reach.)
     Differentiable in `weight` (the gated generator's fill, gated.py)."""
     known = (image > 0).to(image.dtype) * weight
     num = gaussian_blur(image * known, sigma)
     den = gaussian_blur(known, sigma)
     slice_mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1e-6)
-    return torch.where(den > 1e-3, num / den.clamp(min=1e-3), slice_mean)
+    return (num + PRIOR_WEIGHT * slice_mean) / (den + PRIOR_WEIGHT)
 
 
 def smooth_fill(image: torch.Tensor, mask: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
