@@ -29,7 +29,9 @@ then applied to that pseudo-normal by the engine's own function (synthesis_blend
 it only touches voxels outside the lesion, where the through-plane pass does not reach) and judged;
 `bright_changed`, the share of bright non-tumour tissue (metrics.bright_tissue: CSF, at least
 BRIGHT_MARGIN voxels from the expert tumour) that changed by more than 1 % of V99.5, says how much
-normal anatomy the pseudo-normal alters.
+normal anatomy the pseudo-normal alters. `again_in_mask` and `again_outside_mask` split 1 - h:
+the tumour the judge finds again inside the maker's lesion mask (the fill) or outside it (tumour
+the maker left); `--judge-input` adds what the judge finds on the input itself (h's ceiling).
 """
 from __future__ import annotations
 
@@ -71,9 +73,11 @@ def reaches_of(text: str | None, ps: str) -> list[tuple[float, float]] | None:
     return list(dict.fromkeys((r, 1.0) if r <= 0 else (r, p) for r, p in pairs))
 
 
-def judge(model, case, judge_model=None, reaches=None) -> dict:
+def judge(model, case, judge_model=None, reaches=None, judge_input: bool = False) -> dict:
     """The figures of one case; `judge_model` marks the lesion left in the pseudo-normal (default:
-    `model`); `reaches`: mm values, each judged on the one no-reach synthesis (module docstring)."""
+    `model`); `reaches`: mm values, each judged on the one no-reach synthesis (module docstring);
+    `judge_input`: also the share of the tumour the judge finds on the input itself (h's ceiling:
+    tumour the judge cannot find on the input counts as removed)."""
     image = nib.load(case.image("t2"))
     t2 = np.asarray(image.dataobj, np.float32)
     tumour = np.asarray(nib.load(case.seg).dataobj) > 0
@@ -82,8 +86,10 @@ def judge(model, case, judge_model=None, reaches=None) -> dict:
         model.config["change_reach_mm"] = 0
     result = synthesize(t2, image.affine, model, notify=lambda m: None)
     lesion = result.lesion_mask > 0
-    figures = lambda pn: pseudo_normal_figures(pn, t2, tumour, image.affine, judge_model or model)  # noqa: E731
+    figures = lambda pn: pseudo_normal_figures(pn, t2, tumour, image.affine, judge_model or model, lesion)  # noqa: E731
     out = {"dice": dice(lesion, tumour), "segmentor": result.segmentor}
+    if judge_input:
+        out["judge_finds_on_input"] = found_again(t2, tumour, image.affine, judge_model or model)
     if reaches is None:
         out.update(figures(result.pseudo_normal))
     else:
@@ -97,14 +103,26 @@ def judge(model, case, judge_model=None, reaches=None) -> dict:
     return out
 
 
-def pseudo_normal_figures(pseudo_normal, t2, tumour, affine, judge_model) -> dict:
-    """h (expert tumour the judge does not find again), far brain changed, bright tissue changed."""
+def found_again(image, tumour, affine, judge_model) -> float:
+    """The share of the expert tumour that the judge marks on `image`."""
+    again = synthesize(image, affine, judge_model, notify=lambda m: None).lesion_mask > 0
+    return float((again & tumour).sum() / tumour.sum())
+
+
+def pseudo_normal_figures(pseudo_normal, t2, tumour, affine, judge_model, lesion=None) -> dict:
+    """h (expert tumour the judge does not find again), far brain changed, bright tissue changed;
+    with the maker's `lesion` mask, where the tumour found again lies: inside it (in the fill) or
+    outside it (tumour the maker left), each a share of the tumour (they add up to 1 - h)."""
     again = synthesize(pseudo_normal, affine, judge_model, notify=lambda m: None).lesion_mask > 0
     brain = t2 > 0
     far = brain & (ndimage.distance_transform_edt(~tumour) > 4)
     changed = np.abs(pseudo_normal - t2) > 0.01 * np.percentile(t2[brain], 99.5)
-    return {"h": 1 - float((again & tumour).sum() / tumour.sum()), "far_changed": float((changed & far).sum() / far.sum()),
-            "bright_changed": share_marked(changed, bright_tissue(t2, brain, tumour))}
+    out = {"h": 1 - float((again & tumour).sum() / tumour.sum()), "far_changed": float((changed & far).sum() / far.sum()),
+           "bright_changed": share_marked(changed, bright_tissue(t2, brain, tumour))}
+    if lesion is not None:
+        out["again_in_mask"] = float((again & tumour & lesion).sum() / tumour.sum())
+        out["again_outside_mask"] = float((again & tumour & ~lesion).sum() / tumour.sum())
+    return out
 
 
 def fold_judges(cv_dir: str, model_path: str, tmp: Path, recipe: str = "mirror", rule: dict | None = None) -> dict:
@@ -159,6 +177,21 @@ def reach_summary(record: dict) -> list[str]:
             w = worst(cases, key=lambda c: cases[c]["reach"][reach][key])
             cells += [f"{np.mean(per_fold):.4f} +- {np.std(per_fold):.4f}", f"{cases[w]['reach'][reach][key]:.4f} ({w[8:]})"]
         lines.append(f"| {'none' if reach == '0' else reach.replace('@p', ' mm, p > ')} | " + " | ".join(cells) + " |")
+    return lines + where_found(cases)
+
+
+def where_found(cases: dict) -> list[str]:
+    """Per case, for the first reach: where the tumour found again lies (records with again_in_mask)."""
+    first = lambda c: next(iter(cases[c]["reach"].values()))  # noqa: E731
+    if not all("again_in_mask" in first(c) for c in cases):
+        return []
+    lines = ["", "| case | Dice | h | found again in the maker's mask (the fill) | outside it | judge finds on the input |",
+             "|---|---|---|---|---|---|"]
+    for c in sorted(cases, key=lambda c: first(c)["h"]):
+        f = first(c)
+        on_input = f"{cases[c]['judge_finds_on_input']:.3f}" if "judge_finds_on_input" in cases[c] else ""
+        lines.append(f"| {c[8:]} | {cases[c]['dice']:.3f} | {f['h']:.3f} | {f['again_in_mask']:.3f} | "
+                     f"{f['again_outside_mask']:.3f} | {on_input} |")
     return lines
 
 
@@ -190,6 +223,7 @@ def main(argv=None) -> int:
     ap.add_argument("--summary", nargs="+", help="print the fold summary of these records and stop")
     ap.add_argument("--judges", default=None, help="cv_segmentor.py's folder: judge h by each case's fold S")
     ap.add_argument("--judge-recipe", default="mirror", help="the fold S's recipe (mirror or mirror+neg)")
+    ap.add_argument("--judge-input", action="store_true", help="also the tumour the judge finds on the input itself")
     maker_options(ap, reaches=None, maker_recipe="mirror")
     args = ap.parse_args(argv)
     reaches = reaches_of(args.reaches, args.reach_ps)
@@ -209,7 +243,7 @@ def main(argv=None) -> int:
                 if given and case.case_id not in chosen:
                     raise SystemExit(f"{given}: no fold holds {case.case_id} out")
             record["cases"][case.case_id] = judge(makers.get(case.case_id, model), case, judges.get(case.case_id),
-                                                  reaches)
+                                                  reaches, args.judge_input)
             print(case.case_id, record["cases"][case.case_id], flush=True)
             Path(args.out).write_text(json.dumps(record, indent=1))
     if not only:
