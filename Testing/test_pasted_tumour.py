@@ -4,9 +4,7 @@ the host as it is elsewhere; the model without its fill network loses that netwo
 summary's per-fold bar reads the right folds."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +15,12 @@ from smilecore import inpainting_protocol as protocol
 from smilecore.modelfile import SmileModel
 from smilecore.networks import FILL_NET
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from script_helpers import script_module
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPTS))   # it imports cv_fill and cv_segmentor beside it
-    try:
-        spec = importlib.util.spec_from_file_location("pasted_tumour_cases", SCRIPTS / "pasted_tumour_cases.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return script_module("pasted_tumour_cases")   # it imports cv_fill and cv_segmentor beside it
 
 
 def source_index(mask: np.ndarray, placed: dict) -> tuple:
@@ -116,7 +107,6 @@ def test_summary_judges_each_fold(script, tmp_path):
 def test_pasted_probability_reads_each_mask_apart(monkeypatch):
     """scripts/pasted_probability.py: the pasted mask's and the own tumour's figures come from their
     own voxels (a miss by S_t2 told apart from a miss by the mask rule)."""
-    from script_helpers import script_module
     module = script_module("pasted_probability")
     p = np.zeros((8, 8, 4), np.float32)
     pasted, own = np.zeros(p.shape, bool), np.zeros(p.shape, bool)

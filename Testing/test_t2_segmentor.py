@@ -246,3 +246,28 @@ def test_fold_overviews_stacks_each_case_under_its_caption():
     assert canvas.getpixel((5, 16 + 5)) == (200, 0, 0)            # the first case under its caption
     assert canvas.getpixel((5, 16 + 10 + 16 + 5)) == (0, 0, 200)  # the second under its own
     assert canvas.getpixel((35, 16 + 10 + 16 + 5)) == (0, 0, 0)   # beyond a narrower row: black
+
+
+def test_healthiness_splits_what_is_found_again_into_the_fill_and_what_the_maker_left(monkeypatch):
+    """scripts/healthiness_cases.py: 1 - h is the tumour the judge finds again inside the maker's
+    mask (the fill) plus outside it; the summary lists them per case, lowest h first."""
+    from types import SimpleNamespace
+    script = script_module("healthiness_cases")
+    shape = (10, 10, 4)
+    tumour = np.zeros(shape, bool)
+    tumour[:4] = True                                   # 160 voxels
+    maker = np.zeros(shape, bool)
+    maker[:2] = True                                    # the maker marks half of it
+    again = np.zeros(shape, bool)
+    again[1:3] = True                                   # 40 in the fill, 40 left by the maker
+    again[8:] = True                                    # and healthy brain, which h does not count
+    monkeypatch.setattr(script, "synthesize", lambda *a, **k: SimpleNamespace(lesion_mask=again.astype(np.uint8)))
+    t2 = np.ones(shape, np.float32)
+    f = script.pseudo_normal_figures(t2, t2, tumour, np.eye(4), judge_model=None, lesion=maker)
+    assert f["h"] == pytest.approx(0.5)
+    assert f["again_in_mask"] == pytest.approx(0.25) and f["again_outside_mask"] == pytest.approx(0.25)
+    assert script.found_again(t2, tumour, np.eye(4), None) == pytest.approx(0.5)
+    cases = {f"Brats18_{c}": {"dice": 0.8, "judge_finds_on_input": 0.9, "reach": {"8": dict(f, h=h)}}
+             for c, h in (("A_1", 0.95), ("B_1", 0.5))}
+    lines = script.where_found(cases)
+    assert lines[3].startswith("| B_1 | 0.800 | 0.500 | 0.250 | 0.250 | 0.900 |") and lines[4].startswith("| A_1 ")
