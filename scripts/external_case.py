@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         canvas = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "black")
         for k, row in enumerate(rows):
             canvas.paste(row, (0, sum(r.height for r in rows[:k])))
-        canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=96).save(args.figure)   # grey plus 3 colours: small
+        canvas.save(args.figure, optimize=True)
         print(f"wrote {args.figure}")
     return 0
 
