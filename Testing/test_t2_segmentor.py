@@ -271,3 +271,27 @@ def test_healthiness_splits_what_is_found_again_into_the_fill_and_what_the_maker
              for c, h in (("A_1", 0.95), ("B_1", 0.5))}
     lines = script.where_found(cases)
     assert lines[3].startswith("| B_1 | 0.800 | 0.500 | 0.250 | 0.250 | 0.900 |") and lines[4].startswith("| A_1 ")
+
+
+def test_external_case_figures_count_parts_and_read_the_flair_of_marked_bright_tissue():
+    """scripts/external_case.py: Dice and per-label recall against the reference, the mask's parts,
+    and each marked piece of bright tissue with its FLAIR over the brain's median (CSF below 1)."""
+    from types import SimpleNamespace
+    script = script_module("external_case")
+    shape = (40, 40, 12)
+    t2 = np.zeros(shape, np.float32)
+    t2[4:36, 4:36, 1:11] = 1.0
+    t2[26:32, 6:12, 3:9] = 3.0                          # bright tissue (CSF) far from the tumour
+    labels = np.zeros(shape, int)
+    labels[8:16, 8:16, 3:9] = 2
+    labels[10:14, 10:14, 4:8] = 1
+    mask = labels > 0
+    mask[26:32, 6:12, 3:9] = True                       # the mask also takes the CSF: a second part
+    flair = np.where(t2 > 0, 1.0, 0).astype(np.float32)
+    flair[26:32, 6:12, 3:9] = 0.3                       # dark on FLAIR: CSF
+    result = SimpleNamespace(lesion_mask=mask.astype(np.uint8), pseudo_normal=np.where(mask, 0.5, t2))
+    f = script.run_figures(result, t2, labels > 0, labels, flair)
+    assert f["parts"] == 2 and f["largest_parts"] == [384, 216]
+    assert f["recall"] == 1.0 and f["label_recall"] == {1: 1.0, 2: 1.0}
+    assert f["dice"] == pytest.approx(2 * 384 / (600 + 384))
+    assert f["bright_marked"] > 0.9 and f["bright_marked_flair"] == [(216, 0.3)]
