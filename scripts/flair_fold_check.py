@@ -8,9 +8,13 @@ slice, mirrored about the brain's centre), the same with the mirror about the ar
 cv_segmentor mirrors), S alone, and what cv_segmentor recorded for S_flair (every other slice).
 The model's S may have seen these cases in its training; S_flair has not. `--coarse-flair K`
 instead gives S_flair the FLAIR averaged over K x K x K voxels (a K mm acquisition of BraTS's
-1 mm grid), which synthesis resamples back onto the T2's grid.
+1 mm grid), which synthesis resamples back onto the T2's grid. `--rules T:S,...` instead
+synthesises each case once with its FLAIR and applies each mask rule (threshold T, parts under S of
+the largest dropped: synthesis_segmentor.main_components) to S_flair's lesion probability, printing
+per case and rule the Dice and the bright non-tumour tissue marked (metrics.bright_tissue).
 
     python scripts/flair_fold_check.py CV_DIR DATA_DIR [--fold 0] [--cases 3] [--coarse-flair 2]
+    python scripts/flair_fold_check.py CV_DIR DATA_DIR --fold 0 --rules 0.5:0,0.6:0.1 --out RECORD.json
 """
 from __future__ import annotations
 
@@ -26,11 +30,12 @@ import torch
 
 from smilecore import synthesis_grid
 from smilecore.cases import find_cases
-from smilecore.metrics import dice
+from smilecore.metrics import bright_tissue, dice, share_marked
 from smilecore.modelfile import (RECIPE_KEYS, default_model_path, load_model, recipe_channels, save_model,
                                  segmentor_recipe)
 from smilecore.networks import FLAIR_NET, RecipeSegmentor
 from smilecore.synthesis import synthesize
+from smilecore.synthesis_segmentor import main_components
 from smilecore.volume import load_label, load_nifti
 
 
@@ -60,6 +65,21 @@ def coarse(flair: tuple, k: int) -> tuple:
     return blocks.astype(np.float32), scaled
 
 
+def record_rules(record: dict, case_id: str, t2, affine, flair, truth, model, rules: str) -> None:
+    """Each mask rule (`rules`: threshold:share, ...) applied to one synthesis's S_flair probability."""
+    t0 = time.time()
+    prob = np.asarray(synthesize(t2, affine, model, flair=flair, notify=lambda m: None).lesion_probability)
+    bright = bright_tissue(t2, t2 > 0, truth)
+    record["cases"][case_id] = out = {}
+    for rule in rules.split(","):
+        threshold, share = (float(v) for v in rule.split(":"))
+        mask = prob > threshold
+        mask = main_components(mask, share) if share > 0 else mask
+        out[rule] = {"dice": dice(mask, truth), "bright_marked": share_marked(mask, bright)}
+    print(case_id, {r: {k: round(v, 4) for k, v in f.items()} for r, f in out.items()}, f"({time.time() - t0:.0f} s)",
+          flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cv_dir")
@@ -69,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--coarse-flair", type=int, default=0, help="only S_flair, on the FLAIR at this voxel size (mm)")
+    ap.add_argument("--rules", default="", help="mask rules threshold:share to score on one synthesis a case")
+    ap.add_argument("--out", default=None, help="with --rules: the per-case record (JSON)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     folder = Path(args.cv_dir) / "mirror+flair"
@@ -76,6 +98,7 @@ def main(argv=None) -> int:
     recorded = {c["case"]: c["dice"] for c in record["cases"]}
     cases = {c.case_id: c for c in find_cases(args.data_dir, require=True)}
     quiet = {"notify": lambda m: None}
+    rules_record = {"fold": args.fold, "rules": args.rules, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         model = model_with_fold(Path(args.model or default_model_path()), folder / f"fold{args.fold}.pt", record,
                                 Path(tmp) / "model.pt")
@@ -84,6 +107,11 @@ def main(argv=None) -> int:
             t2, affine, _ = load_nifti(case.image("t2"))
             flair = load_nifti(case.image("flair"))[:2]
             truth = load_label(case.seg, t2.shape, affine)
+            if args.rules:
+                record_rules(rules_record, case_id, t2, affine, flair, truth, model, args.rules)
+                if args.out:
+                    Path(args.out).write_text(json.dumps(rules_record, indent=1))
+                continue
             if args.coarse_flair:
                 mask = synthesize(t2, affine, model, flair=coarse(flair, args.coarse_flair), **quiet).lesion_mask
                 print(f"{case_id}: S_flair on a {args.coarse_flair} mm FLAIR {dice(mask, truth):.3f}; cv_segmentor "
