@@ -207,3 +207,15 @@ def test_add_segmentor_trains_on_the_models_training_split_only(tmp_path, recipe
             assert torch.equal(value, model.nets[name].state_dict()[key]), (name, key)
     with pytest.raises(SystemExit, match="--out is the input model"):
         script.main([str(source), str(cohort), "--out", str(source)])
+
+
+def test_the_bundled_default_drops_small_parts_of_s_flairs_mask_and_info_says_so(capsys):
+    """The shipped S_flair keeps parts of at least a tenth of the largest (cross-validated,
+    docs/segmentor-cv.md "S_flair's mask rule"), at the model's threshold, and `smile info` says so."""
+    from smilecore.modelfile import default_model_path
+    from smilecore.synthesis_segmentor import mask_rule
+    model = load_model(default_model_path())
+    assert mask_rule(model, FLAIR_NET) == (0.5, 0.1)
+    assert cli_main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("FLAIR input"))
+    assert line.endswith("median scaling; parts under 0.1 of the largest dropped")

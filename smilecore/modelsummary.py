@@ -56,19 +56,24 @@ def networks_used(config: dict) -> list[str]:
     lines = ["FLAIR input    " + ("not accepted (no FLAIR segmentor)" if flair is None else
                                   f"accepted (smile synthesize --flair): S_flair sees {', '.join(flair['modalities'])}"
                                   f"{', both mirrored left-right' if flair['mirror'] else ''}; "
-                                  f"{flair['normalisation']} scaling")]
+                                  f"{flair['normalisation']} scaling" + mask_rule_text(flair))]
     if t2 is not None:   # the segmentor without a FLAIR (synthesis_segmentor.segmentor_input)
         lines.append(f"T2 segmentor   S_t2: the T2{' and its left-right mirror' if t2['mirror'] else ''}; "
                      f"{t2['normalisation']} scaling; test-time flips {t2.get('test_time_flips', DEFAULT_FLIPS)}"
-                     + (f"; lesion above p {t2['lesion_threshold']}" if "lesion_threshold" in t2 else "")
-                     + (f"; parts under {t2['min_component_share']} of the largest dropped"
-                        if t2.get("min_component_share") else "") + " (replaces S's lesion mask)")
+                     + mask_rule_text(t2) + " (replaces S's lesion mask)")
     lines.append("Lesion fill    " + ("G's own (no fill network)" if fill is None else
                                       f"fill network ({fill['start']} start, U-Net base {fill['base']}, "
                                       f"depth {fill['depth']}; synthesis_fill.py)")
                  + f"; through-plane pass sigma {pass_sigma(config):g} slices"
                  + f"; {reach_text(*change_reach(config))}")
     return lines
+
+
+def mask_rule_text(recipe: dict) -> str:
+    """What a recipe segmentor's mask keeps (synthesis_segmentor.mask_rule), where the recipe names it."""
+    return ((f"; lesion above p {recipe['lesion_threshold']}" if "lesion_threshold" in recipe else "")
+            + (f"; parts under {recipe['min_component_share']} of the largest dropped"
+               if recipe.get("min_component_share") else ""))
 
 
 def reach_text(mm: float, p: float) -> str:
