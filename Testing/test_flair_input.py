@@ -219,3 +219,30 @@ def test_the_bundled_default_drops_small_parts_of_s_flairs_mask_and_info_says_so
     assert cli_main(["info"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("FLAIR input"))
     assert line.endswith("median scaling; parts under 0.1 of the largest dropped")
+
+
+def test_flair_fold_check_scores_each_mask_rule_on_one_probability(monkeypatch):
+    """scripts/flair_fold_check.py --rules: each rule (threshold:share) is applied to the one
+    synthesis's S_flair probability: a higher threshold keeps less, a share drops the small part."""
+    from types import SimpleNamespace
+    from script_helpers import script_module
+    script = script_module("flair_fold_check")
+    shape = (30, 30, 8)
+    prob = np.zeros(shape, np.float32)
+    prob[5:15, 5:15, 2:6] = 0.9          # the tumour, sure
+    prob[15:17, 5:15, 2:6] = 0.55        # its rim, unsure
+    prob[24:26, 24:26, 2:4] = 0.8        # a small far part (8 voxels)
+    truth = np.zeros(shape, bool)
+    truth[5:17, 5:15, 2:6] = True
+    t2 = np.ones(shape, np.float32)
+    t2[24:26, 24:26, 2:4] = 5.0          # the small part lies on bright tissue
+    calls = []
+    monkeypatch.setattr(script, "synthesize",
+                        lambda *a, **k: calls.append(1) or SimpleNamespace(lesion_probability=prob))
+    record = {"cases": {}}
+    script.record_rules(record, "c", t2, np.eye(4), None, truth, None, "0.5:0,0.6:0,0.5:0.1")
+    got = record["cases"]["c"]
+    assert len(calls) == 1
+    assert got["0.5:0"]["dice"] == pytest.approx(2 * 480 / (488 + 480)) and got["0.5:0"]["bright_marked"] > 0.9
+    assert got["0.6:0"]["dice"] == pytest.approx(2 * 400 / (408 + 480))
+    assert got["0.5:0.1"]["dice"] == 1.0 and got["0.5:0.1"]["bright_marked"] == 0.0
