@@ -73,8 +73,7 @@ def record_rules(record: dict, case_id: str, t2, affine, flair, truth, model, ru
     record["cases"][case_id] = out = {}
     for rule in rules.split(","):
         threshold, share = (float(v) for v in rule.split(":"))
-        mask = prob > threshold
-        mask = main_components(mask, share) if share > 0 else mask
+        mask = main_components(prob > threshold, share)   # share 0 keeps every part
         out[rule] = {"dice": dice(mask, truth), "bright_marked": share_marked(mask, bright)}
     print(case_id, {r: {k: round(v, 4) for k, v in f.items()} for r, f in out.items()}, f"({time.time() - t0:.0f} s)",
           flush=True)

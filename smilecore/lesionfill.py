@@ -12,9 +12,10 @@ quality"); the method as published stays available (`lesion_fill="none"`).
 The fill is a normalised convolution: inside the (grown) mask, the Gaussian-weighted mean of
 the brain tissue outside it, so it follows gradients across the lesion instead of being one
 flat value; far from any tissue it turns smoothly into the mean of the slice's brain tissue
-outside the mask (a weak prior, PRIOR_WEIGHT). Measured on held-out transplanted lesions (default split), sigma 10
-px gave 25.8 / 18.9 dB (test / validation case) against 25.6 / 18.7 dB for the ring mean;
-sigma 3 leaves holes in large lesions (15.2 dB), sigma 20 is the ring mean again.
+outside the mask (a weak prior, PRIOR_WEIGHT). Measured on held-out transplanted lesions
+(default split), sigma 10 px gave 25.8 / 18.9 dB (test / validation case) against 25.6 / 18.7 dB
+for the ring mean; sigma 3 leaves holes in large lesions (15.2 dB), sigma 20 is the ring mean
+again.
 """
 from __future__ import annotations
 
